@@ -1,0 +1,2 @@
+//! `atomix-initrd`: the AtomixOS early-boot provisioner.
+fn main() {}
