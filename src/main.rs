@@ -1,2 +1,271 @@
-//! `atomix-initrd`: the AtomixOS early-boot provisioner.
-fn main() {}
+//! `atomix-initrd`: the AtomixOS early-boot provisioner, run from the initramfs.
+//!
+//! It mounts the booted slot's squashfs, prepares the tmpfs the overlay root lives on,
+//! partitions the rest of the boot disk on the first boot after a flash (`systemd-repart`),
+//! formats a wiped data partition, mounts `/data`, leaves the fresh-flash marker for the
+//! provisioning service and records what it did in `/run/atomix/boot.json`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use boot_state::{BootRecord, StepTiming};
+use clap::{Parser, Subcommand};
+use disk_layout::Layout;
+
+mod apply;
+mod blockdev;
+mod cmdline;
+mod failpoint;
+mod kmsg;
+mod mountinfo;
+mod partition_table;
+mod plan;
+mod sysroot_unit;
+mod system;
+
+use failpoint::Failpoints;
+use plan::{DataPartition, Paths, Situation, Stage};
+use system::System;
+
+/// Where the dracut module installs the partition definitions.
+const DEFAULT_REPART_DIR: &str = "/usr/lib/atomix/repart.d";
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "AtomixOS early-boot provisioner (runs in the initramfs)"
+)]
+struct Cli {
+    /// Where log lines go, with kernel log levels.
+    #[arg(long, global = true, default_value = "/dev/kmsg")]
+    kmsg: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the early-boot sequence (or one stage of it).
+    Setup(SetupArgs),
+    /// systemd generator: write sysroot.mount (the overlay root) into the first directory.
+    Generate {
+        normal_dir: PathBuf,
+        early_dir: Option<PathBuf>,
+        late_dir: Option<PathBuf>,
+    },
+    /// Print the sysroot.mount unit the generator writes.
+    SysrootUnit,
+}
+
+#[derive(Debug, clap::Args)]
+struct SetupArgs {
+    /// Kernel command line to read atomix.slot, atomix.root and atomix.build from.
+    #[arg(long, default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+    /// Prefix of every path mounted or written (run/rootfs-base, sysroot, run/atomix, ...).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// systemd-repart definitions of the partition layout.
+    #[arg(long, default_value = DEFAULT_REPART_DIR)]
+    repart_dir: PathBuf,
+    /// Which part of the sequence to run.
+    #[arg(long, value_enum, default_value = "all")]
+    stage: Stage,
+    /// Seconds to wait for the root partition and new partitions to appear.
+    #[arg(long, default_value_t = 30)]
+    device_timeout: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kmsg::init(&cli.kmsg);
+    let result = match cli.command {
+        Command::Setup(args) => setup(&args),
+        Command::Generate { normal_dir, .. } => generate(&normal_dir),
+        Command::SysrootUnit => {
+            print!("{}", sysroot_unit::sysroot_mount_unit());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup(args: &SetupArgs) -> Result<()> {
+    let started = Instant::now();
+    let paths = Paths::under(&args.root);
+    let layout = Layout::read(&args.repart_dir).context("cannot load the partition layout")?;
+    let system = System {
+        device_timeout: Duration::from_secs(args.device_timeout),
+    };
+    let failpoints = Failpoints::from_env();
+
+    let (steps, mut record) = match args.stage {
+        Stage::PostSysroot => post_sysroot_plan(&paths)?,
+        Stage::All | Stage::PreSysroot => inspect_and_plan(args, &layout, &paths, &system)?,
+    };
+    apply::apply(&steps, &layout, &system, &failpoints, &mut record)?;
+    log::info!(
+        "early boot {} done in {} ms (slot {}, fresh flash: {}, created: {}, data formatted: {})",
+        match args.stage {
+            Stage::All => "setup",
+            Stage::PreSysroot => "pre-sysroot stage",
+            Stage::PostSysroot => "post-sysroot stage",
+        },
+        started.elapsed().as_millis(),
+        record.slot,
+        record.fresh_flash,
+        if record.partitions_created.is_empty() {
+            "nothing".to_owned()
+        } else {
+            record.partitions_created.join(", ")
+        },
+        record.data_formatted,
+    );
+    Ok(())
+}
+
+/// Reads the command line and the boot disk, and plans this boot.
+fn inspect_and_plan(
+    args: &SetupArgs,
+    layout: &Layout,
+    paths: &Paths,
+    system: &System,
+) -> Result<(Vec<plan::Step>, BootRecord)> {
+    let mut timings = Vec::new();
+    let text = fs::read_to_string(&args.cmdline).with_context(|| {
+        format!(
+            "cannot read the kernel command line {}",
+            args.cmdline.display()
+        )
+    })?;
+    let boot = cmdline::parse(&text)?;
+    log::info!(
+        "slot {}, root PARTUUID {}, build {}",
+        boot.slot,
+        boot.root_partuuid,
+        boot.build_id.as_deref().unwrap_or("(none)")
+    );
+
+    let root = timed(&mut timings, "resolve-root", || {
+        system.wait_for_partuuid(boot.root_partuuid)
+    })?;
+    log::info!(
+        "root partition {} on disk {}",
+        root.partition.display(),
+        root.disk.display()
+    );
+    let table = timed(&mut timings, "read-partition-table", || {
+        partition_table::read(&root.disk)
+    })?;
+    let partuuid = boot.root_partuuid.hyphenated().to_string();
+    if table.by_partuuid(&partuuid).is_none() {
+        anyhow::bail!(
+            "the GPT of {} has no partition {partuuid}, although libblkid found it there",
+            root.disk.display()
+        );
+    }
+    let data = timed(&mut timings, "probe-data", || -> Result<_> {
+        let Some(entry) = table.by_label(disk_layout::DATA) else {
+            return Ok(None);
+        };
+        let device = apply::Actions::wait_partition_node(system, &root.disk, entry.number)?;
+        let fstype = blockdev::probe_fstype(&device)?;
+        Ok(Some(DataPartition { device, fstype }))
+    })?;
+
+    let situation = Situation {
+        slot: boot.slot,
+        build_id: boot.build_id.clone(),
+        root_device: root.partition.clone(),
+        disk: root.disk.clone(),
+        table,
+        data,
+        now: now_rfc3339(),
+    };
+    let plan = plan::plan(&situation, layout, paths, args.stage);
+    log::info!(
+        "plan: fresh flash {}, missing partitions: {}, steps: {}",
+        if plan.fresh_flash { "yes" } else { "no" },
+        if plan.missing.is_empty() {
+            "none".to_owned()
+        } else {
+            plan.missing.join(", ")
+        },
+        plan.steps
+            .iter()
+            .map(plan::Step::name)
+            .collect::<Vec<_>>()
+            .join(" → ")
+    );
+    let record = BootRecord {
+        slot: boot.slot,
+        build_id: boot.build_id,
+        root_partuuid: partuuid,
+        root_device: root.partition.display().to_string(),
+        disk: root.disk.display().to_string(),
+        fresh_flash: plan.fresh_flash,
+        partitions_created: Vec::new(),
+        data_formatted: false,
+        data_device: situation
+            .data
+            .as_ref()
+            .map(|d| d.device.display().to_string()),
+        data_fstype: situation.data.as_ref().and_then(|d| d.fstype.clone()),
+        steps: timings,
+    };
+    Ok((plan.steps, record))
+}
+
+/// The second half in the systemd initrd: continues from the record the first half wrote.
+fn post_sysroot_plan(paths: &Paths) -> Result<(Vec<plan::Step>, BootRecord)> {
+    let record: BootRecord = boot_state::read_record(&paths.boot_record)?.with_context(|| {
+        format!(
+            "{} does not exist: the pre-sysroot stage (atomix-setup.service) must run first",
+            paths.boot_record.display()
+        )
+    })?;
+    let marker = record.fresh_flash.then(|| boot_state::FreshFlashMarker {
+        build_id: record.build_id.clone(),
+        slot: record.slot,
+        created: now_rfc3339(),
+    });
+    let steps = plan::post_sysroot_steps(Path::new(&record.disk), marker, paths);
+    Ok((steps, record))
+}
+
+fn timed<T>(timings: &mut Vec<StepTiming>, step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let value = f().with_context(|| format!("step {step} failed"))?;
+    timings.push(StepTiming {
+        step: step.to_owned(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    Ok(value)
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// The systemd generator: `sysroot.mount`, required by `initrd-root-fs.target`.
+fn generate(normal_dir: &Path) -> Result<()> {
+    let unit = normal_dir.join("sysroot.mount");
+    boot_state::write_atomic(&unit, sysroot_unit::sysroot_mount_unit().as_bytes())?;
+    let wants = normal_dir.join("initrd-root-fs.target.requires");
+    fs::create_dir_all(&wants).with_context(|| format!("cannot create {}", wants.display()))?;
+    let link = wants.join("sysroot.mount");
+    if fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("../sysroot.mount", &link)
+            .with_context(|| format!("cannot create {}", link.display()))?;
+    }
+    Ok(())
+}
