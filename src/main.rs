@@ -6,6 +6,7 @@
 //! provisioning service and records what it did in `/run/atomix/boot.json`.
 
 use std::fs;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -94,6 +95,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
+            if !std::io::stderr().is_terminal() {
+                // The logger shows a terminal everything; others still get the verdict.
+                eprintln!("atomix-initrd: error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

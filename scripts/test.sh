@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: host set-up, formatting and lints, unit tests, privileged
+# integration tests (root: loop devices, mount namespaces), and the static aarch64 build.
+# Usage: scripts/test.sh   (as root, on Debian 12)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "host set-up"
+scripts/setup-host.sh
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit and integration tests (all crates but atomix-initrd)"
+cargo test --workspace --locked --exclude atomix-initrd
+
+step "atomix-initrd: unit tests and privileged tests (loop devices, one at a time)"
+cargo test -p atomix-initrd --locked -- --test-threads=1
+
+step "static aarch64 atomix-initrd"
+scripts/build-initrd-binary.sh
