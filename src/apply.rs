@@ -433,6 +433,7 @@ mod tests {
             root_partuuid: String::new(),
             root_device: "/dev/vda2".into(),
             disk: "/dev/vda".into(),
+            boot_device: Some("/dev/vda1".into()),
             fresh_flash: true,
             partitions_created: vec![],
             data_formatted: false,

@@ -178,6 +178,14 @@ fn inspect_and_plan(
             root.disk.display()
         );
     }
+    let boot_label = format!("boot-{}", boot.slot);
+    let boot_device = match table.by_label(&boot_label) {
+        Some(entry) => Some(apply::Actions::wait_partition_node(system, &root.disk, entry.number)?),
+        None => {
+            log::warn!("{} has no {boot_label} partition", root.disk.display());
+            None
+        }
+    };
     let data = timed(&mut timings, "probe-data", || -> Result<_> {
         let Some(entry) = table.by_label(disk_layout::DATA) else {
             return Ok(None);
@@ -217,6 +225,7 @@ fn inspect_and_plan(
         root_partuuid: partuuid,
         root_device: root.partition.display().to_string(),
         disk: root.disk.display().to_string(),
+        boot_device: boot_device.map(|d| d.display().to_string()),
         fresh_flash: plan.fresh_flash,
         partitions_created: Vec::new(),
         data_formatted: false,

@@ -385,6 +385,7 @@ fn fresh_flash_then_next_boot() {
     assert_eq!(record.root_partuuid, disk.rootfs_partuuid);
     assert_eq!(record.root_device, disk.part(2));
     assert_eq!(record.disk, disk.loopdev);
+    assert_eq!(record.boot_device, Some(disk.part(1)));
     assert_eq!(record.partitions_created, ["boot-b", "rootfs-b", "data"]);
     assert!(!record.data_formatted);
     let steps: Vec<_> = record.steps.iter().map(|s| s.step.as_str()).collect();

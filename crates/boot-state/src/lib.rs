@@ -95,6 +95,8 @@ pub struct BootRecord {
     pub root_device: String,
     /// The whole disk that holds the booted slot, e.g. `/dev/mmcblk0`.
     pub disk: String,
+    /// The booted slot's boot partition (`boot-a` or `boot-b`), mounted at `/boot`.
+    pub boot_device: Option<String>,
     /// True when this boot found the disk as flashed (no `boot-b` partition yet).
     pub fresh_flash: bool,
     /// PARTLABELs of the partitions `systemd-repart` added during this boot.

@@ -1,0 +1,49 @@
+#!/bin/bash
+# dracut module "atomix": AtomixOS early boot in a systemd initramfs.
+# Opt-in (dracut --add atomix): atomix-initrd, the partition layout (repart.d) and the
+# tools systemd-repart needs, the units that order them, and sysroot.mount as the
+# overlay of the booted slot's squashfs and a tmpfs.
+
+# shellcheck disable=SC2154 # $initdir, $moddir, $systemdsystemunitdir come from dracut
+
+check() {
+    # Only when asked for.
+    return 255
+}
+
+depends() {
+    echo systemd
+}
+
+installkernel() {
+    # Filesystems and block layers of the sequence, and the disks it boots from: the
+    # Rock64's eMMC (dw_mmc) and QEMU's virtio disk. hostonly='' keeps them in a generic
+    # initrd built inside an image tree.
+    hostonly='' instmods squashfs overlay f2fs loop vfat nls_cp437 nls_iso8859-1 \
+        mmc_block dw_mmc-rockchip virtio_blk virtio_pci virtio_net \
+        crc32_generic zstd_compress lz4_compress lz4hc_compress
+}
+
+install() {
+    inst_binary /usr/lib/atomix/atomix-initrd /usr/bin/atomix-initrd
+    inst_multiple systemd-repart mkfs.f2fs mkfs.vfat mkfs.fat mcopy blkid losetup
+
+    inst_dir /usr/lib/atomix/repart.d
+    local def
+    for def in /usr/lib/atomix/repart.d/*.conf; do
+        inst_simple "$def"
+    done
+
+    inst_simple "$moddir/atomix-setup.service" "$systemdsystemunitdir/atomix-setup.service"
+    inst_simple "$moddir/atomix-data.service" "$systemdsystemunitdir/atomix-data.service"
+    inst_simple "$moddir/atomix-modules.conf" /etc/modules-load.d/atomix.conf
+    inst_hook cmdline 90 "$moddir/parse-atomix-root.sh"
+
+    # sysroot.mount as atomix-initrd defines it.
+    /usr/lib/atomix/atomix-initrd sysroot-unit > "$initdir$systemdsystemunitdir/sysroot.mount"
+
+    $SYSTEMCTL -q --root "$initdir" add-wants initrd.target atomix-setup.service
+    $SYSTEMCTL -q --root "$initdir" add-wants initrd.target atomix-data.service
+    mkdir -p "$initdir$systemdsystemunitdir/initrd-root-fs.target.requires"
+    ln -sf ../sysroot.mount "$initdir$systemdsystemunitdir/initrd-root-fs.target.requires/sysroot.mount"
+}
