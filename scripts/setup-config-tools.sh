@@ -2,7 +2,9 @@
 # Installs what the atomix-config tests use to judge rendered output with real tools:
 #   nft (nftables), dnsmasq, systemd-analyze (systemd), unshare (util-linux) on the host,
 #   and a Debian 13 "trixie" amd64 tree with podman 5, whose Quadlet generator
-#   (/usr/libexec/podman/quadlet) bookworm lacks; the tests run it under chroot.
+#   (/usr/libexec/podman/quadlet) bookworm lacks, and systemd, whose systemd-analyze
+#   verifies the units Quadlet generates (they run /usr/bin/podman, which only the tree
+#   has); the tests run both under chroot.
 # Idempotent: only what is missing is installed; the trixie tree is built once into
 # ${ATOMIX_CACHE:-/var/cache/atomix}/quadlet-tree (outside the clone) and reused.
 # Must run as root.
@@ -34,12 +36,13 @@ fi
 
 # The tree is complete only once the stamp exists: an interrupted build is redone
 # from scratch rather than trusted half-made.
-if [ ! -e "$TREE/.atomix-complete" ] || [ ! -x "$TREE/usr/libexec/podman/quadlet" ]; then
+if [ ! -e "$TREE/.atomix-complete" ] || [ ! -x "$TREE/usr/libexec/podman/quadlet" ] \
+    || [ ! -x "$TREE/usr/bin/systemd-analyze" ]; then
     echo "setup-config-tools: building the trixie tree with podman in $TREE"
     rm -rf "$TREE" "$TREE.tmp"
     mkdir -p "$CACHE"
     start=$(date +%s)
-    mmdebstrap --variant=apt --arch=amd64 --include=podman \
+    mmdebstrap --variant=apt --arch=amd64 --include=podman,systemd \
         --keyring="$KEYRING" \
         trixie "$TREE.tmp" http://deb.debian.org/debian
     touch "$TREE.tmp/.atomix-complete"
@@ -47,6 +50,6 @@ if [ ! -e "$TREE/.atomix-complete" ] || [ ! -x "$TREE/usr/libexec/podman/quadlet
     echo "setup-config-tools: trixie tree built in $(( $(date +%s) - start ))s"
 fi
 
-"$TREE/usr/libexec/podman/quadlet" -version >/dev/null 2>&1 \
-    || chroot "$TREE" /usr/libexec/podman/quadlet -version
+chroot "$TREE" /usr/libexec/podman/quadlet -version
+chroot "$TREE" systemd-analyze --version | head -1
 echo "setup-config-tools: ok (nft, dnsmasq, systemd-analyze, quadlet in $TREE)"

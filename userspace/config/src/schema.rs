@@ -167,7 +167,7 @@ impl Zone {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Container {
     pub name: Spanned<ContainerName>,
-    pub image: ImageRef,
+    pub image: Spanned<ImageRef>,
     /// true: runs as the admin user (rootless Quadlet).
     #[serde(default)]
     pub rootless: bool,

@@ -338,7 +338,25 @@ fn check_containers(c: &Config, out: &mut Vec<Finding>) {
                 out.push(Finding::error(v.span(), path, "a value with a newline or other control character cannot be carried by a systemd unit"));
             }
         }
+        let image = ctr.image.get_ref().to_string();
+        let registry = image.split_once('/').map(|(first, _)| first);
+        if !registry.is_some_and(|r| r.contains('.') || r.contains(':') || r == "localhost") {
+            out.push(Finding::warning(
+                ctr.image.span(),
+                format!("containers[{i}].image"),
+                format!("{image} is not fully qualified (e.g. docker.io/library/{image}): podman resolves short names through its registries list"),
+            ));
+        }
         for (j, arg) in ctr.exec.iter().enumerate() {
+            // Quadlet drops an empty word and everything after it, and a lone `;`
+            // would end the command line of ExecStart.
+            if arg.get_ref().is_empty() || arg.get_ref() == ";" {
+                out.push(Finding::error(
+                    arg.span(),
+                    format!("containers[{i}].exec[{j}]"),
+                    "an empty or \";\" argument cannot be carried through Quadlet",
+                ));
+            }
             if systemd_unsafe(arg.get_ref()) {
                 out.push(Finding::error(arg.span(), format!("containers[{i}].exec[{j}]"), "an argument with a newline or other control character cannot be carried by a systemd unit"));
             }

@@ -59,7 +59,7 @@ fn errors_carry_line_column_path_and_reason() {
         ),
         (
             "container names: invalid and duplicate",
-            minimal("[[containers]]\nname = \"Web\"\nimage = \"nginx\"\n[[containers]]\nname = \"db\"\nimage = \"postgres\"\n[[containers]]\nname = \"db\"\nimage = \"postgres\"\n"),
+            minimal("[[containers]]\nname = \"Web\"\nimage = \"docker.io/library/nginx\"\n[[containers]]\nname = \"db\"\nimage = \"docker.io/library/postgres\"\n[[containers]]\nname = \"db\"\nimage = \"docker.io/library/postgres\"\n"),
             &[
                 "config.toml:11:8: containers[0].name: \"Web\" is not a container name ([a-z0-9][a-z0-9-]*, at most 63 characters)",
                 "config.toml:17:8: containers[2].name: duplicate container name \"db\" (also containers[1])",
@@ -67,7 +67,7 @@ fn errors_carry_line_column_path_and_reason() {
         ),
         (
             "ports the device uses on the LAN, and clashes between containers",
-            minimal("[[firewall.allow]]\nzone = \"wan\"\nproto = \"tcp\"\nport = \"80-443\"\n[[containers]]\nname = \"a\"\nimage = \"nginx\"\npublish = [\"22:22\", \"443:443\"]\n[[containers]]\nname = \"b\"\nimage = \"nginx\"\npublish = [\"443:8443/tcp\", \"8080:80\"]\n"),
+            minimal("[[firewall.allow]]\nzone = \"wan\"\nproto = \"tcp\"\nport = \"80-443\"\n[[containers]]\nname = \"a\"\nimage = \"docker.io/library/nginx\"\npublish = [\"22:22\", \"443:443\"]\n[[containers]]\nname = \"b\"\nimage = \"docker.io/library/nginx\"\npublish = [\"443:8443/tcp\", \"8080:80\"]\n"),
             &[
                 "config.toml:17:12: containers[0].publish[0]: host port 22/tcp is the device's SSH port",
                 "config.toml:21:12: containers[1].publish[0]: host port 443/tcp is already published by containers[0]",
@@ -78,7 +78,7 @@ fn errors_carry_line_column_path_and_reason() {
         ),
         (
             "volumes outside /data/apps, values systemd cannot carry",
-            minimal("[[containers]]\nname = \"a\"\nimage = \"nginx\"\nvolumes = [\"/data/apps/../etc:/etc\"]\nexec = [\"ok\", \"two\\nlines\"]\nenvironment = { A = \"tab\\there\" }\n"),
+            minimal("[[containers]]\nname = \"a\"\nimage = \"docker.io/library/nginx\"\nvolumes = [\"/data/apps/../etc:/etc\"]\nexec = [\"ok\", \"two\\nlines\"]\nenvironment = { A = \"tab\\there\" }\n"),
             &[
                 "config.toml:13:11: containers[0].volumes: host path \"/data/apps/../etc\" is outside /data/apps",
                 "config.toml:14:15: containers[0].exec[1]: an argument with a newline or other control character cannot be carried by a systemd unit",
@@ -125,7 +125,7 @@ fn errors_carry_line_column_path_and_reason() {
 fn a_valid_config_decodes_to_typed_values() {
     let checked = check(
         "config.toml",
-        &minimal("[[containers]]\nname = \"web\"\nimage = \"nginx\"\nrootless = true\n"),
+        &minimal("[[containers]]\nname = \"web\"\nimage = \"docker.io/library/nginx\"\nrootless = true\n"),
     );
     let config = checked.config.expect("valid");
     assert_eq!(config.device.hostname.get_ref().as_str(), "edge-042");

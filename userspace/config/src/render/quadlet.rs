@@ -79,7 +79,7 @@ impl ContainerUnit {
     pub fn from_config(c: &Container) -> Self {
         let name = c.name.get_ref().to_string();
         ContainerUnit {
-            image: c.image.to_string(),
+            image: c.image.get_ref().to_string(),
             environment: c
                 .environment
                 .iter()
@@ -120,7 +120,11 @@ impl ContainerUnit {
             ("Image", escape_specifiers(&self.image)),
         ];
         for (k, v) in &self.environment {
-            container.push(("Environment", quote_word(&format!("{k}={v}"), false)));
+            container.push((
+                "Environment", // Quadlet copies Environment= into ExecStart (`--env K=V`), where systemd
+                // expands `$`: escape it as in Exec=.
+                quote_word(&format!("{k}={v}"), true),
+            ));
         }
         for p in &self.publish {
             container.push(("PublishPort", p.clone()));
