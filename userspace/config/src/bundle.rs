@@ -1,0 +1,416 @@
+//! Config bundles: a tar, optionally gzip-compressed, with `config.toml` at its root and
+//! files for containers under `apps/<container>/...`.
+//!
+//! Reading is defensive because a bundle may come from anyone who can reach the console:
+//! absolute paths, `..`, links, device nodes and duplicates are refused, as are bundles
+//! past the [`Limits`], which are counted on the decompressed stream while it is read
+//! (so a small gzip cannot expand past them). A refusal names the offending member.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use flate2::read::GzDecoder;
+
+/// Size and count limits for bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `config.toml`, in bytes.
+    pub config_bytes: u64,
+    /// Largest uncompressed bundle (the whole tar stream), in bytes.
+    pub bundle_bytes: u64,
+    /// Most tar entries (files and directories).
+    pub entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            config_bytes: 1 << 20,
+            bundle_bytes: 16 << 20,
+            entries: 1024,
+        }
+    }
+}
+
+/// Why a bundle was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BundleError {
+    #[error("{member}: refused: {reason}")]
+    Refused { member: String, reason: String },
+    #[error("the bundle is larger than {limit} bytes uncompressed")]
+    TooLarge { limit: u64 },
+    #[error("the bundle has more than {limit} entries")]
+    TooManyEntries { limit: usize },
+    #[error("the bundle has no config.toml at its root")]
+    NoConfig,
+    #[error("config.toml is not UTF-8 text")]
+    ConfigNotUtf8,
+    #[error("the bundle is not a readable tar{}: {reason}", if *.gzip { " (gzip)" } else { "" })]
+    Corrupt { gzip: bool, reason: String },
+}
+
+/// A bundle's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    pub config: String,
+    /// Regular files under `apps/`, by their path in the bundle (`apps/web/index.html`).
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Bundle {
+    /// Container names that have files in the bundle (`apps/<name>/...`).
+    pub fn app_dirs(&self) -> Vec<&str> {
+        let mut dirs: Vec<&str> = self
+            .files
+            .keys()
+            .filter_map(|p| p.strip_prefix("apps/")?.split('/').next())
+            .collect();
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// What a file handed to `validate` or the API holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Config(String),
+    Bundle(Bundle),
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+
+/// Whether bytes look like a bundle (gzip, or a tar with the ustar magic) rather than text.
+pub fn looks_like_bundle(bytes: &[u8]) -> bool {
+    bytes.starts_with(GZIP_MAGIC) || bytes.get(257..262) == Some(b"ustar")
+}
+
+/// Classifies and reads an input: a bundle, or config.toml text.
+pub fn read_input(bytes: &[u8], limits: Limits) -> Result<Input, BundleError> {
+    if looks_like_bundle(bytes) {
+        return read_bundle(bytes, limits).map(Input::Bundle);
+    }
+    if bytes.len() as u64 > limits.config_bytes {
+        return Err(BundleError::Refused {
+            member: "config.toml".into(),
+            reason: format!("larger than {} bytes", limits.config_bytes),
+        });
+    }
+    String::from_utf8(bytes.to_vec())
+        .map(Input::Config)
+        .map_err(|_| BundleError::ConfigNotUtf8)
+}
+
+/// Counts bytes as they are read and fails once past the limit.
+struct Counted<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::other(LimitExceeded));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct LimitExceeded;
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("size limit exceeded")
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
+/// Reads a bundle from its bytes (tar or gzip'd tar).
+pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Bundle, BundleError> {
+    let gzip = bytes.starts_with(GZIP_MAGIC);
+    let stream: Box<dyn Read + '_> = if gzip {
+        Box::new(GzDecoder::new(bytes))
+    } else {
+        Box::new(bytes)
+    };
+    let counted = Counted {
+        inner: stream,
+        read: 0,
+        limit: limits.bundle_bytes,
+    };
+    let io_error = |e: io::Error| -> BundleError {
+        let over = e.get_ref().is_some_and(|i| i.is::<LimitExceeded>());
+        if over {
+            BundleError::TooLarge {
+                limit: limits.bundle_bytes,
+            }
+        } else {
+            BundleError::Corrupt {
+                gzip,
+                reason: e.to_string(),
+            }
+        }
+    };
+    let mut archive = tar::Archive::new(counted);
+    let mut config = None;
+    let mut files = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (count, entry) in archive.entries().map_err(io_error)?.enumerate() {
+        if count >= limits.entries {
+            return Err(BundleError::TooManyEntries {
+                limit: limits.entries,
+            });
+        }
+        let mut entry = entry.map_err(io_error)?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let refuse = |reason: &str| BundleError::Refused {
+            member: raw.clone(),
+            reason: reason.to_owned(),
+        };
+        let path = member_path(&raw).map_err(|r| refuse(r))?;
+        let kind = entry.header().entry_type();
+        let is_dir = match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous => false,
+            tar::EntryType::Directory => true,
+            tar::EntryType::Symlink => return Err(refuse("symbolic links are not allowed")),
+            tar::EntryType::Link => return Err(refuse("hard links are not allowed")),
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                return Err(refuse("device nodes and FIFOs are not allowed"))
+            }
+            _ => return Err(refuse("only regular files and directories are allowed")),
+        };
+        if !seen.insert(path.clone()) {
+            return Err(refuse("duplicate member"));
+        }
+        if is_dir {
+            if path != "apps" && !path.starts_with("apps/") {
+                return Err(refuse(
+                    "only config.toml and apps/<container>/... belong in a bundle",
+                ));
+            }
+            continue;
+        }
+        let size = entry.header().size().map_err(io_error)?;
+        if path == "config.toml" {
+            if size > limits.config_bytes {
+                return Err(refuse(&format!(
+                    "larger than {} bytes",
+                    limits.config_bytes
+                )));
+            }
+            let mut data = Vec::new();
+            (&mut entry)
+                .take(limits.config_bytes + 1)
+                .read_to_end(&mut data)
+                .map_err(io_error)?;
+            config = Some(String::from_utf8(data).map_err(|_| BundleError::ConfigNotUtf8)?);
+        } else if let Some(rest) = path.strip_prefix("apps/") {
+            let container = rest.split('/').next().unwrap_or("");
+            if container.is_empty() || !rest.contains('/') {
+                return Err(refuse("files go under apps/<container>/"));
+            }
+            let mut data = Vec::new();
+            (&mut entry)
+                .take(limits.bundle_bytes + 1)
+                .read_to_end(&mut data)
+                .map_err(io_error)?;
+            files.insert(path, data);
+        } else {
+            return Err(refuse(
+                "only config.toml and apps/<container>/... belong in a bundle",
+            ));
+        }
+    }
+    let config = config.ok_or(BundleError::NoConfig)?;
+    Ok(Bundle { config, files })
+}
+
+/// Normalises a member path (drops `./` and a trailing `/`), refusing what could escape.
+fn member_path(raw: &str) -> Result<String, &'static str> {
+    if raw.starts_with('/') {
+        return Err("absolute paths are not allowed");
+    }
+    if raw.contains('\\') || raw.chars().any(|c| c.is_control()) {
+        return Err("backslashes and control characters are not allowed in names");
+    }
+    let mut parts = Vec::new();
+    for c in raw.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err("'..' is not allowed"),
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Err("empty member name");
+    }
+    Ok(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    enum Member<'a> {
+        File(&'a str, &'a [u8]),
+        Dir(&'a str),
+        Link(tar::EntryType, &'a str),
+    }
+
+    /// Writes raw headers so that names the `tar` builder would refuse can be tested.
+    fn tar(members: &[Member<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in members {
+            let mut h = tar::Header::new_ustar();
+            let (name, kind, data): (&str, tar::EntryType, &[u8]) = match m {
+                Member::File(n, d) => (n, tar::EntryType::Regular, d),
+                Member::Dir(n) => (n, tar::EntryType::Directory, b""),
+                Member::Link(k, n) => (n, *k, b""),
+            };
+            let bytes = h.as_old_mut();
+            bytes.name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_config_and_apps_plain_and_gzip() {
+        let t = tar(&[
+            Member::File("./config.toml", b"schema = 1\n"),
+            Member::Dir("apps/"),
+            Member::Dir("apps/web/"),
+            Member::File("apps/web/index.html", b"hi"),
+        ]);
+        for bytes in [t.clone(), gzip(&t)] {
+            assert!(looks_like_bundle(&bytes));
+            let b = read_bundle(&bytes, Limits::default()).unwrap();
+            assert_eq!(b.config, "schema = 1\n");
+            assert_eq!(b.files.keys().collect::<Vec<_>>(), ["apps/web/index.html"]);
+            assert_eq!(b.app_dirs(), ["web"]);
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_member() {
+        use tar::EntryType as E;
+        let cfg = Member::File("config.toml", b"");
+        let cases: Vec<(Vec<Member<'_>>, &str)> = vec![
+            (
+                vec![Member::File("/etc/passwd", b"x")],
+                "/etc/passwd: refused: absolute",
+            ),
+            (
+                vec![Member::File("apps/web/../../x", b"x")],
+                "apps/web/../../x: refused: '..'",
+            ),
+            (
+                vec![Member::Link(E::Symlink, "apps/web/l")],
+                "apps/web/l: refused: symbolic",
+            ),
+            (
+                vec![Member::Link(E::Link, "apps/web/h")],
+                "apps/web/h: refused: hard",
+            ),
+            (
+                vec![Member::Link(E::Char, "apps/web/c")],
+                "apps/web/c: refused: device",
+            ),
+            (
+                vec![Member::Link(E::Block, "apps/web/b")],
+                "apps/web/b: refused: device",
+            ),
+            (
+                vec![
+                    Member::File("apps/web/a", b"1"),
+                    Member::File("apps/web/./a", b"2"),
+                ],
+                "apps/web/./a: refused: duplicate",
+            ),
+            (
+                vec![
+                    Member::File("config.toml", b"a"),
+                    Member::File("./config.toml", b"b"),
+                ],
+                "./config.toml: refused: duplicate",
+            ),
+            (
+                vec![Member::File("etc/x", b"x")],
+                "etc/x: refused: only config.toml",
+            ),
+            (
+                vec![Member::File("apps/x", b"x")],
+                "apps/x: refused: files go under",
+            ),
+        ];
+        for (members, want) in cases {
+            let mut all = vec![];
+            all.extend(members);
+            all.push(Member::File("zz-config.toml", b""));
+            let err = read_bundle(&tar(&all), Limits::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(want), "{err} (want {want})");
+        }
+        let err = read_bundle(&tar(&[Member::Dir("apps/")]), Limits::default()).unwrap_err();
+        assert_eq!(err, BundleError::NoConfig);
+        drop(cfg);
+    }
+
+    #[test]
+    fn limits_are_counted_while_decompressing() {
+        let big = vec![b'a'; 64 << 10];
+        let t = tar(&[
+            Member::File("config.toml", b""),
+            Member::File("apps/web/big", &big),
+        ]);
+        let small = Limits {
+            bundle_bytes: 32 << 10,
+            ..Limits::default()
+        };
+        let gz = gzip(&t);
+        assert!(
+            gz.len() < 32 << 10,
+            "the compressed bundle is under the limit"
+        );
+        assert_eq!(
+            read_bundle(&gz, small).unwrap_err(),
+            BundleError::TooLarge { limit: 32 << 10 }
+        );
+
+        let cfg = vec![b'#'; 2 << 20];
+        let err = read_bundle(
+            &tar(&[Member::File("config.toml", &cfg)]),
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config.toml: refused: larger than"),
+            "{err}"
+        );
+
+        let names: Vec<String> = (0..1100).map(|i| format!("apps/web/{i}")).collect();
+        let many: Vec<Member<'_>> = names.iter().map(|n| Member::File(n, b"")).collect();
+        let err = read_bundle(&tar(&many), Limits::default()).unwrap_err();
+        assert_eq!(err, BundleError::TooManyEntries { limit: 1024 });
+    }
+}

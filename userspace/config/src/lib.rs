@@ -1,0 +1,74 @@
+//! AtomixOS `config.toml` v1: the operator's whole intent for a device.
+//!
+//! * [`schema`] — the types (a contract; `docs/configuration.md` documents them).
+//! * [`values`] — field value types that parse themselves (host names, ports, volumes...).
+//! * [`decode`] — text to [`schema::Config`], every error at once, with positions.
+//! * [`validate`] — cross-field checks.
+//! * [`bundle`] — reading a config bundle (tar, optionally gzip) within limits.
+//! * [`render`] — the canonical `rendered/` tree: Quadlet units and system files.
+//! * [`generations`] — the generations store under `/data/config`.
+//!
+//! [`check`] runs decoding and validation; parsing takes `&str`, reading files is the
+//! caller's (or [`read_input`]'s) business.
+
+pub mod bundle;
+pub mod decode;
+pub mod diagnostic;
+pub mod generations;
+pub mod render;
+pub mod schema;
+pub mod validate;
+pub mod values;
+
+use sha2::{Digest, Sha256};
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use schema::Config;
+
+/// The result of checking one config text.
+#[derive(Debug)]
+pub struct Checked {
+    /// Set only when there are no errors.
+    pub config: Option<Config>,
+    /// Errors first, then warnings, each in document order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.errors().next().is_none()
+    }
+}
+
+/// Decodes and validates config text; `file` names it in diagnostics.
+pub fn check(file: &str, text: &str) -> Checked {
+    let decoded = decode::decode(text);
+    let mut findings = decoded.findings;
+    if let Some(config) = &decoded.config {
+        findings.extend(validate::validate(config));
+    }
+    let diagnostics = diagnostic::LineIndex::new(text).diagnostics(file, findings);
+    let valid = diagnostics.iter().all(|d| d.severity != Severity::Error);
+    Checked {
+        config: decoded.config.filter(|_| valid),
+        diagnostics,
+    }
+}
+
+/// Hex SHA-256 of config text, as named in rendered headers and `source.json`.
+pub fn config_sha256(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,263 @@
+//! Real tools judge the rendered output: `nft -c` in a private network namespace,
+//! `dnsmasq --test`, podman's Quadlet generator and `systemd-analyze verify` (both from a
+//! Debian trixie tree, run under chroot in a private mount namespace).
+//!
+//! These need root and what `scripts/setup-config-tools.sh` installs; they are ignored
+//! in a plain `cargo test` and run by `scripts/test-config-tools.sh`. A missing tool is a
+//! failure naming the setup script, never a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use atomix_config::render::{render, RenderedTree};
+use atomix_config::{check, config_sha256};
+
+const SETUP: &str = "scripts/setup-config-tools.sh";
+
+/// Every fixture the tools judge: the annotated example and `tests/fixtures/render/*.toml`.
+fn fixtures() -> Vec<(String, RenderedTree)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = vec![root.join("../../examples/config.toml")];
+    let mut more: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures/render"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    more.sort();
+    paths.extend(more);
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let checked = check(&name, &text);
+            let config = checked
+                .config
+                .unwrap_or_else(|| panic!("{name}: {:#?}", checked.diagnostics));
+            (name, render(&config, &config_sha256(&text)))
+        })
+        .collect()
+}
+
+fn tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run {SETUP} (as root)");
+}
+
+fn quadlet_tree() -> PathBuf {
+    let cache = std::env::var_os("ATOMIX_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/atomix"), PathBuf::from);
+    let tree = cache.join("quadlet-tree");
+    for needed in [
+        "usr/libexec/podman/quadlet",
+        "usr/bin/systemd-analyze",
+        ".atomix-complete",
+    ] {
+        assert!(
+            tree.join(needed).exists(),
+            "{} lacks {needed}: run {SETUP} (as root)",
+            tree.display()
+        );
+    }
+    tree
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn nft_check(ruleset: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("atomix.nft");
+    std::fs::write(&file, ruleset).unwrap();
+    let (ok, _, err) = run(Command::new(tool("unshare"))
+        .arg("-n")
+        .arg(tool("nft"))
+        .arg("-c")
+        .arg("-f")
+        .arg(&file));
+    (ok, err)
+}
+
+fn dnsmasq_check(conf: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("atomix.conf");
+    std::fs::write(&file, conf).unwrap();
+    let (ok, out, err) = run(Command::new(tool("dnsmasq"))
+        .arg("--test")
+        .arg("-C")
+        .arg(&file));
+    (ok, format!("{out}{err}"))
+}
+
+#[test]
+#[ignore = "needs root and scripts/setup-config-tools.sh; run scripts/test-config-tools.sh"]
+fn nft_accepts_every_rendered_ruleset() {
+    let (ok, _) =
+        nft_check("table inet atomix {\n\tchain input { tcp dport nonsense accept }\n}\n");
+    assert!(!ok, "the judge must reject a broken ruleset");
+    for (name, tree) in fixtures() {
+        let (ok, err) = nft_check(tree.get("nftables/atomix.nft").unwrap());
+        assert!(ok, "{name}: nft -c rejects the ruleset:\n{err}");
+    }
+}
+
+#[test]
+#[ignore = "needs root and scripts/setup-config-tools.sh; run scripts/test-config-tools.sh"]
+fn dnsmasq_accepts_every_rendered_config() {
+    let (ok, _) = dnsmasq_check("dhcp-range=nonsense\n");
+    assert!(!ok, "the judge must reject a broken config");
+    for (name, tree) in fixtures() {
+        let (ok, out) = dnsmasq_check(tree.get("dnsmasq/atomix.conf").unwrap());
+        assert!(ok, "{name}: dnsmasq --test rejects the config:\n{out}");
+    }
+}
+
+/// Runs Quadlet from the trixie tree over `units` (rootless: `-user`), writing the
+/// generated services, then `systemd-analyze verify` on them (rootful only: user units
+/// need a user manager). Returns (success, generated services by name, log).
+fn quadlet(units: &Path, rootless: bool) -> (bool, Vec<(String, String)>, String) {
+    let tree = quadlet_tree();
+    let work = tempfile::tempdir().unwrap();
+    let (src, out) = (work.path().join("units"), work.path().join("out"));
+    std::fs::create_dir_all(&out).unwrap();
+    copy_dir(units, &src);
+    let user = if rootless { "-user" } else { "" };
+    let verify = if rootless {
+        "true"
+    } else {
+        "cd /mnt/out && { ls *.service >/dev/null 2>&1 || exit 0; } && systemd-analyze verify --man=no *.service"
+    };
+    // A private mount namespace: the bind mount vanishes with the process, and parallel
+    // tests each see their own /mnt inside the shared tree.
+    let script = format!(
+        "set -e; mount --bind '{work}' '{tree}/mnt'; \
+         chroot '{tree}' /usr/bin/env QUADLET_UNIT_DIRS=/mnt/units /usr/libexec/podman/quadlet {user} /mnt/out; \
+         chroot '{tree}' /bin/sh -c '{verify}'",
+        work = work.path().display(),
+        tree = tree.display(),
+    );
+    let (ok, stdout, stderr) = run(Command::new(tool("unshare"))
+        .arg("-m")
+        .arg("/bin/sh")
+        .arg("-c")
+        .arg(&script));
+    let mut services = Vec::new();
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "service") {
+            services.push((
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            ));
+        }
+    }
+    services.sort();
+    (ok, services, format!("{stdout}{stderr}"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    if !from.exists() {
+        return;
+    }
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs root and scripts/setup-config-tools.sh; run scripts/test-config-tools.sh"]
+fn quadlet_and_systemd_accept_every_rendered_unit() {
+    // The judge must object to a unit Quadlet cannot convert.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("bad.container"), "[Container]\nNotAKey=1\n").unwrap();
+    let (_, services, log) = quadlet(bad.path(), false);
+    assert!(
+        services.is_empty() && log.contains("NotAKey"),
+        "quadlet accepted a broken unit:\n{log}"
+    );
+
+    for (name, tree) in fixtures() {
+        let dir = tempfile::tempdir().unwrap();
+        tree.write_into(&dir.path().join("r")).unwrap();
+        for (set, rootless) in [("rootful", false), ("rootless", true)] {
+            let units = dir.path().join("r/quadlet").join(set);
+            let mut expected: Vec<String> = tree
+                .files
+                .keys()
+                .filter_map(|k| k.strip_prefix(&format!("quadlet/{set}/")))
+                .map(|u| match u.strip_suffix(".volume") {
+                    Some(v) => format!("{v}-volume.service"),
+                    None => u.replace(".container", ".service"),
+                })
+                .collect();
+            expected.sort();
+            let (ok, services, log) = quadlet(&units, rootless);
+            assert!(
+                ok,
+                "{name} ({set}): quadlet or systemd-analyze failed:\n{log}"
+            );
+            assert!(
+                !log.to_lowercase().contains("warning") && !log.contains("unsupported"),
+                "{name} ({set}):\n{log}"
+            );
+            let got: Vec<&str> = services.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(got, expected, "{name} ({set}): generated services\n{log}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and scripts/setup-config-tools.sh; run scripts/test-config-tools.sh"]
+fn quoting_survives_quadlet_into_exec_start() {
+    let (_, tree) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "quoting.toml")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    tree.write_into(&dir.path().join("r")).unwrap();
+    let (ok, services, log) = quadlet(&dir.path().join("r/quadlet/rootful"), false);
+    assert!(ok, "{log}");
+    let exec = services[0]
+        .1
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .unwrap();
+    println!("{exec}");
+    let tail = exec
+        .split_once(" docker.io/library/busybox:1.36 ")
+        .unwrap()
+        .1;
+    assert_eq!(
+        tail, EXPECTED_ARGS,
+        "container arguments as Quadlet wrote them"
+    );
+    for env in EXPECTED_ENV {
+        assert!(exec.contains(env), "{env} missing from {exec}");
+    }
+}
+
+/// What systemd reads back as: sh, -c, `echo "hello world" 100% $HOME`, `back\slash`,
+/// `semi;colon`, `it's` (`%%` is a literal `%`, `$$` a literal `$`).
+const EXPECTED_ARGS: &str =
+    r#"sh -c "echo \"hello world\" 100%% $$HOME" "back\\slash" semi;colon "it's""#;
+const EXPECTED_ENV: &[&str] = &[
+    r#"--env DOLLAR=$$x"#,
+    r#"--env EMPTY="#,
+    r#"--env "GREETING=hello world""#,
+    r#"--env PCT=50%%"#,
+    r#"--env "QUOTE=a\"b""#,
+];

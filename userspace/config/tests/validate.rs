@@ -1,0 +1,140 @@
+//! Table-driven checks of decoding and validation: each case is config text and the
+//! exact diagnostics expected, in the CLI's line format.
+
+mod common;
+
+use atomix_config::check;
+use common::{minimal, KEY};
+
+fn lines(text: &str) -> Vec<String> {
+    check("config.toml", text)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn the_minimal_config_and_the_example_are_valid() {
+    assert_eq!(lines(&minimal("")), Vec::<String>::new());
+    let example = include_str!("../../../examples/config.toml");
+    let checked = check("examples/config.toml", example);
+    assert!(checked.is_valid(), "{:#?}", checked.diagnostics);
+    assert_eq!(checked.warnings().count(), 0, "{:#?}", checked.diagnostics);
+}
+
+#[test]
+fn errors_carry_line_column_path_and_reason() {
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "unknown keys, each with its position",
+            minimal("colour = 1\n[update]\nrauc = true\nurll = \"x\"\n"),
+            &[
+                "config.toml:10:1: network.lan.colour: unknown field `colour`, expected one of `address`, `dhcp-range`, `dns`",
+                "config.toml:13:1: update.urll: unknown field `urll`, expected `rauc` or `url`",
+            ],
+        ),
+        (
+            "dhcp range outside the LAN",
+            minimal("").replace("start = \"192.168.100.50\"", "start = \"192.168.1.5\""),
+            &["config.toml:8:24: network.lan.dhcp-range.start: 192.168.1.5 is outside 192.168.100.0/24"],
+        ),
+        (
+            "missing required keys are reported where their table is, once",
+            "schema = 1\n[device]\ntimezone = \"Etc/UTC\"\n[network.lan]\naddress = \"10.0.0.1/8\"\n".to_owned(),
+            &[
+                "config.toml:1:1: admin: missing required key `admin`",
+                "config.toml:2:1: device.hostname: missing required key `hostname`",
+            ],
+        ),
+        (
+            "an invalid required value is not also reported missing",
+            minimal("").replace("\"edge-042\"", "\"edge_042\""),
+            &["config.toml:3:12: device.hostname: \"edge_042\" is not an RFC 1123 host name: only letters, digits, '-' and '.' are allowed"],
+        ),
+        (
+            "type errors",
+            minimal("[update]\nrauc = \"yes\"\n"),
+            &["config.toml:11:8: update.rauc: invalid type: string \"yes\", expected a boolean"],
+        ),
+        (
+            "container names: invalid and duplicate",
+            minimal("[[containers]]\nname = \"Web\"\nimage = \"docker.io/library/nginx\"\n[[containers]]\nname = \"db\"\nimage = \"docker.io/library/postgres\"\n[[containers]]\nname = \"db\"\nimage = \"docker.io/library/postgres\"\n"),
+            &[
+                "config.toml:11:8: containers[0].name: \"Web\" is not a container name ([a-z0-9][a-z0-9-]*, at most 63 characters)",
+                "config.toml:17:8: containers[2].name: duplicate container name \"db\" (also containers[1])",
+            ],
+        ),
+        (
+            "ports the device uses on the LAN, and clashes between containers",
+            minimal("[[firewall.allow]]\nzone = \"wan\"\nproto = \"tcp\"\nport = \"80-443\"\n[[containers]]\nname = \"a\"\nimage = \"docker.io/library/nginx\"\npublish = [\"22:22\", \"443:443\"]\n[[containers]]\nname = \"b\"\nimage = \"docker.io/library/nginx\"\npublish = [\"443:8443/tcp\", \"8080:80\"]\n"),
+            &[
+                "config.toml:17:12: containers[0].publish[0]: host port 22/tcp is the device's SSH port",
+                "config.toml:21:12: containers[1].publish[0]: host port 443/tcp is already published by containers[0]",
+                "config.toml:21:28: containers[1].publish[1]: host port 8080/tcp is the provisioning console's port",
+                "config.toml:17:12: warning: containers[0].publish[0]: host port 22/tcp is not opened on the WAN by any firewall.allow rule",
+                "config.toml:21:28: warning: containers[1].publish[1]: host port 8080/tcp is not opened on the WAN by any firewall.allow rule",
+            ],
+        ),
+        (
+            "volumes outside /data/apps, values systemd cannot carry",
+            minimal("[[containers]]\nname = \"a\"\nimage = \"docker.io/library/nginx\"\nvolumes = [\"/data/apps/../etc:/etc\"]\nexec = [\"ok\", \"two\\nlines\"]\nenvironment = { A = \"tab\\there\" }\n"),
+            &[
+                "config.toml:13:11: containers[0].volumes: host path \"/data/apps/../etc\" is outside /data/apps",
+                "config.toml:14:15: containers[0].exec[1]: an argument with a newline or other control character cannot be carried by a systemd unit",
+                "config.toml:15:21: containers[0].environment.A: a value with a newline or other control character cannot be carried by a systemd unit",
+            ],
+        ),
+        (
+            "static WAN: incomplete, and overlapping the LAN",
+            minimal("[network.wan]\ndhcp = false\naddress = \"192.168.0.2/16\"\n"),
+            &[
+                "config.toml:11:8: network.wan.dns: dhcp = false needs dns",
+                "config.toml:11:8: network.wan.gateway: dhcp = false needs gateway",
+                "config.toml:12:11: network.wan.address: 192.168.0.0/16 overlaps the LAN 192.168.100.0/24",
+            ],
+        ),
+        (
+            "no keys, wrong schema, unknown zone",
+            minimal("[[firewall.allow]]\nzone = \"dmz\"\nproto = \"tcp\"\nport = 1\n")
+                .replace(&format!("[\"{KEY}\"]"), "[]")
+                .replace("schema = 1", "schema = 2"),
+            &[
+                "config.toml:1:10: schema: unsupported schema version 2 (this build reads 1)",
+                "config.toml:5:23: admin.ssh-authorized-keys: at least one SSH public key is required",
+                "config.toml:11:8: firewall.allow[0].zone: unknown variant `dmz`, expected `wan` or `lan`",
+            ],
+        ),
+        (
+            "positions count characters, not bytes",
+            minimal("").replace("hostname = \"edge-042\"", "hostname = \"édge\""),
+            &["config.toml:3:12: device.hostname: \"édge\" is not an RFC 1123 host name: only letters, digits, '-' and '.' are allowed"],
+        ),
+        (
+            "syntax errors stand alone",
+            "schema = 1\n[device\nhostname = 3\n".to_owned(),
+            &["config.toml:2:8: (document): unclosed table, expected `]`"],
+        ),
+    ];
+    for (what, text, want) in cases {
+        assert_eq!(lines(text), *want, "case: {what}");
+    }
+}
+
+#[test]
+fn a_valid_config_decodes_to_typed_values() {
+    let checked = check(
+        "config.toml",
+        &minimal("[[containers]]\nname = \"web\"\nimage = \"docker.io/library/nginx\"\nrootless = true\n"),
+    );
+    let config = checked.config.expect("valid");
+    assert_eq!(config.device.hostname.get_ref().as_str(), "edge-042");
+    assert_eq!(config.device.timezone.to_string(), "Etc/UTC");
+    assert!(*config.network.wan.dhcp.get_ref());
+    assert!(config.network.lan.dns);
+    assert_eq!(
+        config.network.lan.dhcp_range.unwrap().lease.to_string(),
+        "12h"
+    );
+    assert!(config.containers[0].rootless);
+}

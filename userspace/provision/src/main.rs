@@ -1,0 +1,38 @@
+//! `atomix-provision`: the AtomixOS provisioning tool. Each subcommand lives in its own
+//! module under `cmd/` (the service and factory reset will join them).
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "atomix-provision", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config.toml or a config bundle. Exit 0: valid; 1: invalid; 2: unreadable.
+    Validate(cmd::validate::Args),
+    /// Write the canonical rendered/ tree for a config.toml or bundle.
+    Render(cmd::render::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => cmd::validate::run(&args),
+        Command::Render(args) => cmd::render::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("atomix-provision: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
