@@ -10,6 +10,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "host set-up"
 scripts/setup-host.sh
+scripts/setup-config-tools.sh
 
 step "formatting and lints"
 cargo fmt --all -- --check

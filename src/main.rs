@@ -180,7 +180,11 @@ fn inspect_and_plan(
     }
     let boot_label = format!("boot-{}", boot.slot);
     let boot_device = match table.by_label(&boot_label) {
-        Some(entry) => Some(apply::Actions::wait_partition_node(system, &root.disk, entry.number)?),
+        Some(entry) => Some(apply::Actions::wait_partition_node(
+            system,
+            &root.disk,
+            entry.number,
+        )?),
         None => {
             log::warn!("{} has no {boot_label} partition", root.disk.display());
             None

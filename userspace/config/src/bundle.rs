@@ -171,7 +171,7 @@ pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Bundle, BundleError> 
             member: raw.clone(),
             reason: reason.to_owned(),
         };
-        let path = member_path(&raw).map_err(|r| refuse(r))?;
+        let path = member_path(&raw).map_err(&refuse)?;
         let kind = entry.header().entry_type();
         let is_dir = match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => false,
@@ -312,7 +312,6 @@ mod tests {
     #[test]
     fn refusals_name_the_member() {
         use tar::EntryType as E;
-        let cfg = Member::File("config.toml", b"");
         let cases: Vec<(Vec<Member<'_>>, &str)> = vec![
             (
                 vec![Member::File("/etc/passwd", b"x")],
@@ -372,7 +371,6 @@ mod tests {
         }
         let err = read_bundle(&tar(&[Member::Dir("apps/")]), Limits::default()).unwrap_err();
         assert_eq!(err, BundleError::NoConfig);
-        drop(cfg);
     }
 
     #[test]

@@ -43,8 +43,8 @@ impl fmt::Display for Diagnostic {
         };
         write!(
             f,
-            "{}:{}:{}: {}{}{}",
-            self.file, self.line, self.column, warning, path, ": "
+            "{}:{}:{}: {}{}: ",
+            self.file, self.line, self.column, warning, path
         )?;
         f.write_str(&self.message)
     }

@@ -2,9 +2,8 @@
 //! `dnsmasq --test`, podman's Quadlet generator and `systemd-analyze verify` (both from a
 //! Debian trixie tree, run under chroot in a private mount namespace).
 //!
-//! These need root and what `scripts/setup-config-tools.sh` installs; they are ignored
-//! in a plain `cargo test` and run by `scripts/test-config-tools.sh`. A missing tool is a
-//! failure naming the setup script, never a skip.
+//! These need root and what `scripts/setup-config-tools.sh` installs (`scripts/test.sh`
+//! runs it first). A missing tool is a failure naming the setup script, never a skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,7 +101,6 @@ fn dnsmasq_check(conf: &str) -> (bool, String) {
 }
 
 #[test]
-#[ignore = "needs root and scripts/setup-config-tools.sh; run scripts/test-config-tools.sh"]
 fn nft_accepts_every_rendered_ruleset() {
     let (ok, _) =
         nft_check("table inet atomix {\n\tchain input { tcp dport nonsense accept }\n}\n");
@@ -114,7 +112,6 @@ fn nft_accepts_every_rendered_ruleset() {
 }
 
 #[test]
-#[ignore = "needs root and scripts/setup-config-tools.sh; run scripts/test-config-tools.sh"]
 fn dnsmasq_accepts_every_rendered_config() {
     let (ok, _) = dnsmasq_check("dhcp-range=nonsense\n");
     assert!(!ok, "the judge must reject a broken config");
@@ -179,7 +176,6 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
-#[ignore = "needs root and scripts/setup-config-tools.sh; run scripts/test-config-tools.sh"]
 fn quadlet_and_systemd_accept_every_rendered_unit() {
     // The judge must object to a unit Quadlet cannot convert.
     let bad = tempfile::tempdir().unwrap();
@@ -221,7 +217,6 @@ fn quadlet_and_systemd_accept_every_rendered_unit() {
 }
 
 #[test]
-#[ignore = "needs root and scripts/setup-config-tools.sh; run scripts/test-config-tools.sh"]
 fn quoting_survives_quadlet_into_exec_start() {
     let (_, tree) = fixtures()
         .into_iter()

@@ -15,7 +15,7 @@ pub const EXIT_INVALID: u8 = 1;
 /// An input read from disk: the config text and what checking it found, or why the
 /// bundle holding it was refused.
 pub enum Loaded {
-    Checked { text: String, checked: Checked },
+    Checked { text: String, checked: Box<Checked> },
     Refused(BundleError),
 }
 
@@ -30,5 +30,8 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         Err(e) => return Ok(Loaded::Refused(e)),
     };
     let checked = atomix_config::check(&name, &text);
-    Ok(Loaded::Checked { text, checked })
+    Ok(Loaded::Checked {
+        text,
+        checked: Box::new(checked),
+    })
 }
