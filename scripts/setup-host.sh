@@ -23,6 +23,9 @@ PACKAGES=(
     squashfs-tools e2fsprogs file
     # Running arm64 binaries on the host.
     qemu-user-static binfmt-support
+    # The image builder and QEMU boots.
+    mmdebstrap debian-archive-keyring u-boot-tools bmap-tools openssh-client
+    qemu-system-arm qemu-utils
 )
 
 # binfmt_misc must be mounted before qemu-user-static is installed, or the package
@@ -46,6 +49,12 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup-host: installing ${missing[*]}"
     apt-get update -qq
+    # A machine may come with a newer qemu-utils (backports) than bookworm's
+    # qemu-system-arm accepts: install qemu-system-arm on its own first, which replaces
+    # it, then the rest (bookworm's qemu-utils included).
+    if [[ " ${missing[*]} " == *" qemu-system-arm "* ]]; then
+        apt-get install -y -qq --no-install-recommends qemu-system-arm
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 

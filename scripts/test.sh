@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: host set-up, formatting and lints, unit tests, privileged
-# integration tests (root: loop devices, mount namespaces), and the static aarch64 build.
+# integration tests (root: loop devices, mount namespaces), the image build and its checks.
 # Usage: scripts/test.sh   (as root, on Debian 12)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +16,15 @@ step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "unit and integration tests (all crates but atomix-initrd)"
-cargo test --workspace --locked --exclude atomix-initrd
+step "unit and integration tests (all crates but atomix-initrd and the built image)"
+cargo test --workspace --locked --exclude atomix-initrd --exclude atomix-image
+cargo test -p atomix-image --locked --lib --bins
 
 step "atomix-initrd: unit tests and privileged tests (loop devices, one at a time)"
 cargo test -p atomix-initrd --locked -- --test-threads=1
 
-step "static aarch64 atomix-initrd"
-scripts/build-initrd-binary.sh
+step "the flashable image (static aarch64 binaries, cached stages)"
+scripts/build-image.sh
+
+step "the built image, without booting"
+cargo test -p atomix-image --locked --test built_image

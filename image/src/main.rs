@@ -64,7 +64,7 @@ struct BuildArgs {
     /// Downloaded packages and cached stages, kept between builds.
     #[arg(long, env = "ATOMIX_CACHE", default_value = "/var/cache/atomix")]
     cache: PathBuf,
-    /// Build id shown by U-Boot and in /etc/os-release (default: date and git commit).
+    /// Build id shown by U-Boot and in /etc/os-release (default: dev-<git commit>).
     #[arg(long)]
     build_id: Option<String>,
     /// Public keys (authorized_keys format) trusted to provision devices of this build.
@@ -129,6 +129,8 @@ struct Manifest {
     initrd_bytes: u64,
     kernel_version: String,
     rootfs_partuuid: String,
+    /// Where the U-Boot builds the image took its blobs from.
+    uboot_dir: String,
     stages: Vec<(String, u64)>,
 }
 
@@ -274,6 +276,7 @@ fn build(args: &BuildArgs) -> Result<()> {
         initrd_bytes: fs::metadata(&initrd)?.len(),
         kernel_version: kver,
         rootfs_partuuid: plan.partition(disk_layout::ROOTFS_A).partuuid.to_string(),
+        uboot_dir: uboot.display().to_string(),
         stages: stages.0,
     };
     fs::write(
@@ -301,13 +304,13 @@ fn default_build_id(repo: &Path) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown".into());
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let date: String = now
-        .chars()
-        .take(10)
-        .filter(|c| c.is_ascii_digit())
-        .collect();
-    format!("{date}-{commit}")
+    let dirty = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["status", "--porcelain"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
+    format!("dev-{commit}{}", if dirty { "-dirty" } else { "" })
 }
 
 /// The trusted provisioning keys: the given file, or a development key pair generated

@@ -59,7 +59,7 @@ impl Machine {
                 self.wan_port, self.ssh_port
             ),
             "-device".into(),
-            "virtio-net-pci,netdev=wan,mac=52:54:00:a7:00:01".into(),
+            "virtio-net-pci,netdev=wan,mac=52:54:00:a7:00:01,romfile=".into(),
             // eth1: LAN, a second network on which the device is the gateway.
             "-netdev".into(),
             format!(
@@ -67,7 +67,7 @@ impl Machine {
                 self.lan_port
             ),
             "-device".into(),
-            "virtio-net-pci,netdev=lan,mac=52:54:00:a7:00:02".into(),
+            "virtio-net-pci,netdev=lan,mac=52:54:00:a7:00:02,romfile=".into(),
         ]);
         args
     }

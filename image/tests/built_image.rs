@@ -1,0 +1,162 @@
+//! Checks of a built image without booting it: the GPT entries and offsets, the U-Boot
+//! blobs at their sectors, the boot partition's files, and what the squashfs root holds.
+//!
+//! Reads the output of `scripts/build-image.sh` from `ATOMIX_IMAGE_DIR` (default `build/`
+//! at the repository root); `scripts/test.sh` builds the image before running this. With no
+//! image there, every test fails and says how to build one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const IMAGE_NAME: &str = "atomixos-rock64.img";
+const SECTOR: u64 = 512;
+
+fn out_dir() -> PathBuf {
+    std::env::var_os("ATOMIX_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build"))
+}
+
+fn manifest() -> Value {
+    let path = out_dir().join("build.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "no built image at {} ({e}): run scripts/build-image.sh first",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+fn image() -> PathBuf {
+    out_dir().join(IMAGE_NAME)
+}
+
+fn output(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn table() -> Value {
+    let json: Value =
+        serde_json::from_str(&output(Command::new("sfdisk").arg("--json").arg(image()))).unwrap();
+    json["partitiontable"].clone()
+}
+
+fn partition_offset(index: usize) -> u64 {
+    table()["partitions"][index]["start"].as_u64().unwrap() * SECTOR
+}
+
+#[test]
+fn gpt_holds_slot_a_only_after_the_bootloader_area() {
+    let manifest = manifest();
+    let t = table();
+    assert_eq!(t["label"], "gpt");
+    assert_eq!(t["firstlba"], 32768);
+    let parts = t["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "the flashed image holds boot-a and rootfs-a only");
+    assert_eq!(parts[0]["name"], "boot-a");
+    assert_eq!(parts[0]["start"], 32768);
+    assert_eq!(parts[0]["size"], (256u64 << 20) / SECTOR);
+    assert_eq!(parts[0]["attrs"], "LegacyBIOSBootable");
+    assert_eq!(parts[1]["name"], "rootfs-a");
+    assert_eq!(
+        parts[1]["start"].as_u64().unwrap(),
+        32768 + (256u64 << 20) / SECTOR
+    );
+    assert_eq!(parts[1]["size"], (1u64 << 30) / SECTOR);
+    assert_eq!(
+        parts[1]["uuid"].as_str().unwrap().to_lowercase(),
+        manifest["rootfs_partuuid"].as_str().unwrap()
+    );
+    // The companions: checksum and block map.
+    let sha = std::fs::read_to_string(out_dir().join(format!("{IMAGE_NAME}.sha256"))).unwrap();
+    assert!(sha.starts_with(manifest["sha256"].as_str().unwrap()));
+    let bmap = std::fs::read_to_string(out_dir().join(format!("{IMAGE_NAME}.bmap"))).unwrap();
+    assert!(bmap.contains("<bmap version="), "{bmap:.200}");
+}
+
+#[test]
+fn uboot_blobs_sit_at_the_sectors_the_rock64_reads() {
+    let manifest = manifest();
+    let uboot = PathBuf::from(manifest["uboot_dir"].as_str().unwrap());
+    let bytes = std::fs::read(image()).unwrap();
+    for (blob, sector) in [
+        ("rock64-rk3328/idbloader.img", 64u64),
+        ("rock64-rk3328/u-boot.itb", 16384),
+    ] {
+        let expected = std::fs::read(uboot.join(blob)).unwrap();
+        let at = (sector * SECTOR) as usize;
+        assert!(expected.len() > 1024, "{blob} looks empty");
+        assert_eq!(&bytes[at..at + expected.len()], &expected[..], "{blob} at sector {sector}");
+    }
+}
+
+#[test]
+fn boot_partition_holds_script_kernel_initrd_and_dtb() {
+    let manifest = manifest();
+    let spec = format!("{}@@{}", image().display(), partition_offset(0));
+    let listing = output(Command::new("mdir").args(["-/", "-b", "-i", &spec, "::/"]));
+    for file in [
+        "::/boot.scr",
+        "::/Image",
+        "::/initrd.img",
+        "::/dtbs/rockchip/rk3328-rock64.dtb",
+    ] {
+        assert!(listing.lines().any(|l| l == file), "{file} missing:\n{listing}");
+    }
+    let script = output(Command::new("mtype").args(["-i", &spec, "::/boot.scr"]));
+    let build_id = manifest["build_id"].as_str().unwrap();
+    assert!(
+        script.contains(&format!("echo \"AtomixOS build {build_id}\"")),
+        "boot.scr does not print the build id"
+    );
+    assert!(script.contains("atomix.root=PARTUUID=${atomix_rootuuid}"));
+}
+
+#[test]
+fn squashfs_root_holds_the_atomix_parts() {
+    let manifest = manifest();
+    let offset = partition_offset(1).to_string();
+    let cat = |path: &str| {
+        output(
+            Command::new("unsquashfs")
+                .args(["-o", &offset, "-cat"])
+                .arg(image())
+                .arg(path),
+        )
+    };
+    let os_release = cat("usr/lib/os-release");
+    let build_id = manifest["build_id"].as_str().unwrap();
+    assert!(os_release.contains(&format!("BUILD_ID={build_id}\n")), "{os_release}");
+    assert!(os_release.contains("IMAGE_ID=atomixos-rock64\n"));
+    assert!(cat("usr/lib/atomix/repart.d/50-data.conf").contains("Format=f2fs"));
+    assert!(cat("usr/share/atomix/provisioning-keys").starts_with("ssh-"));
+    assert!(cat("etc/passwd").contains("\nadmin:x:1000:1000:"));
+    assert!(cat("etc/subuid").contains("admin:100000:65536"));
+    let listing = output(
+        Command::new("unsquashfs")
+            .args(["-o", &offset, "-l"])
+            .arg(image()),
+    );
+    for path in [
+        "squashfs-root/usr/lib/atomix/atomix-initrd",
+        "squashfs-root/usr/lib/systemd/system-generators/atomix-boot-mount",
+        "squashfs-root/data",
+        "squashfs-root/boot",
+        "squashfs-root/var/lib/systemd/linger/admin",
+    ] {
+        assert!(listing.lines().any(|l| l == path), "{path} missing");
+    }
+    assert!(
+        !listing.lines().any(|l| l.starts_with("squashfs-root/boot/vmlinuz")),
+        "the kernel belongs to the boot partition"
+    );
+}
