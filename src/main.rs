@@ -7,17 +7,17 @@
 
 use std::fs;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use boot_state::{BootRecord, StepTiming};
-use clap::{Parser, Subcommand};
 use disk_layout::Layout;
 
 mod apply;
 mod blockdev;
+mod cli;
 mod cmdline;
 mod failpoint;
 mod kmsg;
@@ -27,68 +27,39 @@ mod plan;
 mod sysroot_unit;
 mod system;
 
+use cli::{Command, SetupArgs};
 use failpoint::Failpoints;
 use plan::{DataPartition, Paths, Situation, Stage};
 use system::System;
 
-/// Where the dracut module installs the partition definitions.
-const DEFAULT_REPART_DIR: &str = "/usr/lib/atomix/repart.d";
-
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "AtomixOS early-boot provisioner (runs in the initramfs)"
-)]
-struct Cli {
-    /// Where log lines go, with kernel log levels.
-    #[arg(long, global = true, default_value = "/dev/kmsg")]
-    kmsg: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the early-boot sequence (or one stage of it).
-    Setup(SetupArgs),
-    /// systemd generator: write sysroot.mount (the overlay root) into the first directory.
-    Generate {
-        normal_dir: PathBuf,
-        early_dir: Option<PathBuf>,
-        late_dir: Option<PathBuf>,
-    },
-    /// Print the sysroot.mount unit the generator writes.
-    SysrootUnit,
-}
-
-#[derive(Debug, clap::Args)]
-struct SetupArgs {
-    /// Kernel command line to read atomix.slot, atomix.root and atomix.build from.
-    #[arg(long, default_value = "/proc/cmdline")]
-    cmdline: PathBuf,
-    /// Prefix of every path mounted or written (run/rootfs-base, sysroot, run/atomix, ...).
-    #[arg(long, default_value = "/")]
-    root: PathBuf,
-    /// systemd-repart definitions of the partition layout.
-    #[arg(long, default_value = DEFAULT_REPART_DIR)]
-    repart_dir: PathBuf,
-    /// Which part of the sequence to run.
-    #[arg(long, value_enum, default_value = "all")]
-    stage: Stage,
-    /// Seconds to wait for the root partition and new partitions to appear.
-    #[arg(long, default_value_t = 30)]
-    device_timeout: u64,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    kmsg::init(&cli.kmsg);
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("atomix-initrd: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
-        Command::Setup(args) => setup(&args),
-        Command::Generate { normal_dir, .. } => generate(&normal_dir),
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Version => {
+            println!("atomix-initrd {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::SysrootUnit => {
             print!("{}", sysroot_unit::sysroot_mount_unit());
             Ok(())
+        }
+        Command::Setup(args) => {
+            kmsg::init(&cli.kmsg);
+            setup(&args)
+        }
+        Command::Generate { normal_dir } => {
+            kmsg::init(&cli.kmsg);
+            generate(&normal_dir)
         }
     };
     match result {

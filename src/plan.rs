@@ -47,7 +47,7 @@ impl Paths {
 
 /// Which part of the sequence one invocation runs. In the systemd initrd, `sysroot.mount`
 /// assembles the overlay between the two halves; run by hand or in tests, `All` does it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Everything, including the overlay mount at `sysroot`.
     All,

@@ -73,7 +73,11 @@ impl Machine {
     }
 }
 
-/// Creates a fresh qcow2 overlay of `image` at `overlay`.
+/// The size of the emulated eMMC: larger than the image, as a real one is, so the first
+/// boot has room to add slot B and `/data`.
+pub const DISK_SIZE: &str = "8G";
+
+/// Creates a fresh qcow2 overlay of `image` at `overlay`, [`DISK_SIZE`] large.
 pub fn create_overlay(image: &Path, overlay: &Path) -> Result<()> {
     let _ = std::fs::remove_file(overlay);
     let image = std::fs::canonicalize(image)
@@ -82,7 +86,8 @@ pub fn create_overlay(image: &Path, overlay: &Path) -> Result<()> {
         Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
             .arg(&image)
-            .arg(overlay),
+            .arg(overlay)
+            .arg(DISK_SIZE),
     )?;
     Ok(())
 }

@@ -39,7 +39,7 @@ pub fn base_tree(repo: &Path, cache: &Path) -> Result<BaseTree> {
     let list = fs::read_to_string(&list_path)
         .with_context(|| format!("cannot read {}", list_path.display()))?;
     let packages = parse_packages(&list);
-    let key = Key::new("base-v1")
+    let key = Key::new("base-v2")
         .text("suite", SUITE)
         .text("packages", &packages.join(","))
         .text("uboot", &UBOOT_PACKAGES.join(","))
@@ -69,6 +69,9 @@ pub fn base_tree(repo: &Path, cache: &Path) -> Result<BaseTree> {
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
         .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", archives.display()))
         .arg(format!("--customize-hook=sync-out /var/cache/apt/archives/ {}", archives.display()))
+        // The kernel package would build a generic initrd under qemu-user (minutes); the
+        // image's initrd is built later, with the atomix module.
+        .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /etc/kernel/postinst.d/dracut.disabled --add /etc/kernel/postinst.d/dracut")
         // The U-Boot builds come from the same suite, without being installed.
         .arg(format!(
             "--customize-hook=mkdir -p \"$1\"/var/tmp/atomix-debs && chroot \"$1\" sh -c 'cd /var/tmp/atomix-debs && apt-get download {}'",
@@ -212,6 +215,12 @@ pub fn customize(tree: &Path, add: &Additions<'_>) -> Result<()> {
     fs::write(tree.join("etc/subgid"), subids)?;
     fs::create_dir_all(tree.join("var/lib/systemd/linger"))?;
     fs::write(tree.join("var/lib/systemd/linger/admin"), "")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let sudoers = tree.join("etc/sudoers.d/atomix-admin");
+        fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440))
+            .with_context(|| format!("cannot set the mode of {}", sudoers.display()))?;
+    }
     in_tree(&["systemctl", "preset-all"])?;
 
     // An empty machine-id: each boot of the overlay root gets its own.

@@ -61,7 +61,11 @@ fn gpt_holds_slot_a_only_after_the_bootloader_area() {
     assert_eq!(t["label"], "gpt");
     assert_eq!(t["firstlba"], 32768);
     let parts = t["partitions"].as_array().unwrap();
-    assert_eq!(parts.len(), 2, "the flashed image holds boot-a and rootfs-a only");
+    assert_eq!(
+        parts.len(),
+        2,
+        "the flashed image holds boot-a and rootfs-a only"
+    );
     assert_eq!(parts[0]["name"], "boot-a");
     assert_eq!(parts[0]["start"], 32768);
     assert_eq!(parts[0]["size"], (256u64 << 20) / SECTOR);
@@ -95,7 +99,11 @@ fn uboot_blobs_sit_at_the_sectors_the_rock64_reads() {
         let expected = std::fs::read(uboot.join(blob)).unwrap();
         let at = (sector * SECTOR) as usize;
         assert!(expected.len() > 1024, "{blob} looks empty");
-        assert_eq!(&bytes[at..at + expected.len()], &expected[..], "{blob} at sector {sector}");
+        assert_eq!(
+            &bytes[at..at + expected.len()],
+            &expected[..],
+            "{blob} at sector {sector}"
+        );
     }
 }
 
@@ -110,7 +118,10 @@ fn boot_partition_holds_script_kernel_initrd_and_dtb() {
         "::/initrd.img",
         "::/dtbs/rockchip/rk3328-rock64.dtb",
     ] {
-        assert!(listing.lines().any(|l| l == file), "{file} missing:\n{listing}");
+        assert!(
+            listing.lines().any(|l| l == file),
+            "{file} missing:\n{listing}"
+        );
     }
     let script = output(Command::new("mtype").args(["-i", &spec, "::/boot.scr"]));
     let build_id = manifest["build_id"].as_str().unwrap();
@@ -135,7 +146,10 @@ fn squashfs_root_holds_the_atomix_parts() {
     };
     let os_release = cat("usr/lib/os-release");
     let build_id = manifest["build_id"].as_str().unwrap();
-    assert!(os_release.contains(&format!("BUILD_ID={build_id}\n")), "{os_release}");
+    assert!(
+        os_release.contains(&format!("BUILD_ID={build_id}\n")),
+        "{os_release}"
+    );
     assert!(os_release.contains("IMAGE_ID=atomixos-rock64\n"));
     assert!(cat("usr/lib/atomix/repart.d/50-data.conf").contains("Format=f2fs"));
     assert!(cat("usr/share/atomix/provisioning-keys").starts_with("ssh-"));
@@ -156,7 +170,9 @@ fn squashfs_root_holds_the_atomix_parts() {
         assert!(listing.lines().any(|l| l == path), "{path} missing");
     }
     assert!(
-        !listing.lines().any(|l| l.starts_with("squashfs-root/boot/vmlinuz")),
+        !listing
+            .lines()
+            .any(|l| l.starts_with("squashfs-root/boot/vmlinuz")),
         "the kernel belongs to the boot partition"
     );
 }
