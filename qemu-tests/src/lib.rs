@@ -1,0 +1,457 @@
+//! The harness of the QEMU boot tests: boots the flashable image built by
+//! `scripts/build-image.sh` (never a special test image) through U-Boot in
+//! `qemu-system-aarch64`, each test on its own copy-on-write overlay with its own forwarded
+//! ports, and checks what a user would see: the serial console, the API, the disk.
+//!
+//! Artifacts (serial logs of every boot, the overlay) stay in `target/qemu-tests/<test>/`.
+//! When a test fails, the step it was at and the tail of the console are printed.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECTOR: u64 = 512;
+/// The emulated eMMC, larger than the image as a real one is.
+pub const DISK_SIZE: &str = "8G";
+/// Offset of `boot-a` in the image (first usable LBA 32768).
+pub const BOOT_A_OFFSET: u64 = 32768 * SECTOR;
+
+/// The build output the tests boot.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub manifest: Value,
+}
+
+impl Image {
+    /// The image of `ATOMIX_IMAGE_DIR` (default `build/`); fails loudly when there is none.
+    pub fn built() -> Image {
+        let dir = std::env::var_os("ATOMIX_IMAGE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build"));
+        let manifest_path = dir.join("build.json");
+        let text = fs::read_to_string(&manifest_path).unwrap_or_else(|e| {
+            panic!(
+                "no built image in {} ({e}): run scripts/build-image.sh first",
+                dir.display()
+            )
+        });
+        Image {
+            manifest: serde_json::from_str(&text).expect("build.json"),
+            dir,
+        }
+    }
+
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("atomixos-rock64.img")
+    }
+
+    pub fn build_id(&self) -> &str {
+        self.manifest["build_id"].as_str().expect("build_id")
+    }
+
+    /// The development provisioning key the image trusts (made by the build).
+    pub fn provisioning_key(&self) -> PathBuf {
+        self.dir.join("dev-provisioning-key")
+    }
+}
+
+/// Free TCP ports on 127.0.0.1, for QEMU's forwards.
+fn free_port() -> u16 {
+    static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut taken = TAKEN.lock().unwrap();
+        if !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
+    }
+}
+
+/// Runs a host command, panicking with its output if it fails.
+pub fn host(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run scripts/setup-host.sh)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One emulated device: its disk, its forwarded ports, its boots.
+#[derive(Debug)]
+pub struct Device {
+    pub name: String,
+    pub image: Image,
+    pub dir: PathBuf,
+    pub disk: PathBuf,
+    pub wan_port: u16,
+    pub lan_port: u16,
+    pub ssh_port: u16,
+    usb: Option<PathBuf>,
+    child: Option<Child>,
+    boots: u32,
+    step: String,
+    created: Instant,
+}
+
+impl Device {
+    /// A freshly flashed device: a new overlay of the image.
+    pub fn flashed(name: &str) -> Device {
+        let image = Image::built();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/qemu-tests")
+            .join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("disk.qcow2");
+        host(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(fs::canonicalize(image.disk()).unwrap())
+                .arg(&disk)
+                .arg(DISK_SIZE),
+        );
+        Device {
+            name: name.to_owned(),
+            image,
+            dir,
+            disk,
+            wan_port: free_port(),
+            lan_port: free_port(),
+            ssh_port: free_port(),
+            usb: None,
+            child: None,
+            boots: 0,
+            step: "created".into(),
+            created: Instant::now(),
+        }
+    }
+
+    /// Records what the test is doing, for the failure report.
+    pub fn step(&mut self, what: &str) {
+        eprintln!(
+            "[{} +{:.0}s] {what}",
+            self.name,
+            self.created.elapsed().as_secs_f64()
+        );
+        self.step = what.to_owned();
+    }
+
+    /// Writes `/boot/config.toml` into `boot-a`, as an operator does after flashing.
+    pub fn write_boot_config(&mut self, text: &str) {
+        self.step("writing /boot/config.toml into boot-a");
+        let part = self.dir.join("boot-a.vfat");
+        let size_mib = 256;
+        host(
+            Command::new("qemu-img")
+                .args(["dd", "-f", "qcow2", "-O", "raw", "bs=1M"])
+                .arg(format!("skip={}", BOOT_A_OFFSET >> 20))
+                .arg(format!("count={size_mib}"))
+                .arg(format!("if={}", self.disk.display()))
+                .arg(format!("of={}", part.display())),
+        );
+        let before = fs::read(&part).unwrap();
+        let config = self.dir.join("config.toml");
+        fs::write(&config, text).unwrap();
+        host(
+            Command::new("mcopy")
+                .args(["-o", "-i"])
+                .arg(&part)
+                .arg(&config)
+                .arg("::/config.toml"),
+        );
+        let after = fs::read(&part).unwrap();
+        self.write_changed_chunks(BOOT_A_OFFSET, &before, &after);
+    }
+
+    /// Writes the 64 KiB chunks that differ into the overlay, with qemu-io.
+    fn write_changed_chunks(&self, offset: u64, before: &[u8], after: &[u8]) {
+        const CHUNK: usize = 64 << 10;
+        let mut cmd = Command::new("qemu-io");
+        cmd.args(["-f", "qcow2"]);
+        let mut chunks = 0;
+        for (i, (a, b)) in before.chunks(CHUNK).zip(after.chunks(CHUNK)).enumerate() {
+            if a != b {
+                let file = self.dir.join(format!("chunk-{i}"));
+                fs::write(&file, b).unwrap();
+                cmd.arg("-c").arg(format!(
+                    "write -q -s {} {} {}",
+                    file.display(),
+                    offset + (i * CHUNK) as u64,
+                    b.len()
+                ));
+                chunks += 1;
+            }
+        }
+        assert!(chunks > 0, "nothing changed");
+        cmd.arg(&self.disk);
+        host(&mut cmd);
+    }
+
+    /// Plugs in a USB stick (FAT) holding `files` at its root, for the next boots.
+    pub fn plug_usb(&mut self, files: &[(&str, &[u8])]) {
+        self.step("preparing a USB stick");
+        let stick = self.dir.join("usb-stick.img");
+        let _ = fs::remove_file(&stick);
+        host(
+            Command::new("mkfs.vfat")
+                .args(["-C", "-n", "SEED"])
+                .arg(&stick)
+                .arg("65536"),
+        );
+        for (name, data) in files {
+            let file = self.dir.join(name);
+            fs::write(&file, data).unwrap();
+            host(
+                Command::new("mcopy")
+                    .arg("-i")
+                    .arg(&stick)
+                    .arg(&file)
+                    .arg(format!("::/{name}")),
+            );
+        }
+        self.usb = Some(stick);
+    }
+
+    pub fn unplug_usb(&mut self) {
+        self.usb = None;
+    }
+
+    /// The serial log of boot `n` (1-based).
+    pub fn serial_log(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("serial-{n}.log"))
+    }
+
+    /// Powers the device on.
+    pub fn boot(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        self.boots += 1;
+        self.step(&format!("boot {}", self.boots));
+        let log = self.serial_log(self.boots);
+        let bios = self.image.dir.join("u-boot-qemu.bin");
+        let mut cmd = Command::new("qemu-system-aarch64");
+        cmd.args(["-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024"])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-bios")
+            .arg(&bios)
+            .arg("-chardev")
+            .arg(format!("file,id=serial,path={}", log.display()))
+            .args(["-serial", "chardev:serial"])
+            .arg("-drive")
+            .arg(format!("if=none,id=disk,format=qcow2,file={}", self.disk.display()))
+            .args(["-device", "virtio-blk-pci,drive=disk"])
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=wan,hostfwd=tcp:127.0.0.1:{}-:8080,hostfwd=tcp:127.0.0.1:{}-:22",
+                self.wan_port, self.ssh_port
+            ))
+            .args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:a7:00:01,romfile="])
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=lan,net=192.168.100.0/24,host=192.168.100.2,dns=192.168.100.3,dhcpstart=192.168.100.200,restrict=on,hostfwd=tcp:127.0.0.1:{}-192.168.100.1:8080",
+                self.lan_port
+            ))
+            .args(["-device", "virtio-net-pci,netdev=lan,mac=52:54:00:a7:00:02,romfile="]);
+        if let Some(stick) = &self.usb {
+            cmd.args(["-device", "qemu-xhci,id=xhci"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=none,id=stick,format=raw,file={}",
+                    stick.display()
+                ))
+                .args(["-device", "usb-storage,bus=xhci.0,drive=stick,removable=on"]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+            fs::File::create(self.dir.join(format!("qemu-{}.stderr", self.boots))).unwrap(),
+        );
+        self.child = Some(
+            cmd.spawn()
+                .expect("qemu-system-aarch64 (scripts/setup-host.sh)"),
+        );
+    }
+
+    /// The console text of the current boot so far.
+    pub fn console(&self) -> String {
+        fs::read_to_string(self.serial_log(self.boots)).unwrap_or_default()
+    }
+
+    /// Waits until the console of this boot shows `needle`; returns the console text.
+    pub fn wait_for_console(&mut self, needle: &str, timeout: Duration) -> String {
+        self.step(&format!("waiting for console: {needle:?}"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.console();
+            if text.contains(needle) {
+                return text;
+            }
+            if self.exited() {
+                panic!("QEMU exited before the console showed {needle:?}");
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {needle:?} on the console within {} s",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    /// GET `path` on a forwarded port: `(status, body as JSON or string)`.
+    pub fn get(&self, port: u16, path: &str) -> Result<(u16, Value), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .get(&format!("http://127.0.0.1:{port}{path}"))
+            .call()
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        Ok((status, value))
+    }
+
+    /// Waits until `GET /api/health` on `port` answers 200, and returns its JSON.
+    pub fn wait_for_health(&mut self, port: u16, timeout: Duration) -> Value {
+        self.step(&format!("waiting for /api/health on port {port}"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, health)) = self.get(port, "/api/health") {
+                return health;
+            }
+            if self.exited() {
+                panic!("QEMU exited before the API answered");
+            }
+            if Instant::now() > deadline {
+                panic!("/api/health did not answer within {} s", timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Cuts the power: QEMU is killed, nothing is flushed.
+    pub fn power_cut(&mut self) {
+        self.step("power cut");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the device to power itself off (after `poweroff` or a `reboot` with
+    /// `-no-reboot`), or cuts the power after `timeout`.
+    pub fn wait_for_power_off(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.exited() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.power_cut();
+        false
+    }
+
+    /// Runs `command` on the device as the admin user over SSH (WAN forward), with `key`.
+    pub fn ssh(&self, key: &Path, command: &str) -> String {
+        host(
+            Command::new("ssh")
+                .arg("-i")
+                .arg(key)
+                .args([
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                ])
+                .args([
+                    "-o",
+                    "LogLevel=ERROR",
+                    "-o",
+                    "ConnectTimeout=20",
+                    "-o",
+                    "BatchMode=yes",
+                ])
+                .arg("-p")
+                .arg(self.ssh_port.to_string())
+                .arg("admin@127.0.0.1")
+                .arg(command),
+        )
+    }
+
+    /// A raw copy of the disk, for host-side checks once the device is off.
+    pub fn raw_disk(&mut self) -> PathBuf {
+        assert!(self.child.is_none(), "power the device off first");
+        self.step("converting the disk to raw for host checks");
+        let raw = self.dir.join("disk.raw");
+        let _ = fs::remove_file(&raw);
+        host(
+            Command::new("qemu-img")
+                .args(["convert", "-f", "qcow2", "-O", "raw"])
+                .arg(&self.disk)
+                .arg(&raw),
+        );
+        raw
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let console = self.console();
+            let tail: Vec<&str> = console.lines().rev().take(60).collect();
+            let mut err = std::io::stderr();
+            let _ = writeln!(
+                err,
+                "\n=== {}: failed at step: {} (boot {}); console tail ({}):",
+                self.name,
+                self.step,
+                self.boots,
+                self.serial_log(self.boots).display()
+            );
+            for line in tail.iter().rev() {
+                let _ = writeln!(err, "{line}");
+            }
+        } else {
+            eprintln!(
+                "[{}] done in {:.0} s",
+                self.name,
+                self.created.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
