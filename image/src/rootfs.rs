@@ -39,7 +39,7 @@ pub fn base_tree(repo: &Path, cache: &Path) -> Result<BaseTree> {
     let list = fs::read_to_string(&list_path)
         .with_context(|| format!("cannot read {}", list_path.display()))?;
     let packages = parse_packages(&list);
-    let key = Key::new("base-v2")
+    let key = Key::new("base-v3")
         .text("suite", SUITE)
         .text("packages", &packages.join(","))
         .text("uboot", &UBOOT_PACKAGES.join(","))
@@ -71,7 +71,8 @@ pub fn base_tree(repo: &Path, cache: &Path) -> Result<BaseTree> {
         .arg(format!("--customize-hook=sync-out /var/cache/apt/archives/ {}", archives.display()))
         // The kernel package would build a generic initrd under qemu-user (minutes); the
         // image's initrd is built later, with the atomix module.
-        .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /etc/kernel/postinst.d/dracut.disabled --add /etc/kernel/postinst.d/dracut")
+        // A no-op stands in its place, since dracut's own postinst calls the hook.
+        .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /etc/kernel/postinst.d/dracut.disabled --add /etc/kernel/postinst.d/dracut && mkdir -p \"$1\"/etc/kernel/postinst.d && printf '#!/bin/sh\\n# AtomixOS builds its initrd itself (atomix-image).\\nexit 0\\n' > \"$1\"/etc/kernel/postinst.d/dracut && chmod 755 \"$1\"/etc/kernel/postinst.d/dracut")
         // The U-Boot builds come from the same suite, without being installed.
         .arg(format!(
             "--customize-hook=mkdir -p \"$1\"/var/tmp/atomix-debs && chroot \"$1\" sh -c 'cd /var/tmp/atomix-debs && apt-get download {}'",
