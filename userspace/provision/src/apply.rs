@@ -815,3 +815,331 @@ impl Applier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::check_text;
+    use crate::jobs::JobState;
+    use crate::system::FakeSystem;
+
+    const EXAMPLE: &str = include_str!("../../../examples/config.toml");
+
+    fn admin() -> Admin {
+        Admin::from_passwd("root:x:0:0::/root:/bin/sh\nadmin:x:1001:1001::/home/admin:/bin/sh\n")
+    }
+
+    fn accepted(text: &str) -> Accepted {
+        check_text(text.to_owned(), BTreeMap::new()).expect("valid config")
+    }
+
+    fn applier(root: &Path, system: Arc<FakeSystem>, failpoints: &str) -> Applier {
+        Applier {
+            paths: Paths::new(root),
+            system,
+            failpoints: Failpoints::parse(failpoints).unwrap(),
+            admin: admin(),
+        }
+    }
+
+    fn ops_text(plan: &[StepPlan], step: Step) -> Vec<String> {
+        plan.iter()
+            .find(|p| p.step == step)
+            .unwrap()
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Write { path, .. } => format!("write {}", path.display()),
+                Op::Remove { path } => format!("remove {}", path.display()),
+                Op::Symlink { path, target } => {
+                    format!("link {} {}", path.display(), target.display())
+                }
+                Op::Run(a) => a.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn admin_uid_comes_from_passwd() {
+        assert_eq!(admin().uid, 1001);
+        assert_eq!(Admin::from_passwd("").uid, 1000);
+    }
+
+    #[test]
+    fn plan_for_a_first_apply() {
+        let d = desired_of(&accepted(EXAMPLE));
+        let plan = plan_sync(Some(&d), &BTreeSet::new(), &admin());
+        let steps: Vec<Step> = plan.iter().map(|p| p.step).collect();
+        assert_eq!(steps, Step::ALL[3..11]);
+        assert_eq!(
+            ops_text(&plan, Step::SyncQuadlets),
+            [
+                "write etc/containers/systemd/web-data.volume",
+                "write etc/containers/systemd/web.container",
+                "write etc/containers/systemd/users/1001/metrics.container",
+            ]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::Units),
+            [
+                "systemctl daemon-reload",
+                "systemctl restart web.service",
+                "loginctl enable-linger admin",
+                "systemctl --user -M admin@ daemon-reload",
+                "systemctl --user -M admin@ restart metrics.service",
+            ]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::Time),
+            [
+                "write etc/chrony/sources.d/atomix.sources",
+                "write etc/timezone",
+                "link etc/localtime /usr/share/zoneinfo/Europe/Berlin",
+                "systemctl restart chrony.service",
+            ]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::Firewall),
+            [
+                "write etc/nftables.d/atomix.nft",
+                "nft -f etc/nftables.d/atomix.nft"
+            ]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::Hostname),
+            ["write etc/hostname", "hostnamectl hostname edge-042"]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::SshKeys),
+            ["write etc/ssh/authorized_keys/admin"]
+        );
+    }
+
+    #[test]
+    fn plan_removes_only_owned_files_and_stops_their_units() {
+        let owned: BTreeSet<PathBuf> = [
+            "etc/containers/systemd/old.container",
+            "etc/hostname",
+            "etc/nftables.d/atomix.nft",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let d = desired_of(&accepted(EXAMPLE));
+        let plan = plan_sync(Some(&d), &owned, &admin());
+        let quadlets = ops_text(&plan, Step::SyncQuadlets);
+        assert_eq!(quadlets[0], "remove etc/containers/systemd/old.container");
+        assert_eq!(quadlets.len(), 4);
+        let units = ops_text(&plan, Step::Units);
+        assert_eq!(
+            units[..2],
+            ["systemctl stop old.service", "systemctl daemon-reload"]
+        );
+
+        let defaults = plan_sync(None, &owned, &admin());
+        assert_eq!(
+            ops_text(&defaults, Step::SyncQuadlets),
+            ["remove etc/containers/systemd/old.container"]
+        );
+        assert_eq!(
+            ops_text(&defaults, Step::Firewall),
+            [
+                "remove etc/nftables.d/atomix.nft",
+                "nft add table inet atomix ; delete table inet atomix"
+            ]
+        );
+        assert!(
+            ops_text(&defaults, Step::Hostname).is_empty(),
+            "the image's /etc/hostname is never removed"
+        );
+    }
+
+    fn run_import(a: &Applier, tracker: &Arc<Tracker>, text: &str) -> (Outcome, Job) {
+        let store = Store::new(a.paths.config_store());
+        let job = tracker
+            .start(Origin::Api, store.current().unwrap())
+            .unwrap();
+        let id = job.id.clone();
+        let outcome = a.import(job, accepted(text), Origin::Api, Some("SHA256:x".into()));
+        (outcome, tracker.get(&id).unwrap())
+    }
+
+    #[test]
+    fn a_first_apply_writes_switches_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(job.result.unwrap().generation, Some(1));
+        let steps: Vec<&str> = job.events.iter().map(|e| e.step.as_str()).collect();
+        let all: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(steps, all);
+        let store = Store::new(a.paths.config_store());
+        assert_eq!(store.current().unwrap(), Some(1));
+        let source: SourceRecord =
+            serde_json::from_slice(&std::fs::read(store.path(1).join("source.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (source.origin, source.signer.as_deref()),
+            (Origin::Api, Some("SHA256:x"))
+        );
+        let live = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(live("etc/hostname"), "edge-042\n");
+        assert!(
+            live("etc/containers/systemd/web.container").contains("Image=ghcr.io/acme/web:1.4.2")
+        );
+        assert!(sys.commands().contains(&"rauc status mark-good".to_owned()));
+        assert_eq!(Owned::load(&a.paths).files.len(), 11);
+    }
+
+    #[test]
+    fn a_failed_first_apply_returns_to_unprovisioned_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::failing_on("nft -f"));
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        assert_eq!(job.state, JobState::Failed);
+        let result = job.result.unwrap();
+        assert_eq!(result.failed_step.as_deref(), Some("firewall"));
+        assert!(result.error.unwrap().contains("nft -f"));
+        assert_eq!(
+            outcome.rollback,
+            Rollback {
+                state: RollbackState::Completed,
+                generation: None
+            }
+        );
+        let store = Store::new(a.paths.config_store());
+        assert_eq!(store.current().unwrap(), None);
+        assert!(
+            store.list().unwrap().is_empty(),
+            "the failed generation is discarded"
+        );
+        assert!(!dir
+            .path()
+            .join("etc/containers/systemd/web.container")
+            .exists());
+        assert!(Owned::load(&a.paths).files.iter().all(|p| image_file(p)));
+        let cmds = sys.commands();
+        assert!(
+            cmds.contains(&"systemctl stop web.service".to_owned()),
+            "{cmds:?}"
+        );
+        assert_eq!(
+            cmds.last().unwrap(),
+            "nft add table inet atomix ; delete table inet atomix"
+        );
+    }
+
+    #[test]
+    fn every_step_after_persist_rolls_back_to_the_previous_generation() {
+        let second = EXAMPLE.replace("edge-042", "edge-043");
+        for step in &Step::ALL[2..] {
+            let dir = tempfile::tempdir().unwrap();
+            let sys = Arc::new(FakeSystem::default());
+            let good = applier(dir.path(), sys.clone(), "");
+            let tracker = Tracker::new(good.paths.jobs());
+            assert!(run_import(&good, &tracker, EXAMPLE).0.succeeded());
+            let failing = applier(dir.path(), sys, &format!("{}=error", step.name()));
+            let (outcome, job) = run_import(&failing, &tracker, &second);
+            assert_eq!(job.state, JobState::Failed, "{step}");
+            assert_eq!(
+                outcome.rollback,
+                Rollback {
+                    state: RollbackState::Completed,
+                    generation: Some(1)
+                },
+                "{step}"
+            );
+            let store = Store::new(good.paths.config_store());
+            assert_eq!(store.current().unwrap(), Some(1), "{step}");
+            assert_eq!(store.list().unwrap(), [1], "{step}");
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
+                "edge-042\n",
+                "{step}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_before_persist_change_nothing_and_a_failed_rollback_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "render=error");
+        let tracker = Tracker::new(a.paths.jobs());
+        let (outcome, _) = run_import(&a, &tracker, EXAMPLE);
+        assert_eq!(outcome.rollback.state, RollbackState::None);
+        assert!(sys.commands().is_empty());
+        assert!(!dir.path().join("etc").exists());
+
+        let a = applier(dir.path(), sys, "lan=error,rollback=error");
+        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        assert_eq!(outcome.rollback.state, RollbackState::Failed);
+        assert!(job
+            .events
+            .iter()
+            .any(|e| e.step == "rollback" && e.level == Level::Error));
+    }
+
+    #[test]
+    fn reapply_marks_good_only_on_full_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        sys.actions.lock().unwrap().clear();
+        let failing = applier(dir.path(), sys.clone(), "units=error");
+        let outcome = failing.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        assert!(!outcome.succeeded());
+        assert!(!sys.commands().contains(&"rauc status mark-good".to_owned()));
+        let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(sys.commands().last().unwrap(), "rauc status mark-good");
+    }
+
+    #[test]
+    fn recovery_rolls_back_a_job_cut_off_after_the_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys, "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        // A job staged generation 2 and switched, then the power went.
+        let store = Store::new(a.paths.config_store());
+        let job = tracker.start(Origin::Api, Some(1)).unwrap();
+        let d = desired_of(&accepted(EXAMPLE));
+        let source = SourceRecord {
+            origin: Origin::Api,
+            sha256: "x".into(),
+            signer: None,
+            time: "t".into(),
+        };
+        let n = store
+            .stage(EXAMPLE, &source, &d.tree, &RenderedTree::default())
+            .unwrap();
+        job.set_staged(n);
+        store.switch(n).unwrap();
+        let id = job.id.clone();
+        std::mem::forget(job);
+
+        let tracker = Tracker::new(a.paths.jobs());
+        a.recover(&tracker);
+        let job = tracker.get(&id).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(
+            job.rollback,
+            Rollback {
+                state: RollbackState::Completed,
+                generation: Some(1)
+            }
+        );
+        assert_eq!(store.current().unwrap(), Some(1));
+        assert_eq!(store.list().unwrap(), [1]);
+    }
+}
