@@ -10,7 +10,7 @@
 //! rendered/quadlet/rootful/*      etc/containers/systemd/
 //! rendered/quadlet/rootless/*     etc/containers/systemd/users/<admin uid>/
 //! rendered/networkd/*             etc/systemd/network/
-//! rendered/dnsmasq/atomix.conf    etc/dnsmasq.d/atomix.conf
+//! rendered/dnsmasq/atomix.conf    etc/dnsmasq.d/atomix-lan.conf (replaces the image's default)
 //! rendered/chrony/atomix.sources  etc/chrony/sources.d/atomix.sources
 //! rendered/timezone               etc/timezone (and etc/localtime -> /usr/share/zoneinfo/<zone>)
 //! rendered/nftables/atomix.nft    etc/nftables.d/atomix.nft (loaded with nft -f)
@@ -20,7 +20,9 @@
 //! ```
 //!
 //! The service removes only files it wrote: their list (`/run/atomix/owned-files.json`)
-//! lives exactly as long as `/etc` does on the tmpfs overlay root.
+//! lives exactly as long as `/etc` does on the tmpfs overlay root. A file of the image
+//! that a rendered one replaces (the default dnsmasq LAN config) is saved under
+//! `/run/atomix/originals/` first and put back instead of being removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -156,8 +158,9 @@ pub fn live_path(rel: &str, admin: &Admin) -> Option<(Step, PathBuf)> {
         )
     } else if let Some(f) = rel.strip_prefix("networkd/") {
         (Step::Lan, p(format!("etc/systemd/network/{f}")))
-    } else if let Some(f) = rel.strip_prefix("dnsmasq/") {
-        (Step::Lan, p(format!("etc/dnsmasq.d/{f}")))
+    } else if rel == "dnsmasq/atomix.conf" {
+        // The image's default LAN service lives in this file: replace it, never both.
+        (Step::Lan, p("etc/dnsmasq.d/atomix-lan.conf".into()))
     } else if let Some(f) = rel.strip_prefix("chrony/") {
         (Step::Time, p(format!("etc/chrony/sources.d/{f}")))
     } else if rel == "timezone" {
@@ -399,6 +402,42 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Executor<'_> {
+    fn original(&self, path: &Path) -> PathBuf {
+        self.paths.run().join("originals").join(path)
+    }
+
+    /// Keeps the image's copy of a file about to be replaced (once).
+    fn save_original(&self, path: &Path, full: &Path) -> Result<(), String> {
+        let saved = self.original(path);
+        if saved.exists() {
+            return Ok(());
+        }
+        match std::fs::read(full) {
+            Ok(bytes) => boot_state::write_atomic(&saved, &bytes).map_err(|e| chain(&e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot read {}: {e}", full.display())),
+        }
+    }
+
+    /// Removes a file this service wrote, or puts the image's copy back.
+    fn remove_or_restore(&self, path: &Path, full: &Path) -> Result<(), String> {
+        let saved = self.original(path);
+        match std::fs::read(&saved) {
+            Ok(bytes) => {
+                boot_state::write_atomic(full, &bytes).map_err(|e| chain(&e))?;
+                let _ = std::fs::remove_file(&saved);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", saved.display())),
+        }
+        match std::fs::remove_file(full) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", full.display())),
+        }
+    }
+
     /// Runs one step; the owned list is updated (and saved) as files come and go.
     pub fn run(&self, plan: &StepPlan, owned: &mut Owned) -> Result<String, String> {
         let (mut written, mut removed, mut actions) = (0, 0, 0);
@@ -407,6 +446,9 @@ impl Executor<'_> {
                 match op {
                     Op::Write { path, contents } => {
                         let full = self.paths.under(path);
+                        if !owned.files.contains(path) {
+                            self.save_original(path, &full)?;
+                        }
                         // Recorded before the write: a crash in between must not leave
                         // a file nobody removes.
                         owned.files.insert(path.clone());
@@ -416,11 +458,7 @@ impl Executor<'_> {
                     }
                     Op::Remove { path } => {
                         let full = self.paths.under(path);
-                        match std::fs::remove_file(&full) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(format!("cannot remove {}: {e}", full.display())),
-                        }
+                        self.remove_or_restore(path, &full)?;
                         owned.files.remove(path);
                         owned.save(self.paths)?;
                         removed += 1;
@@ -1000,6 +1038,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sys = Arc::new(FakeSystem::failing_on("nft -f"));
         let a = applier(dir.path(), sys.clone(), "");
+        let image_default = dir.path().join("etc/dnsmasq.d/atomix-lan.conf");
+        std::fs::create_dir_all(image_default.parent().unwrap()).unwrap();
+        std::fs::write(&image_default, "# image default\n").unwrap();
         let tracker = Tracker::new(a.paths.jobs());
         let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
         assert_eq!(job.state, JobState::Failed);
