@@ -158,21 +158,20 @@ fn import(svc: &Arc<Service>, origin: Origin, found: Result<Option<Seed>, String
             return;
         }
     };
-    // An API client may have got in first; its job decides.
+    // An API client may have got in first: wait for its job, which may provision.
     let job = loop {
+        if svc.provisioned() {
+            crate::logging::info(&format!(
+                "{} not applied: provisioned meanwhile",
+                seed.location
+            ));
+            return;
+        }
         match svc.tracker.start(origin, svc.current()) {
             Ok(job) => break job,
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
         }
     };
-    if svc.provisioned() {
-        drop(job);
-        crate::logging::info(&format!(
-            "{} not applied: provisioned meanwhile",
-            seed.location
-        ));
-        return;
-    }
     let id = job.id.clone();
     let outcome = svc.import(job, accepted, origin, None);
     if let Some(e) = outcome.result.error {
