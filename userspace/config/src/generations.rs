@@ -133,6 +133,23 @@ impl Store {
         source: &SourceRecord,
         rendered: &RenderedTree,
     ) -> Result<u64, StoreError> {
+        let n = self.stage(config_text, source, rendered, &RenderedTree::default())?;
+        self.switch(n)?;
+        self.prune()?;
+        Ok(n)
+    }
+
+    /// Stores a complete new generation without making it current (the provisioning
+    /// service switches only once the live system has taken it). `apps` holds bundle
+    /// files (`apps/<container>/...`), kept under `generations/N/apps/` so that a rollback
+    /// can reinstall them. Returns the new generation's number.
+    pub fn stage(
+        &self,
+        config_text: &str,
+        source: &SourceRecord,
+        rendered: &RenderedTree,
+        apps: &RenderedTree,
+    ) -> Result<u64, StoreError> {
         let gens = self.generations();
         fs::create_dir_all(&gens).at(&gens)?;
         self.remove_partial()?;
@@ -154,13 +171,40 @@ impl Store {
         rendered
             .write_into(&tmp.join("rendered"))
             .at(&tmp.join("rendered"))?;
+        if !apps.files.is_empty() {
+            let dir = tmp.join("apps");
+            let stripped = RenderedTree {
+                files: apps
+                    .files
+                    .iter()
+                    .map(|(k, v)| (k.strip_prefix("apps/").unwrap_or(k).to_owned(), v.clone()))
+                    .collect(),
+            };
+            stripped.write_into(&dir).at(&dir)?;
+        }
         sync_dir(&tmp)?;
         let done = self.path(n);
         fs::rename(&tmp, &done).at(&done)?;
         sync_dir(&gens)?;
-        self.switch(n)?;
-        self.prune()?;
         Ok(n)
+    }
+
+    /// Removes generation `n`, which must not be current: a staged generation whose apply
+    /// failed, so that it never becomes anyone's rollback target.
+    pub fn discard(&self, n: u64) -> Result<(), StoreError> {
+        if self.current()? == Some(n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the current generation cannot be discarded",
+            ))
+            .at(&self.path(n));
+        }
+        match fs::remove_dir_all(self.path(n)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).at(&self.path(n)),
+        }
+        sync_dir(&self.generations())
     }
 
     /// Points `current` at generation `n` atomically (also used to roll back).
@@ -185,6 +229,18 @@ impl Store {
         sync_dir(&self.root)
     }
 
+    /// Removes `current`: the store is back to unprovisioned (its generations stay until
+    /// the next commit prunes them). Used to roll back the first apply.
+    pub fn clear_current(&self) -> Result<(), StoreError> {
+        let link = self.root.join("current");
+        match fs::remove_file(&link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).at(&link),
+        }
+        sync_dir(&self.root)
+    }
+
     /// Removes `.tmp-N` directories left by an interrupted commit.
     fn remove_partial(&self) -> Result<(), StoreError> {
         let gens = self.generations();
@@ -198,7 +254,7 @@ impl Store {
     }
 
     /// Keeps the newest [`KEEP`] generations and the current one.
-    fn prune(&self) -> Result<(), StoreError> {
+    pub fn prune(&self) -> Result<(), StoreError> {
         let all = self.list()?;
         let current = self.current()?;
         let keep_from = all.len().saturating_sub(KEEP);
@@ -298,5 +354,28 @@ mod tests {
             store.switch(1).is_err(),
             "pruned generations cannot be switched to"
         );
+    }
+
+    #[test]
+    fn staged_generations_are_not_current_until_switched_and_can_be_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let one = store.commit("# one\n", &source("1"), &tree("1")).unwrap();
+        let mut apps = RenderedTree::default();
+        apps.files
+            .insert("apps/web/index.html".into(), b"hi".to_vec());
+        let two = store
+            .stage("# two\n", &source("2"), &tree("2"), &apps)
+            .unwrap();
+        assert_eq!((one, two), (1, 2));
+        assert_eq!(store.current().unwrap(), Some(1), "staging does not switch");
+        assert_eq!(
+            fs::read(store.path(2).join("apps/web/index.html")).unwrap(),
+            b"hi"
+        );
+        assert!(store.discard(1).is_err(), "current cannot be discarded");
+        store.discard(2).unwrap();
+        assert_eq!(store.list().unwrap(), [1]);
+        store.discard(2).unwrap();
     }
 }

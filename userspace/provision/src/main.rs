@@ -1,5 +1,5 @@
-//! `atomix-provision`: the AtomixOS provisioning tool. Each subcommand lives in its own
-//! module under `cmd/` (the service and factory reset will join them).
+//! `atomix-provision`: the AtomixOS provisioning tool and service. Each subcommand lives
+//! in its own module under `cmd/`; the service's logic is the library (`src/lib.rs`).
 
 mod cmd;
 
@@ -20,6 +20,10 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Write the canonical rendered/ tree for a config.toml or bundle.
     Render(cmd::render::Args),
+    /// Run the provisioning service (first-boot.service, every boot).
+    Serve(cmd::serve::Args),
+    /// Wipe /data so that the next boot is unprovisioned.
+    FactoryReset(cmd::factory_reset::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(&args),
         Command::Render(args) => cmd::render::run(&args),
+        Command::Serve(args) => cmd::serve::run(&args),
+        Command::FactoryReset(args) => cmd::factory_reset::run(&args),
     };
     match result {
         Ok(code) => code,

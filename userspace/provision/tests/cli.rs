@@ -123,3 +123,37 @@ fn render_is_byte_identical_and_refuses_invalid_input() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!dir.path().join("c").exists());
 }
+
+#[test]
+fn factory_reset_asks_then_wipes_data_but_keeps_the_mount_point() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("config/generations/1")).unwrap();
+    std::fs::create_dir_all(data.join("atomix")).unwrap();
+    std::fs::write(data.join("atomix/fresh-flash"), "{}").unwrap();
+    std::os::unix::fs::symlink("generations/1", data.join("config/current")).unwrap();
+    let root = dir.path().to_str().unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atomix-provision"))
+        .args(["factory-reset", "--root", root])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aborted"));
+    assert!(data.join("config/current").exists(), "nothing changed");
+
+    let out = provision(&["factory-reset", "--root", root, "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data.is_dir(), "the mount point stays");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+}

@@ -1,6 +1,8 @@
 //! Subcommands, and what they share: reading an input file into a checked config.
 
+pub mod factory_reset;
 pub mod render;
+pub mod serve;
 pub mod validate;
 
 use std::path::Path;

@@ -1,0 +1,246 @@
+//! The HTTP API (DESIGN.md section 5, a contract), as one router: [`app`].
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/health` | 200 status, provisioned, build id, slot, generation, last import error, listening addresses, running job |
+//! | `GET /api/nonce` | 200 `{"nonce","expires_in"}` |
+//! | `POST /api/validate` | 200 `{"valid":true,"warnings"}` / 422 `{"valid":false,"errors"}` / 413 / 415 |
+//! | `POST /api/config` | 202 + `Location`; 401, 409, 413, 415, 422 |
+//! | `GET /api/jobs/{id}` | 200 the job / 404 |
+//!
+//! Every error is `{"error": "..."}` saying what to fix (422 carries the problems).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use atomix_config::generations::Origin;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::auth;
+use crate::input::{self, Kind, Problem, Rejected};
+use crate::jobs::Job;
+use crate::service::{ImportError, Service};
+
+/// Largest request body: the bundle limit of the config crate (16 MiB).
+pub const BODY_LIMIT: usize = 16 << 20;
+
+pub const NONCE_HEADER: &str = "x-atomix-nonce";
+pub const SIGNATURE_HEADER: &str = "x-atomix-signature";
+
+/// Everything a handler can answer besides success. Messages are for the client: what
+/// to fix, never internals (those go to the journal).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("not found")]
+    NotFound,
+    #[error("another apply job is running")]
+    Busy { job: String },
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("unsupported content type {0:?}: send application/toml, text/plain, application/x-tar or application/gzip")]
+    UnsupportedType(String),
+    #[error("the config is not valid")]
+    Invalid(Vec<Problem>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("internal error; see the device's journal")]
+    Internal,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let msg = self.to_string();
+        match self {
+            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, Json(json!({"error": msg}))),
+            AppError::NotFound => (StatusCode::NOT_FOUND, Json(json!({"error": msg}))),
+            AppError::Busy { job } => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": msg, "job": format!("/api/jobs/{job}")})),
+            ),
+            AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": msg}))),
+            AppError::UnsupportedType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Json(json!({"error": msg})),
+            ),
+            AppError::Invalid(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"valid": false, "error": msg, "errors": errors})),
+            ),
+            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))),
+            AppError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": msg})),
+            ),
+        }
+        .into_response()
+    }
+}
+
+impl From<Rejected> for AppError {
+    fn from(r: Rejected) -> Self {
+        match r {
+            Rejected::TooLarge(m) => AppError::TooLarge(m),
+            Rejected::Invalid(p) => AppError::Invalid(p),
+        }
+    }
+}
+
+/// The router over shared service state.
+pub fn app(svc: Arc<Service>) -> Router {
+    Router::new()
+        .route("/", get(console))
+        .route("/api/health", get(health))
+        .route("/api/nonce", get(nonce))
+        .route("/api/validate", post(validate))
+        .route("/api/config", post(config))
+        .route("/api/jobs/{id}", get(job))
+        .fallback(|| async { AppError::NotFound })
+        .with_state(svc)
+}
+
+/// A placeholder until the web console lands: where the API is.
+async fn console() -> Html<&'static str> {
+    Html(
+        "<!doctype html><title>AtomixOS</title><h1>AtomixOS provisioning</h1>\
+         <p>API: <a href=\"/api/health\">/api/health</a></p>",
+    )
+}
+
+#[derive(Debug, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Health {
+    status: &'static str,
+    provisioned: bool,
+    build_id: Option<String>,
+    slot: Option<String>,
+    generation: Option<u64>,
+    last_import_error: Option<ImportError>,
+    listening: Vec<String>,
+    job: Option<String>,
+}
+
+async fn health(State(svc): State<Arc<Service>>) -> Json<Health> {
+    let generation = svc.current();
+    let (last_import_error, listening) = {
+        let s = svc.status.lock().unwrap_or_else(|e| e.into_inner());
+        (s.last_import_error.clone(), s.listening.clone())
+    };
+    Json(Health {
+        status: "ok",
+        provisioned: generation.is_some(),
+        build_id: svc.boot.as_ref().and_then(|b| b.build_id.clone()),
+        slot: svc.boot.as_ref().map(|b| b.slot.to_string()),
+        generation,
+        last_import_error,
+        listening,
+        job: svc.tracker.running().map(|id| format!("/api/jobs/{id}")),
+    })
+}
+
+async fn nonce(State(svc): State<Arc<Service>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "nonce": svc.issue_nonce(),
+        "expires_in": auth::NONCE_TTL.as_secs(),
+    }))
+}
+
+/// The body and what it is: 415 for an unknown type, 413 past the limit.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<(Kind, Bytes), AppError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let kind = Kind::from_content_type(ct).ok_or_else(|| AppError::UnsupportedType(ct.into()))?;
+    let too_large = || AppError::TooLarge(format!("the body is larger than {BODY_LIMIT} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let bytes = Limited::new(body, BODY_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                AppError::BadRequest("the request body could not be read".into())
+            }
+        })?
+        .to_bytes();
+    Ok((kind, bytes))
+}
+
+async fn validate(
+    State(_svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let (kind, bytes) = read_body(&headers, body).await?;
+    let accepted = input::check(&bytes, kind)?;
+    Ok(Json(json!({"valid": true, "warnings": accepted.warnings})))
+}
+
+/// Checks nonce and signature; returns the signer's fingerprint.
+fn authenticate(svc: &Service, headers: &HeaderMap, body: &[u8]) -> Result<String, AppError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                AppError::Unauthorized(format!(
+                    "missing {name} header: fetch a nonce from /api/nonce and sign it with ssh-keygen -Y sign -n atomix-provision"
+                ))
+            })
+    };
+    let nonce = header(NONCE_HEADER)?;
+    let signature = header(SIGNATURE_HEADER)?;
+    svc.nonces
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .consume(nonce, Instant::now())
+        .map_err(|e| AppError::Unauthorized(e.to_string()))?;
+    let message = auth::signed_message(nonce, body);
+    auth::verify(&svc.trusted_keys(), &message, signature)
+        .map_err(|e| AppError::Unauthorized(e.to_string()))
+}
+
+async fn config(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    let (kind, bytes) = read_body(&headers, body).await?;
+    let signer = authenticate(&svc, &headers, &bytes)?;
+    let accepted = input::check(&bytes, kind)?;
+    let id = svc
+        .start_import(accepted, Origin::Api, Some(signer))
+        .map_err(|busy| AppError::Busy { job: busy.0 })?;
+    let url = format!("/api/jobs/{id}");
+    let mut response = (StatusCode::ACCEPTED, Json(json!({"id": id, "job": url}))).into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&url).map_err(|_| AppError::Internal)?,
+    );
+    Ok(response)
+}
+
+async fn job(
+    State(svc): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, AppError> {
+    svc.tracker.get(&id).map(Json).ok_or(AppError::NotFound)
+}

@@ -1,0 +1,1186 @@
+//! Applying a config: the plan as data ([`plan_sync`]: which files go where, which
+//! actions run, grouped by [`Step`]), executed in one place ([`Executor`]), and the apply
+//! job around it ([`Applier`]): validate, render, persist a generation, sync the live
+//! system, switch `current`, mark the slot good; on a failed step, roll back to the
+//! previous generation (or to the unprovisioned defaults).
+//!
+//! Live paths (under `--root`):
+//!
+//! ```text
+//! rendered/quadlet/rootful/*      etc/containers/systemd/
+//! rendered/quadlet/rootless/*     etc/containers/systemd/users/<admin uid>/
+//! rendered/networkd/*             etc/systemd/network/
+//! rendered/dnsmasq/atomix.conf    etc/dnsmasq.d/atomix-lan.conf (replaces the image's default)
+//! rendered/chrony/atomix.sources  etc/chrony/sources.d/atomix.sources
+//! rendered/timezone               etc/timezone (and etc/localtime -> /usr/share/zoneinfo/<zone>)
+//! rendered/nftables/atomix.nft    etc/nftables.d/atomix.nft (loaded with nft -f)
+//! rendered/hostname               etc/hostname (and hostnamectl)
+//! rendered/authorized_keys        etc/ssh/authorized_keys/admin
+//! bundle apps/<container>/...     data/apps/<container>/...
+//! ```
+//!
+//! The service removes only files it wrote: their list (`/run/atomix/owned-files.json`)
+//! lives exactly as long as `/etc` does on the tmpfs overlay root. A file of the image
+//! that a rendered one replaces (the default dnsmasq LAN config) is saved under
+//! `/run/atomix/originals/` first and put back instead of being removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use atomix_config::generations::{Origin, SourceRecord, Store};
+use atomix_config::render::RenderedTree;
+use serde::{Deserialize, Serialize};
+
+use crate::failpoints::Failpoints;
+use crate::input::Accepted;
+use crate::jobs::{Job, JobHandle, JobResult, Level, Rollback, RollbackState, Tracker};
+use crate::paths::Paths;
+use crate::system::{Action, System};
+
+/// Apply steps, in order. The names are those of events and failpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    Validate,
+    Render,
+    Persist,
+    SyncQuadlets,
+    Units,
+    Apps,
+    Lan,
+    Time,
+    Firewall,
+    Hostname,
+    SshKeys,
+    Switch,
+    MarkGood,
+}
+
+impl Step {
+    pub const ALL: [Step; 13] = [
+        Step::Validate,
+        Step::Render,
+        Step::Persist,
+        Step::SyncQuadlets,
+        Step::Units,
+        Step::Apps,
+        Step::Lan,
+        Step::Time,
+        Step::Firewall,
+        Step::Hostname,
+        Step::SshKeys,
+        Step::Switch,
+        Step::MarkGood,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Validate => "validate",
+            Step::Render => "render",
+            Step::Persist => "persist",
+            Step::SyncQuadlets => "sync-quadlets",
+            Step::Units => "units",
+            Step::Apps => "apps",
+            Step::Lan => "lan",
+            Step::Time => "time",
+            Step::Firewall => "firewall",
+            Step::Hostname => "hostname",
+            Step::SshKeys => "ssh-keys",
+            Step::Switch => "switch",
+            Step::MarkGood => "mark-good",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The admin user, owner of the rootless Quadlets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub name: String,
+    pub uid: u32,
+}
+
+impl Admin {
+    /// `admin`'s uid from the passwd text; 1000 (the image's) when it is not there.
+    pub fn from_passwd(text: &str) -> Admin {
+        let uid = text
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&"admin"))
+            .and_then(|f| f.get(2)?.parse().ok())
+            .unwrap_or(1000);
+        Admin {
+            name: "admin".into(),
+            uid,
+        }
+    }
+}
+
+/// One operation; paths are relative to the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Write { path: PathBuf, contents: Vec<u8> },
+    Remove { path: PathBuf },
+    Symlink { path: PathBuf, target: PathBuf },
+    Run(Action),
+}
+
+/// The operations of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepPlan {
+    pub step: Step,
+    pub ops: Vec<Op>,
+}
+
+/// What the live system should hold: a rendered tree and bundle files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub tree: RenderedTree,
+    /// `apps/<container>/...` to contents.
+    pub apps: BTreeMap<String, Vec<u8>>,
+}
+
+/// Where a rendered file goes, and which step puts it there.
+pub fn live_path(rel: &str, admin: &Admin) -> Option<(Step, PathBuf)> {
+    let p = |s: String| Some(PathBuf::from(s));
+    let (step, path) = if let Some(f) = rel.strip_prefix("quadlet/rootful/") {
+        (Step::SyncQuadlets, p(format!("etc/containers/systemd/{f}")))
+    } else if let Some(f) = rel.strip_prefix("quadlet/rootless/") {
+        (
+            Step::SyncQuadlets,
+            p(format!("etc/containers/systemd/users/{}/{f}", admin.uid)),
+        )
+    } else if let Some(f) = rel.strip_prefix("networkd/") {
+        (Step::Lan, p(format!("etc/systemd/network/{f}")))
+    } else if rel == "dnsmasq/atomix.conf" {
+        // The image's default LAN service lives in this file: replace it, never both.
+        (Step::Lan, p("etc/dnsmasq.d/atomix-lan.conf".into()))
+    } else if let Some(f) = rel.strip_prefix("chrony/") {
+        (Step::Time, p(format!("etc/chrony/sources.d/{f}")))
+    } else if rel == "timezone" {
+        (Step::Time, p("etc/timezone".into()))
+    } else if let Some(f) = rel.strip_prefix("nftables/") {
+        (Step::Firewall, p(format!("etc/nftables.d/{f}")))
+    } else if rel == "hostname" {
+        (Step::Hostname, p("etc/hostname".into()))
+    } else if rel == "authorized_keys" {
+        (
+            Step::SshKeys,
+            p(format!("etc/ssh/authorized_keys/{}", admin.name)),
+        )
+    } else if rel.starts_with("apps/") {
+        (Step::Apps, p(format!("data/{rel}")))
+    } else {
+        return None;
+    };
+    Some((step, path?))
+}
+
+/// The step that owns a live path (for removals).
+fn step_of(path: &Path) -> Option<Step> {
+    let s = path.to_str()?;
+    let prefixes = [
+        ("etc/containers/systemd/", Step::SyncQuadlets),
+        ("data/apps/", Step::Apps),
+        ("etc/systemd/network/", Step::Lan),
+        ("etc/dnsmasq.d/", Step::Lan),
+        ("etc/chrony/", Step::Time),
+        ("etc/nftables.d/", Step::Firewall),
+        ("etc/ssh/authorized_keys/", Step::SshKeys),
+    ];
+    prefixes
+        .iter()
+        .find(|(p, _)| s.starts_with(p))
+        .map(|(_, step)| *step)
+}
+
+/// Files that exist in the image too: overwritten, never removed (on the overlay root a
+/// removal would hide the image's own copy).
+fn image_file(path: &Path) -> bool {
+    ["etc/hostname", "etc/timezone", "etc/localtime"]
+        .iter()
+        .any(|p| path == Path::new(p))
+}
+
+/// Container units (`<name>.service`) for `.container` files among `paths` in `dir`.
+fn units_in<'a>(paths: impl Iterator<Item = &'a PathBuf>, dir: &str) -> BTreeSet<String> {
+    paths
+        .filter_map(|p| {
+            let rest = p.to_str()?.strip_prefix(dir)?;
+            let name = rest.strip_suffix(".container")?;
+            (!name.contains('/')).then(|| format!("{name}.service"))
+        })
+        .collect()
+}
+
+/// The sync steps that take the live system from what this service `owned` to
+/// `desired` (None: the unprovisioned defaults of the image).
+pub fn plan_sync(
+    desired: Option<&Desired>,
+    owned: &BTreeSet<PathBuf>,
+    admin: &Admin,
+) -> Vec<StepPlan> {
+    let mut writes: BTreeMap<Step, Vec<Op>> = BTreeMap::new();
+    let mut wanted = BTreeSet::new();
+    if let Some(d) = desired {
+        let files = d.tree.files.iter().chain(d.apps.iter());
+        for (rel, contents) in files {
+            if let Some((step, path)) = live_path(rel, admin) {
+                wanted.insert(path.clone());
+                writes.entry(step).or_default().push(Op::Write {
+                    path,
+                    contents: contents.clone(),
+                });
+            }
+        }
+    }
+    let mut removes: BTreeMap<Step, Vec<Op>> = BTreeMap::new();
+    for path in owned
+        .iter()
+        .filter(|p| !wanted.contains(*p) && !image_file(p))
+    {
+        if let Some(step) = step_of(path) {
+            removes
+                .entry(step)
+                .or_default()
+                .push(Op::Remove { path: path.clone() });
+        }
+    }
+    let files_of = |step: Step, writes: &mut BTreeMap<Step, Vec<Op>>| {
+        let mut ops = removes.get(&step).cloned().unwrap_or_default();
+        ops.extend(writes.remove(&step).unwrap_or_default());
+        ops
+    };
+
+    let rootful = "etc/containers/systemd/";
+    let rootless = format!("etc/containers/systemd/users/{}/", admin.uid);
+    let new_rootful = units_in(wanted.iter(), rootful);
+    let old_rootful = units_in(owned.iter(), rootful);
+    let new_rootless = units_in(wanted.iter(), &rootless);
+    let old_rootless = units_in(owned.iter(), &rootless);
+
+    let mut plan = Vec::new();
+    plan.push(StepPlan {
+        step: Step::SyncQuadlets,
+        ops: files_of(Step::SyncQuadlets, &mut writes),
+    });
+
+    let mut units = Vec::new();
+    for u in old_rootful.difference(&new_rootful) {
+        units.push(Op::Run(Action::systemctl(&["stop", u])));
+    }
+    units.push(Op::Run(Action::systemctl(&["daemon-reload"])));
+    for u in &new_rootful {
+        units.push(Op::Run(Action::systemctl(&["restart", u])));
+    }
+    if !new_rootless.is_empty() || !old_rootless.is_empty() {
+        let machine = format!("{}@", admin.name);
+        let user = |args: &[&str]| {
+            let mut all = vec!["--user", "-M", machine.as_str()];
+            all.extend_from_slice(args);
+            Op::Run(Action::systemctl(&all))
+        };
+        if !new_rootless.is_empty() {
+            units.push(Op::Run(Action::EnableLinger {
+                user: admin.name.clone(),
+            }));
+        }
+        for u in old_rootless.difference(&new_rootless) {
+            units.push(user(&["stop", u]));
+        }
+        units.push(user(&["daemon-reload"]));
+        for u in &new_rootless {
+            units.push(user(&["restart", u]));
+        }
+    }
+    plan.push(StepPlan {
+        step: Step::Units,
+        ops: units,
+    });
+
+    plan.push(StepPlan {
+        step: Step::Apps,
+        ops: files_of(Step::Apps, &mut writes),
+    });
+
+    let mut lan = files_of(Step::Lan, &mut writes);
+    lan.push(Op::Run(Action::Networkctl {
+        args: vec!["reload".into()],
+    }));
+    lan.push(Op::Run(Action::systemctl(&["restart", "dnsmasq.service"])));
+    plan.push(StepPlan {
+        step: Step::Lan,
+        ops: lan,
+    });
+
+    let mut time = files_of(Step::Time, &mut writes);
+    if let Some(zone) = desired.and_then(|d| d.tree.get("timezone")) {
+        time.push(Op::Symlink {
+            path: "etc/localtime".into(),
+            target: Path::new("/usr/share/zoneinfo").join(zone.trim()),
+        });
+    }
+    time.push(Op::Run(Action::systemctl(&["restart", "chrony.service"])));
+    plan.push(StepPlan {
+        step: Step::Time,
+        ops: time,
+    });
+
+    let mut firewall = files_of(Step::Firewall, &mut writes);
+    firewall.push(Op::Run(if desired.is_some() {
+        Action::NftApply {
+            file: "etc/nftables.d/atomix.nft".into(),
+        }
+    } else {
+        Action::NftDeleteTable
+    }));
+    plan.push(StepPlan {
+        step: Step::Firewall,
+        ops: firewall,
+    });
+
+    let mut hostname = files_of(Step::Hostname, &mut writes);
+    if let Some(name) = desired.and_then(|d| d.tree.get("hostname")) {
+        hostname.push(Op::Run(Action::Hostname {
+            name: name.trim().to_owned(),
+        }));
+    }
+    plan.push(StepPlan {
+        step: Step::Hostname,
+        ops: hostname,
+    });
+
+    plan.push(StepPlan {
+        step: Step::SshKeys,
+        ops: files_of(Step::SshKeys, &mut writes),
+    });
+    plan
+}
+
+/// The live files this service wrote, kept in `/run/atomix/owned-files.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owned {
+    pub files: BTreeSet<PathBuf>,
+}
+
+impl Owned {
+    pub fn load(paths: &Paths) -> Owned {
+        boot_state::read_record(&paths.owned_manifest())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    fn save(&self, paths: &Paths) -> Result<(), String> {
+        boot_state::write_record(&paths.owned_manifest(), self).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Runs step plans: file operations under the root, actions through the [`System`].
+#[derive(Debug)]
+pub struct Executor<'a> {
+    pub paths: &'a Paths,
+    pub system: &'a dyn System,
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+impl Executor<'_> {
+    fn original(&self, path: &Path) -> PathBuf {
+        self.paths.run().join("originals").join(path)
+    }
+
+    /// Keeps the image's copy of a file about to be replaced (once).
+    fn save_original(&self, path: &Path, full: &Path) -> Result<(), String> {
+        let saved = self.original(path);
+        if saved.exists() {
+            return Ok(());
+        }
+        match std::fs::read(full) {
+            Ok(bytes) => boot_state::write_atomic(&saved, &bytes).map_err(|e| chain(&e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot read {}: {e}", full.display())),
+        }
+    }
+
+    /// Removes a file this service wrote, or puts the image's copy back.
+    fn remove_or_restore(&self, path: &Path, full: &Path) -> Result<(), String> {
+        let saved = self.original(path);
+        match std::fs::read(&saved) {
+            Ok(bytes) => {
+                boot_state::write_atomic(full, &bytes).map_err(|e| chain(&e))?;
+                let _ = std::fs::remove_file(&saved);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", saved.display())),
+        }
+        match std::fs::remove_file(full) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", full.display())),
+        }
+    }
+
+    /// Runs one step; the owned list is updated (and saved) as files come and go.
+    pub fn run(&self, plan: &StepPlan, owned: &mut Owned) -> Result<String, String> {
+        let (mut written, mut removed, mut actions) = (0, 0, 0);
+        let result = (|| {
+            for op in &plan.ops {
+                match op {
+                    Op::Write { path, contents } => {
+                        let full = self.paths.under(path);
+                        if !owned.files.contains(path) {
+                            self.save_original(path, &full)?;
+                        }
+                        // Recorded before the write: a crash in between must not leave
+                        // a file nobody removes.
+                        owned.files.insert(path.clone());
+                        owned.save(self.paths)?;
+                        boot_state::write_atomic(&full, contents).map_err(|e| chain(&e))?;
+                        written += 1;
+                    }
+                    Op::Remove { path } => {
+                        let full = self.paths.under(path);
+                        self.remove_or_restore(path, &full)?;
+                        owned.files.remove(path);
+                        owned.save(self.paths)?;
+                        removed += 1;
+                    }
+                    Op::Symlink { path, target } => {
+                        let full = self.paths.under(path);
+                        let tmp = full.with_extension("atomix-tmp");
+                        let _ = std::fs::remove_file(&tmp);
+                        if let Some(dir) = full.parent() {
+                            std::fs::create_dir_all(dir)
+                                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                        }
+                        std::os::unix::fs::symlink(target, &tmp)
+                            .and_then(|()| std::fs::rename(&tmp, &full))
+                            .map_err(|e| format!("cannot link {}: {e}", full.display()))?;
+                    }
+                    Op::Run(action) => {
+                        let action = match action {
+                            // The ruleset file is named relative to the root.
+                            Action::NftApply { file } => Action::NftApply {
+                                file: self.paths.under(file),
+                            },
+                            a => a.clone(),
+                        };
+                        self.system.run(&action).map_err(|e| e.to_string())?;
+                        actions += 1;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        result.map(|()| format!("{written} files written, {removed} removed, {actions} actions"))
+    }
+}
+
+/// A generation read back from the store, checked and rendered by this build.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub n: u64,
+    pub desired: Desired,
+    pub rauc: bool,
+    pub lan_address: std::net::Ipv4Addr,
+}
+
+/// Reads generation `n`: its config.toml is checked and rendered again (so a new image's
+/// renderer applies), its bundle files read from `apps/`.
+pub fn load_generation(store: &Store, n: u64) -> Result<Loaded, String> {
+    let dir = store.path(n);
+    let text = std::fs::read_to_string(dir.join("config.toml"))
+        .map_err(|e| format!("cannot read generation {n}: {e}"))?;
+    let accepted = crate::input::check_text(text, read_apps(&dir.join("apps"))?).map_err(|r| {
+        format!(
+            "generation {n} is not valid for this build: {}",
+            r.lines().join("; ")
+        )
+    })?;
+    Ok(Loaded {
+        n,
+        rauc: accepted.config.update.rauc,
+        lan_address: accepted.config.network.lan.address.get_ref().addr,
+        desired: desired_of(&accepted),
+    })
+}
+
+fn desired_of(a: &Accepted) -> Desired {
+    let sha = atomix_config::config_sha256(&a.text);
+    Desired {
+        tree: atomix_config::render::render(&a.config, &sha),
+        apps: a.apps.clone(),
+    }
+}
+
+fn read_apps(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("under dir");
+                let bytes =
+                    std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                out.insert(format!("apps/{}", rel.display()), bytes);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub result: JobResult,
+    pub rollback: Rollback,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.result.error.is_none()
+    }
+}
+
+/// Runs apply jobs.
+#[derive(Debug, Clone)]
+pub struct Applier {
+    pub paths: Paths,
+    pub system: Arc<dyn System>,
+    pub failpoints: Failpoints,
+    pub admin: Admin,
+}
+
+/// A step failure: which step, and what went wrong.
+struct Failed(Step, String);
+
+impl Applier {
+    fn store(&self) -> Store {
+        Store::new(self.paths.config_store())
+    }
+
+    fn executor(&self) -> Executor<'_> {
+        Executor {
+            paths: &self.paths,
+            system: self.system.as_ref(),
+        }
+    }
+
+    /// Runs one step: holds it for a `sleep` failpoint, does the work, checks the
+    /// failpoint, records the event.
+    fn step<T>(
+        &self,
+        job: &JobHandle,
+        step: Step,
+        work: impl FnOnce() -> Result<(T, String), String>,
+    ) -> Result<T, Failed> {
+        self.failpoints.hold(step.name());
+        let (value, message) = work().map_err(|e| Failed(step, e))?;
+        self.failpoints
+            .check(step.name())
+            .map_err(|e| Failed(step, e.to_string()))?;
+        job.event(step.name(), Level::Info, message);
+        Ok(value)
+    }
+
+    fn sync(&self, job: &JobHandle, desired: &Desired, owned: &mut Owned) -> Result<(), Failed> {
+        for plan in plan_sync(Some(desired), &owned.files.clone(), &self.admin) {
+            self.step(job, plan.step, || {
+                self.executor().run(&plan, owned).map(|m| ((), m))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn mark_good(&self, job: &JobHandle, rauc: bool) -> Result<(), Failed> {
+        self.step(job, Step::MarkGood, || {
+            if rauc {
+                self.system
+                    .run(&Action::RaucMarkGood)
+                    .map(|()| ((), "slot marked good".into()))
+                    .map_err(|e| e.to_string())
+            } else {
+                Ok(((), "RAUC is not enabled: nothing to mark".into()))
+            }
+        })
+    }
+
+    /// Applies an accepted config as a new generation; rolls back on failure.
+    pub fn import(
+        &self,
+        job: JobHandle,
+        accepted: Accepted,
+        origin: Origin,
+        signer: Option<String>,
+    ) -> Outcome {
+        let store = self.store();
+        let previous = job.snapshot().and_then(|j| j.previous_generation);
+        let mut owned = Owned::load(&self.paths);
+        let mut staged = None;
+        let result = (|| {
+            self.step(&job, Step::Validate, || {
+                Ok(((), format!("valid, {} warnings", accepted.warnings.len())))
+            })?;
+            let desired = self.step(&job, Step::Render, || {
+                let d = desired_of(&accepted);
+                let m = format!("{} files", d.tree.files.len());
+                Ok((d, m))
+            })?;
+            let n = self.step(&job, Step::Persist, || {
+                let source = SourceRecord {
+                    origin,
+                    sha256: atomix_config::config_sha256(&accepted.text),
+                    signer: signer.clone(),
+                    time: crate::now_rfc3339(),
+                };
+                let apps = RenderedTree {
+                    files: desired.apps.clone(),
+                };
+                let n = store
+                    .stage(&accepted.text, &source, &desired.tree, &apps)
+                    .map_err(|e| chain(&e))?;
+                staged = Some(n);
+                job.set_staged(n);
+                Ok((n, format!("generation {n} written")))
+            })?;
+            self.sync(&job, &desired, &mut owned)?;
+            self.step(&job, Step::Switch, || {
+                store.switch(n).map_err(|e| chain(&e))?;
+                store.prune().map_err(|e| chain(&e))?;
+                Ok(((), format!("current -> generation {n}")))
+            })?;
+            self.mark_good(&job, accepted.config.update.rauc)?;
+            Ok(n)
+        })();
+        let outcome = match result {
+            Ok(n) => Outcome {
+                result: JobResult {
+                    generation: Some(n),
+                    ..JobResult::default()
+                },
+                rollback: Rollback {
+                    state: RollbackState::None,
+                    generation: None,
+                },
+            },
+            Err(Failed(step, error)) => {
+                job.event(step.name(), Level::Error, error.clone());
+                let rollback = match staged {
+                    None => Rollback {
+                        state: RollbackState::None,
+                        generation: None,
+                    },
+                    Some(n) => self.roll_back(&job, n, previous, &mut owned),
+                };
+                Outcome {
+                    result: JobResult {
+                        generation: store.current().ok().flatten(),
+                        failed_step: Some(step.name().into()),
+                        error: Some(error),
+                    },
+                    rollback,
+                }
+            }
+        };
+        job.finish(outcome.result.clone(), outcome.rollback);
+        outcome
+    }
+
+    /// Back to `previous` (None: the unprovisioned defaults) after generation `staged`
+    /// failed to apply.
+    fn roll_back(
+        &self,
+        job: &JobHandle,
+        staged: u64,
+        previous: Option<u64>,
+        owned: &mut Owned,
+    ) -> Rollback {
+        let target = previous.map_or("the unprovisioned defaults".to_owned(), |p| {
+            format!("generation {p}")
+        });
+        job.event("rollback", Level::Warning, format!("restoring {target}"));
+        let result = (|| {
+            self.failpoints.hold("rollback");
+            self.failpoints
+                .check("rollback")
+                .map_err(|e| e.to_string())?;
+            let desired = self.restore_store(staged, previous)?;
+            let plans = plan_sync(desired.as_ref(), &owned.files.clone(), &self.admin);
+            for plan in plans {
+                self.executor().run(&plan, owned)?;
+            }
+            Ok::<_, String>(())
+        })();
+        match result {
+            Ok(()) => {
+                job.event("rollback", Level::Info, format!("restored {target}"));
+                Rollback {
+                    state: RollbackState::Completed,
+                    generation: previous,
+                }
+            }
+            Err(e) => {
+                job.event("rollback", Level::Error, format!("rollback failed: {e}"));
+                Rollback {
+                    state: RollbackState::Failed,
+                    generation: previous,
+                }
+            }
+        }
+    }
+
+    /// Points `current` back at `previous`, discards `staged`, and reads what the live
+    /// system should hold.
+    fn restore_store(&self, staged: u64, previous: Option<u64>) -> Result<Option<Desired>, String> {
+        let store = self.store();
+        match previous {
+            Some(p) => store.switch(p).map_err(|e| chain(&e))?,
+            None => store.clear_current().map_err(|e| chain(&e))?,
+        }
+        store.discard(staged).map_err(|e| chain(&e))?;
+        previous
+            .map(|p| load_generation(&store, p).map(|l| l.desired))
+            .transpose()
+    }
+
+    /// Re-applies the current generation at boot (the live paths start empty). No
+    /// rollback: a failure leaves the slot unmarked, so RAUC can fall back.
+    pub fn reapply(&self, job: JobHandle, n: u64) -> Outcome {
+        let mut owned = Owned::load(&self.paths);
+        let result = (|| {
+            let loaded = self.step(&job, Step::Validate, || {
+                let l = load_generation(&self.store(), n)?;
+                Ok((l, format!("generation {n} is valid")))
+            })?;
+            self.sync(&job, &loaded.desired, &mut owned)?;
+            self.mark_good(&job, loaded.rauc)?;
+            Ok(())
+        })();
+        let mut outcome = Outcome {
+            result: JobResult {
+                generation: Some(n),
+                ..JobResult::default()
+            },
+            rollback: Rollback {
+                state: RollbackState::None,
+                generation: None,
+            },
+        };
+        if let Err(Failed(step, error)) = result {
+            job.event(step.name(), Level::Error, error.clone());
+            outcome.result.failed_step = Some(step.name().into());
+            outcome.result.error = Some(error);
+        }
+        job.finish(outcome.result.clone(), outcome.rollback);
+        outcome
+    }
+
+    /// Finishes jobs a crash cut off: the store goes back to the job's previous
+    /// generation and, if that is "unprovisioned", the live files go too (a provisioned
+    /// previous generation is re-applied by the boot flow right after).
+    pub fn recover(&self, tracker: &Tracker) {
+        for job in tracker.interrupted() {
+            let rollback = self.recover_one(&job);
+            let target = job
+                .previous_generation
+                .map_or("the unprovisioned defaults".into(), |p| {
+                    format!("generation {p}")
+                });
+            let message = match rollback.state {
+                RollbackState::Failed => {
+                    format!("cut off by a restart; restoring {target} failed")
+                }
+                _ => format!("cut off by a restart; rolled back to {target}"),
+            };
+            crate::logging::warn(&format!("job {}: {message}", job.id));
+            tracker.close_interrupted(job, rollback, &message);
+        }
+    }
+
+    fn recover_one(&self, job: &Job) -> Rollback {
+        let previous = job.previous_generation;
+        let result = (|| {
+            let store = self.store();
+            if let Some(n) = job.staged_generation {
+                self.restore_store(n, previous)?;
+            } else if store.current().map_err(|e| chain(&e))? != previous {
+                // A job with nothing staged changed nothing.
+                return Err("the store changed outside of this job".to_owned());
+            }
+            if previous.is_none() {
+                let mut owned = Owned::load(&self.paths);
+                for plan in plan_sync(None, &owned.files.clone(), &self.admin) {
+                    self.executor().run(&plan, &mut owned)?;
+                }
+            }
+            Ok(())
+        })();
+        Rollback {
+            state: match result {
+                Ok(()) => RollbackState::Completed,
+                Err(e) => {
+                    crate::logging::error(&format!("job {}: recovery: {e}", job.id));
+                    RollbackState::Failed
+                }
+            },
+            generation: previous,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::check_text;
+    use crate::jobs::JobState;
+    use crate::system::FakeSystem;
+
+    const EXAMPLE: &str = include_str!("../../../examples/config.toml");
+
+    fn admin() -> Admin {
+        Admin::from_passwd("root:x:0:0::/root:/bin/sh\nadmin:x:1001:1001::/home/admin:/bin/sh\n")
+    }
+
+    fn accepted(text: &str) -> Accepted {
+        check_text(text.to_owned(), BTreeMap::new()).expect("valid config")
+    }
+
+    fn applier(root: &Path, system: Arc<FakeSystem>, failpoints: &str) -> Applier {
+        Applier {
+            paths: Paths::new(root),
+            system,
+            failpoints: Failpoints::parse(failpoints).unwrap(),
+            admin: admin(),
+        }
+    }
+
+    fn ops_text(plan: &[StepPlan], step: Step) -> Vec<String> {
+        plan.iter()
+            .find(|p| p.step == step)
+            .unwrap()
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Write { path, .. } => format!("write {}", path.display()),
+                Op::Remove { path } => format!("remove {}", path.display()),
+                Op::Symlink { path, target } => {
+                    format!("link {} {}", path.display(), target.display())
+                }
+                Op::Run(a) => a.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn admin_uid_comes_from_passwd() {
+        assert_eq!(admin().uid, 1001);
+        assert_eq!(Admin::from_passwd("").uid, 1000);
+    }
+
+    #[test]
+    fn plan_for_a_first_apply() {
+        let d = desired_of(&accepted(EXAMPLE));
+        let plan = plan_sync(Some(&d), &BTreeSet::new(), &admin());
+        let steps: Vec<Step> = plan.iter().map(|p| p.step).collect();
+        assert_eq!(steps, Step::ALL[3..11]);
+        assert_eq!(
+            ops_text(&plan, Step::SyncQuadlets),
+            [
+                "write etc/containers/systemd/web-data.volume",
+                "write etc/containers/systemd/web.container",
+                "write etc/containers/systemd/users/1001/metrics.container",
+            ]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::Units),
+            [
+                "systemctl daemon-reload",
+                "systemctl restart web.service",
+                "loginctl enable-linger admin",
+                "systemctl --user -M admin@ daemon-reload",
+                "systemctl --user -M admin@ restart metrics.service",
+            ]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::Time),
+            [
+                "write etc/chrony/sources.d/atomix.sources",
+                "write etc/timezone",
+                "link etc/localtime /usr/share/zoneinfo/Europe/Berlin",
+                "systemctl restart chrony.service",
+            ]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::Firewall),
+            [
+                "write etc/nftables.d/atomix.nft",
+                "nft -f etc/nftables.d/atomix.nft"
+            ]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::Hostname),
+            ["write etc/hostname", "hostnamectl hostname edge-042"]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::SshKeys),
+            ["write etc/ssh/authorized_keys/admin"]
+        );
+    }
+
+    #[test]
+    fn plan_removes_only_owned_files_and_stops_their_units() {
+        let owned: BTreeSet<PathBuf> = [
+            "etc/containers/systemd/old.container",
+            "etc/hostname",
+            "etc/nftables.d/atomix.nft",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let d = desired_of(&accepted(EXAMPLE));
+        let plan = plan_sync(Some(&d), &owned, &admin());
+        let quadlets = ops_text(&plan, Step::SyncQuadlets);
+        assert_eq!(quadlets[0], "remove etc/containers/systemd/old.container");
+        assert_eq!(quadlets.len(), 4);
+        let units = ops_text(&plan, Step::Units);
+        assert_eq!(
+            units[..2],
+            ["systemctl stop old.service", "systemctl daemon-reload"]
+        );
+
+        let defaults = plan_sync(None, &owned, &admin());
+        assert_eq!(
+            ops_text(&defaults, Step::SyncQuadlets),
+            ["remove etc/containers/systemd/old.container"]
+        );
+        assert_eq!(
+            ops_text(&defaults, Step::Firewall),
+            [
+                "remove etc/nftables.d/atomix.nft",
+                "nft add table inet atomix ; delete table inet atomix"
+            ]
+        );
+        assert!(
+            ops_text(&defaults, Step::Hostname).is_empty(),
+            "the image's /etc/hostname is never removed"
+        );
+    }
+
+    fn run_import(a: &Applier, tracker: &Arc<Tracker>, text: &str) -> (Outcome, Job) {
+        let store = Store::new(a.paths.config_store());
+        let job = tracker
+            .start(Origin::Api, store.current().unwrap())
+            .unwrap();
+        let id = job.id.clone();
+        let outcome = a.import(job, accepted(text), Origin::Api, Some("SHA256:x".into()));
+        (outcome, tracker.get(&id).unwrap())
+    }
+
+    #[test]
+    fn a_first_apply_writes_switches_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(job.result.unwrap().generation, Some(1));
+        let steps: Vec<&str> = job.events.iter().map(|e| e.step.as_str()).collect();
+        let all: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(steps, all);
+        let store = Store::new(a.paths.config_store());
+        assert_eq!(store.current().unwrap(), Some(1));
+        let source: SourceRecord =
+            serde_json::from_slice(&std::fs::read(store.path(1).join("source.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (source.origin, source.signer.as_deref()),
+            (Origin::Api, Some("SHA256:x"))
+        );
+        let live = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(live("etc/hostname"), "edge-042\n");
+        assert!(
+            live("etc/containers/systemd/web.container").contains("Image=ghcr.io/acme/web:1.4.2")
+        );
+        assert!(sys.commands().contains(&"rauc status mark-good".to_owned()));
+        assert_eq!(Owned::load(&a.paths).files.len(), 11);
+    }
+
+    #[test]
+    fn a_failed_first_apply_returns_to_unprovisioned_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::failing_on("nft -f"));
+        let a = applier(dir.path(), sys.clone(), "");
+        let image_default = dir.path().join("etc/dnsmasq.d/atomix-lan.conf");
+        std::fs::create_dir_all(image_default.parent().unwrap()).unwrap();
+        std::fs::write(&image_default, "# image default\n").unwrap();
+        let tracker = Tracker::new(a.paths.jobs());
+        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        assert_eq!(job.state, JobState::Failed);
+        let result = job.result.unwrap();
+        assert_eq!(result.failed_step.as_deref(), Some("firewall"));
+        assert!(result.error.unwrap().contains("nft -f"));
+        assert_eq!(
+            outcome.rollback,
+            Rollback {
+                state: RollbackState::Completed,
+                generation: None
+            }
+        );
+        let store = Store::new(a.paths.config_store());
+        assert_eq!(store.current().unwrap(), None);
+        assert!(
+            store.list().unwrap().is_empty(),
+            "the failed generation is discarded"
+        );
+        assert!(!dir
+            .path()
+            .join("etc/containers/systemd/web.container")
+            .exists());
+        assert!(Owned::load(&a.paths).files.iter().all(|p| image_file(p)));
+        let cmds = sys.commands();
+        assert!(
+            cmds.contains(&"systemctl stop web.service".to_owned()),
+            "{cmds:?}"
+        );
+        assert_eq!(
+            cmds.last().unwrap(),
+            "nft add table inet atomix ; delete table inet atomix"
+        );
+    }
+
+    #[test]
+    fn every_step_after_persist_rolls_back_to_the_previous_generation() {
+        let second = EXAMPLE.replace("edge-042", "edge-043");
+        for step in &Step::ALL[2..] {
+            let dir = tempfile::tempdir().unwrap();
+            let sys = Arc::new(FakeSystem::default());
+            let good = applier(dir.path(), sys.clone(), "");
+            let tracker = Tracker::new(good.paths.jobs());
+            assert!(run_import(&good, &tracker, EXAMPLE).0.succeeded());
+            let failing = applier(dir.path(), sys, &format!("{}=error", step.name()));
+            let (outcome, job) = run_import(&failing, &tracker, &second);
+            assert_eq!(job.state, JobState::Failed, "{step}");
+            assert_eq!(
+                outcome.rollback,
+                Rollback {
+                    state: RollbackState::Completed,
+                    generation: Some(1)
+                },
+                "{step}"
+            );
+            let store = Store::new(good.paths.config_store());
+            assert_eq!(store.current().unwrap(), Some(1), "{step}");
+            assert_eq!(store.list().unwrap(), [1], "{step}");
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
+                "edge-042\n",
+                "{step}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_before_persist_change_nothing_and_a_failed_rollback_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "render=error");
+        let tracker = Tracker::new(a.paths.jobs());
+        let (outcome, _) = run_import(&a, &tracker, EXAMPLE);
+        assert_eq!(outcome.rollback.state, RollbackState::None);
+        assert!(sys.commands().is_empty());
+        assert!(!dir.path().join("etc").exists());
+
+        let a = applier(dir.path(), sys, "lan=error,rollback=error");
+        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        assert_eq!(outcome.rollback.state, RollbackState::Failed);
+        assert!(job
+            .events
+            .iter()
+            .any(|e| e.step == "rollback" && e.level == Level::Error));
+    }
+
+    #[test]
+    fn reapply_marks_good_only_on_full_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        sys.actions.lock().unwrap().clear();
+        let failing = applier(dir.path(), sys.clone(), "units=error");
+        let outcome = failing.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        assert!(!outcome.succeeded());
+        assert!(!sys.commands().contains(&"rauc status mark-good".to_owned()));
+        let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(sys.commands().last().unwrap(), "rauc status mark-good");
+    }
+
+    #[test]
+    fn recovery_rolls_back_a_job_cut_off_after_the_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys, "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        // A job staged generation 2 and switched, then the power went.
+        let store = Store::new(a.paths.config_store());
+        let job = tracker.start(Origin::Api, Some(1)).unwrap();
+        let d = desired_of(&accepted(EXAMPLE));
+        let source = SourceRecord {
+            origin: Origin::Api,
+            sha256: "x".into(),
+            signer: None,
+            time: "t".into(),
+        };
+        let n = store
+            .stage(EXAMPLE, &source, &d.tree, &RenderedTree::default())
+            .unwrap();
+        job.set_staged(n);
+        store.switch(n).unwrap();
+        let id = job.id.clone();
+        std::mem::forget(job);
+
+        let tracker = Tracker::new(a.paths.jobs());
+        a.recover(&tracker);
+        let job = tracker.get(&id).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(
+            job.rollback,
+            Rollback {
+                state: RollbackState::Completed,
+                generation: Some(1)
+            }
+        );
+        assert_eq!(store.current().unwrap(), Some(1));
+        assert_eq!(store.list().unwrap(), [1]);
+    }
+}

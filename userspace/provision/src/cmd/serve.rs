@@ -1,0 +1,117 @@
+//! `serve`: the long-lived service of `first-boot.service`: finish jobs a crash cut
+//! off, start the listeners, run the boot flow, serve until SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use atomix_provision::apply::{Admin, Applier};
+use atomix_provision::failpoints::Failpoints;
+use atomix_provision::paths::Paths;
+use atomix_provision::service::Service;
+use atomix_provision::system::{RealSystem, RecordSystem, System};
+use atomix_provision::{api, boot_flow, listen, logging};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SystemKind {
+    /// Run systemctl, networkctl, nft, hostnamectl, rauc, mount.
+    Real,
+    /// Append each action to ROOT/run/atomix/actions.log instead.
+    Record,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Prefix of every path read or written (data/, boot/, etc/, run/, usr/share/atomix/).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Listen here instead of the derived addresses (repeatable; never narrowed).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// How system actions are performed.
+    #[arg(long, value_enum, default_value_t = SystemKind::Real)]
+    pub system: SystemKind,
+    /// Trusted provisioning keys, authorized_keys format
+    /// [default: ROOT/usr/share/atomix/provisioning-keys].
+    #[arg(long, value_name = "FILE")]
+    pub keys: Option<PathBuf>,
+    /// Search this directory for a seed instead of USB block devices.
+    #[arg(long, value_name = "DIR")]
+    pub usb_dir: Option<PathBuf>,
+    /// Also write error lines to this kernel log device (e.g. /dev/kmsg).
+    #[arg(long, value_name = "PATH")]
+    pub kmsg: Option<PathBuf>,
+}
+
+/// How long SIGTERM waits for a running apply job.
+const JOB_GRACE: Duration = Duration::from_secs(60);
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if let Some(k) = &args.kmsg {
+        logging::set_kmsg(k.clone());
+    }
+    let mut paths = Paths::new(&args.root);
+    if let Some(k) = &args.keys {
+        paths.keys = k.clone();
+    }
+    let failpoints = Failpoints::from_env()?;
+    let system: Arc<dyn System> = match args.system {
+        SystemKind::Real => Arc::new(RealSystem),
+        SystemKind::Record => Arc::new(RecordSystem::new(paths.actions_log())),
+    };
+    let passwd = std::fs::read_to_string(paths.passwd()).unwrap_or_default();
+    let applier = Applier {
+        paths: paths.clone(),
+        system,
+        failpoints,
+        admin: Admin::from_passwd(&passwd),
+    };
+    let fixed = (!args.listen.is_empty()).then(|| args.listen.clone());
+    let svc = Service::new(applier, fixed, args.usb_dir.clone());
+    svc.applier.recover(&svc.tracker);
+    svc.refresh_listen();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(svc))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(svc: Arc<Service>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        logging::info("stopping");
+        let _ = stop_tx.send(true);
+    });
+
+    let flow = Arc::clone(&svc);
+    std::thread::Builder::new()
+        .name("boot-flow".into())
+        .spawn(move || boot_flow::run(&flow))
+        .context("cannot start the boot flow")?;
+
+    listen::run(api::app(Arc::clone(&svc)), Arc::clone(&svc), stop_rx).await;
+
+    // An apply job is not cut off by a stop: it ends (or rolls back) first.
+    let deadline = tokio::time::Instant::now() + JOB_GRACE;
+    while let Some(id) = svc.tracker.running() {
+        if tokio::time::Instant::now() > deadline {
+            logging::error(&format!("job {id} still running at exit"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

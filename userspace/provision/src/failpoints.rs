@@ -1,0 +1,119 @@
+//! Failure points in apply steps, for tests: `ATOMIX_FAILPOINTS=<step>=<what>[,...]`.
+//!
+//! `<what>` is `error` (the step fails after doing its work, so rollback has something to
+//! undo), `sleep(MS)` (the step is held open that long first: a second apply gets 409) or
+//! `crash` (the process exits at once with status 75 after the step's work, leaving the
+//! job "running" on disk, as a power cut would). Step names are those of
+//! [`crate::apply::Step`] plus `rollback` (the rollback itself fails).
+//!
+//! The caller builds a [`Failpoints`] (the binary from the environment, tests directly),
+//! so nothing else reads the environment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Environment variable read by the binary.
+pub const ENV: &str = "ATOMIX_FAILPOINTS";
+
+/// Exit status of a `crash` failpoint.
+pub const CRASH_STATUS: i32 = 75;
+
+/// What a failpoint does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failpoint {
+    Error,
+    Sleep(Duration),
+    Crash,
+}
+
+/// The configured failpoints, by step name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failpoints {
+    points: BTreeMap<String, Failpoint>,
+}
+
+/// A failpoint specification that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{ENV}: cannot parse {0:?}: expected <step>=error|sleep(MS)|crash")]
+pub struct ParseError(pub String);
+
+/// The error a triggered `error` failpoint makes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("failpoint {0} triggered")]
+pub struct Triggered(pub String);
+
+impl Failpoints {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Parses `step=error,step=sleep(100),step=crash`; empty means none.
+    pub fn parse(spec: &str) -> Result<Self, ParseError> {
+        let mut points = BTreeMap::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || ParseError(item.to_owned());
+            let (step, what) = item.split_once('=').ok_or_else(bad)?;
+            let point = match what {
+                "error" => Failpoint::Error,
+                "crash" => Failpoint::Crash,
+                w => {
+                    let ms = w
+                        .strip_prefix("sleep(")
+                        .and_then(|r| r.strip_suffix(')'))
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .ok_or_else(bad)?;
+                    Failpoint::Sleep(Duration::from_millis(ms))
+                }
+            };
+            points.insert(step.trim().to_owned(), point);
+        }
+        Ok(Failpoints { points })
+    }
+
+    /// From the environment; unset means none.
+    pub fn from_env() -> Result<Self, ParseError> {
+        std::env::var(ENV).map_or_else(|_| Ok(Self::none()), |s| Self::parse(&s))
+    }
+
+    /// Called when `step` has done its work: fails, crashes or returns.
+    pub fn check(&self, step: &str) -> Result<(), Triggered> {
+        match self.points.get(step) {
+            None | Some(Failpoint::Sleep(_)) => Ok(()),
+            Some(Failpoint::Error) => Err(Triggered(step.to_owned())),
+            Some(Failpoint::Crash) => {
+                crate::logging::error(&format!("failpoint {step}=crash: exiting"));
+                std::process::exit(CRASH_STATUS)
+            }
+        }
+    }
+
+    /// Called when `step` starts: holds it open for a `sleep` failpoint.
+    pub fn hold(&self, step: &str) {
+        if let Some(Failpoint::Sleep(d)) = self.points.get(step) {
+            std::thread::sleep(*d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind_and_refuses_garbage() {
+        let f = Failpoints::parse("firewall=error, units=sleep(250),switch=crash").unwrap();
+        assert_eq!(f.points["firewall"], Failpoint::Error);
+        assert_eq!(
+            f.points["units"],
+            Failpoint::Sleep(Duration::from_millis(250))
+        );
+        assert_eq!(f.points["switch"], Failpoint::Crash);
+        assert_eq!(f.check("firewall"), Err(Triggered("firewall".into())));
+        assert_eq!(f.check("lan"), Ok(()));
+        assert_eq!(f.check("units"), Ok(()));
+        assert_eq!(Failpoints::parse("").unwrap(), Failpoints::none());
+        for bad in ["firewall", "x=explode", "x=sleep(ms)"] {
+            assert_eq!(Failpoints::parse(bad), Err(ParseError(bad.into())), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Apply jobs: one at a time (single-flight), each with an event list clients poll,
+//! persisted as `/data/config/jobs/<id>.json` after every change so a job's outcome
+//! survives a restart. A job found queued or running at start was cut off (crash, power
+//! loss): [`Tracker::interrupted`] hands it to the caller, which rolls back and marks
+//! it failed — never left "running".
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use atomix_config::generations::Origin;
+use serde::{Deserialize, Serialize};
+
+/// How many finished jobs are kept in memory (older ones are read from disk).
+const IN_MEMORY: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+/// One step's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub time: String,
+    pub step: String,
+    pub level: Level,
+    pub message: String,
+}
+
+/// The outcome of a finished job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobResult {
+    /// The generation now current (on success: the new one).
+    pub generation: Option<u64>,
+    /// The step that failed.
+    pub failed_step: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RollbackState {
+    None,
+    Completed,
+    Failed,
+}
+
+/// Whether (and to what) a failed job rolled back. `generation` null with `completed`
+/// means back to the unprovisioned defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    pub state: RollbackState,
+    pub generation: Option<u64>,
+}
+
+/// `/data/config/jobs/<id>.json`, and the body of `GET /api/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub id: String,
+    pub state: JobState,
+    pub origin: Origin,
+    pub created: String,
+    pub events: Vec<Event>,
+    pub result: Option<JobResult>,
+    pub rollback: Rollback,
+    /// `current` when the job started, the rollback target.
+    pub previous_generation: Option<u64>,
+    /// The generation this job wrote, once persisted.
+    pub staged_generation: Option<u64>,
+}
+
+/// A second job while one runs.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("another apply job is running: {0}")]
+pub struct Busy(pub String);
+
+#[derive(Debug, Default)]
+struct Inner {
+    running: Option<String>,
+    jobs: BTreeMap<String, Job>,
+    finished_order: VecDeque<String>,
+}
+
+/// The tracker; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Tracker {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the kernel's random source works");
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+impl Tracker {
+    pub fn new(dir: PathBuf) -> Arc<Self> {
+        Arc::new(Tracker {
+            dir,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn persist(&self, job: &Job) {
+        let path = self.dir.join(format!("{}.json", job.id));
+        if let Err(e) = boot_state::write_record(&path, job) {
+            // The job still runs; its outcome is only lost across a restart.
+            crate::logging::error(&format!("job {}: {e}", job.id));
+        }
+    }
+
+    /// Starts a job unless one runs. The job is `running` (and on disk) when this returns.
+    pub fn start(
+        self: &Arc<Self>,
+        origin: Origin,
+        previous_generation: Option<u64>,
+    ) -> Result<JobHandle, Busy> {
+        let job = {
+            let mut inner = self.lock();
+            if let Some(id) = &inner.running {
+                return Err(Busy(id.clone()));
+            }
+            let job = Job {
+                id: new_id(),
+                state: JobState::Running,
+                origin,
+                created: crate::now_rfc3339(),
+                events: Vec::new(),
+                result: None,
+                rollback: Rollback {
+                    state: RollbackState::None,
+                    generation: None,
+                },
+                previous_generation,
+                staged_generation: None,
+            };
+            inner.running = Some(job.id.clone());
+            inner.jobs.insert(job.id.clone(), job.clone());
+            job
+        };
+        self.persist(&job);
+        Ok(JobHandle {
+            tracker: Arc::clone(self),
+            id: job.id,
+            finished: false,
+        })
+    }
+
+    /// The running job's id, if any.
+    pub fn running(&self) -> Option<String> {
+        self.lock().running.clone()
+    }
+
+    /// A job by id: from memory, else from disk (jobs of earlier boots).
+    pub fn get(&self, id: &str) -> Option<Job> {
+        if !valid_id(id) {
+            return None;
+        }
+        if let Some(job) = self.lock().jobs.get(id) {
+            return Some(job.clone());
+        }
+        boot_state::read_record(&self.dir.join(format!("{id}.json")))
+            .ok()
+            .flatten()
+    }
+
+    /// Jobs on disk still queued or running: cut off by a crash. Call once, at start,
+    /// before any job starts.
+    pub fn interrupted(&self) -> Vec<Job> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match boot_state::read_record::<Job>(&path) {
+                Ok(Some(job)) if matches!(job.state, JobState::Queued | JobState::Running) => {
+                    out.push(job)
+                }
+                Ok(_) => {}
+                Err(e) => crate::logging::warn(&format!("ignoring {e}")),
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created));
+        out
+    }
+
+    /// Records the end of a job found interrupted.
+    pub fn close_interrupted(&self, mut job: Job, rollback: Rollback, message: &str) {
+        job.events.push(Event {
+            time: crate::now_rfc3339(),
+            step: "restart".into(),
+            level: Level::Error,
+            message: message.into(),
+        });
+        job.state = JobState::Failed;
+        job.result = Some(JobResult {
+            generation: rollback.generation,
+            failed_step: Some("restart".into()),
+            error: Some(message.into()),
+        });
+        job.rollback = rollback;
+        self.persist(&job);
+        self.lock().jobs.insert(job.id.clone(), job);
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Job)) {
+        let snapshot = {
+            let mut inner = self.lock();
+            let Some(job) = inner.jobs.get_mut(id) else {
+                return;
+            };
+            f(job);
+            job.clone()
+        };
+        self.persist(&snapshot);
+    }
+}
+
+/// The running job, held by whoever does the work. Dropping it unfinished (a panic)
+/// marks the job failed and frees the slot.
+#[derive(Debug)]
+pub struct JobHandle {
+    tracker: Arc<Tracker>,
+    pub id: String,
+    finished: bool,
+}
+
+impl JobHandle {
+    pub fn event(&self, step: &str, level: Level, message: impl Into<String>) {
+        let event = Event {
+            time: crate::now_rfc3339(),
+            step: step.into(),
+            level,
+            message: message.into(),
+        };
+        let line = format!("job {} {}: {}", self.id, event.step, event.message);
+        match level {
+            Level::Error => crate::logging::error(&line),
+            Level::Warning => crate::logging::warn(&line),
+            Level::Info => crate::logging::info(&line),
+        }
+        self.tracker.update(&self.id, |j| j.events.push(event));
+    }
+
+    pub fn set_staged(&self, n: u64) {
+        self.tracker
+            .update(&self.id, |j| j.staged_generation = Some(n));
+    }
+
+    pub fn snapshot(&self) -> Option<Job> {
+        self.tracker.get(&self.id)
+    }
+
+    /// Ends the job: succeeded when `result.error` is none.
+    pub fn finish(mut self, result: JobResult, rollback: Rollback) {
+        self.finish_inner(result, rollback);
+    }
+
+    fn finish_inner(&mut self, result: JobResult, rollback: Rollback) {
+        self.finished = true;
+        self.tracker.update(&self.id, |j| {
+            j.state = if result.error.is_none() {
+                JobState::Succeeded
+            } else {
+                JobState::Failed
+            };
+            j.result = Some(result);
+            j.rollback = rollback;
+        });
+        let mut inner = self.tracker.lock();
+        if inner.running.as_deref() == Some(&self.id) {
+            inner.running = None;
+        }
+        inner.finished_order.push_back(self.id.clone());
+        while inner.finished_order.len() > IN_MEMORY {
+            if let Some(old) = inner.finished_order.pop_front() {
+                inner.jobs.remove(&old);
+            }
+        }
+    }
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish_inner(
+                JobResult {
+                    generation: None,
+                    failed_step: None,
+                    error: Some("the job stopped unexpectedly".into()),
+                },
+                Rollback {
+                    state: RollbackState::Failed,
+                    generation: None,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> (JobResult, Rollback) {
+        (
+            JobResult {
+                generation: Some(1),
+                ..JobResult::default()
+            },
+            Rollback {
+                state: RollbackState::None,
+                generation: None,
+            },
+        )
+    }
+
+    #[test]
+    fn single_flight_and_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracker::new(dir.path().to_path_buf());
+        let job = t.start(Origin::Api, None).unwrap();
+        assert_eq!(
+            t.start(Origin::Api, None).unwrap_err(),
+            Busy(job.id.clone())
+        );
+        job.event("validate", Level::Info, "ok");
+        let id = job.id.clone();
+        let on_disk: Job = boot_state::read_record(&dir.path().join(format!("{id}.json")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(on_disk.state, JobState::Running);
+        assert_eq!(on_disk.events[0].step, "validate");
+        let (r, rb) = ok();
+        job.finish(r, rb);
+        assert_eq!(t.running(), None);
+        assert_eq!(t.get(&id).unwrap().state, JobState::Succeeded);
+        let second = t.start(Origin::Usb, Some(1)).unwrap();
+        assert_ne!(second.id, id);
+        drop(second);
+        assert_eq!(t.running(), None, "a dropped handle frees the slot");
+    }
+
+    #[test]
+    fn a_restarted_tracker_finds_interrupted_jobs_and_reads_old_ones_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracker::new(dir.path().to_path_buf());
+        let done = t.start(Origin::Api, None).unwrap();
+        let done_id = done.id.clone();
+        let (r, rb) = ok();
+        done.finish(r, rb);
+        let cut = t.start(Origin::Api, Some(3)).unwrap();
+        let cut_id = cut.id.clone();
+        std::mem::forget(cut); // the process dies: no Drop runs
+
+        let t2 = Tracker::new(dir.path().to_path_buf());
+        assert_eq!(t2.get(&done_id).unwrap().state, JobState::Succeeded);
+        let found = t2.interrupted();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, cut_id);
+        let rollback = Rollback {
+            state: RollbackState::Completed,
+            generation: Some(3),
+        };
+        t2.close_interrupted(found[0].clone(), rollback, "interrupted");
+        let job = t2.get(&cut_id).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(job.rollback, rollback);
+        assert!(t2.interrupted().is_empty());
+        assert!(t2.get("../../etc/passwd").is_none());
+        assert!(t2.get("0123456789abcdef").is_none());
+    }
+}

@@ -1,0 +1,34 @@
+//! The AtomixOS provisioning service behind `first-boot.service` (DESIGN.md section 5).
+//!
+//! * [`paths`] — every filesystem path the service touches, under one `--root`.
+//! * [`system`] — the side-effect trait (systemctl, nft, rauc, mount...): real, record, fake.
+//! * [`failpoints`] — `ATOMIX_FAILPOINTS`: make a chosen apply step fail, sleep or crash.
+//! * [`input`] — request bodies and seeds to a checked config (or positioned errors).
+//! * [`apply`] — the apply plan (data) and its executor with rollback.
+//! * [`jobs`] — the single-flight job tracker, persisted under `/data/config/jobs/`.
+//! * [`auth`] — nonces and SSHSIG verification of requests.
+//! * [`seed`] — finding a seed on `/boot` and on USB mass storage.
+//! * [`boot_flow`] — what to do at boot (a decision table) and doing it.
+//! * [`api`] — the axum router.
+//! * [`listen`] — the listeners, narrowed to the LAN address once provisioned.
+//! * [`service`] — the shared state that ties them together.
+//! * [`logging`] — stderr lines with kernel levels for the journal, errors to kmsg.
+
+pub mod api;
+pub mod apply;
+pub mod auth;
+pub mod boot_flow;
+pub mod failpoints;
+pub mod input;
+pub mod jobs;
+pub mod listen;
+pub mod logging;
+pub mod paths;
+pub mod seed;
+pub mod service;
+pub mod system;
+
+/// Now, RFC 3339 in UTC (seconds).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,40 @@
+//! Log lines on stderr with kernel-style level prefixes (`<3>` error, `<4>` warning, `<6>`
+//! info), which journald turns into priorities. Errors also go to the kernel log
+//! (`--kmsg /dev/kmsg`), so an operator watching the serial console sees a refused seed.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+static KMSG: OnceLock<PathBuf> = OnceLock::new();
+
+/// Also write error lines to this kernel log device (set once, at start).
+pub fn set_kmsg(path: PathBuf) {
+    let _ = KMSG.set(path);
+}
+
+fn line(level: u8, msg: &str) {
+    for l in msg.lines() {
+        eprintln!("<{level}>{l}");
+    }
+}
+
+pub fn error(msg: &str) {
+    line(3, msg);
+    if let Some(path) = KMSG.get() {
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+            for l in msg.lines() {
+                // One write per line: /dev/kmsg takes one record per write.
+                let _ = f.write_all(format!("<3>atomix-provision: {l}\n").as_bytes());
+            }
+        }
+    }
+}
+
+pub fn warn(msg: &str) {
+    line(4, msg);
+}
+
+pub fn info(msg: &str) {
+    line(6, msg);
+}

@@ -1,0 +1,208 @@
+//! The service's shared state: paths, the applier, the job tracker, nonces, what the
+//! health endpoint reports, and the listen addresses the listener follows.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use atomix_config::generations::{Origin, Store};
+use boot_state::BootRecord;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::apply::{Applier, Outcome};
+use crate::auth::{NonceStore, PublicKey};
+use crate::input::{Accepted, Problem};
+use crate::jobs::{Busy, JobHandle, Tracker};
+use crate::paths::Paths;
+
+/// The console and API port.
+pub const PORT: u16 = 8080;
+
+/// A seed that was refused or failed to apply, as health reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportError {
+    pub origin: Origin,
+    /// Where the seed was found.
+    pub location: String,
+    pub time: String,
+    pub errors: Vec<Problem>,
+    /// The apply job, when the seed was valid but its apply failed.
+    pub job: Option<String>,
+}
+
+/// What health reports besides the basics.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub last_import_error: Option<ImportError>,
+    /// Addresses the listeners are bound to.
+    pub listening: Vec<String>,
+}
+
+/// Everything the API handlers and the boot flow share.
+#[derive(Debug)]
+pub struct Service {
+    pub paths: Paths,
+    pub applier: Applier,
+    pub tracker: Arc<Tracker>,
+    pub nonces: Mutex<NonceStore>,
+    pub status: Mutex<Status>,
+    pub boot: Option<BootRecord>,
+    /// `--listen`: fixed addresses that never narrow.
+    pub fixed_listen: Option<Vec<SocketAddr>>,
+    /// `--usb-dir`: a directory standing in for USB media.
+    pub usb_dir: Option<PathBuf>,
+    listen_tx: watch::Sender<Vec<SocketAddr>>,
+}
+
+impl Service {
+    pub fn new(
+        applier: Applier,
+        fixed_listen: Option<Vec<SocketAddr>>,
+        usb_dir: Option<PathBuf>,
+    ) -> Arc<Service> {
+        let paths = applier.paths.clone();
+        let boot = match boot_state::read_record::<BootRecord>(&paths.boot_record()) {
+            Ok(b) => b,
+            Err(e) => {
+                crate::logging::warn(&format!("{e}"));
+                None
+            }
+        };
+        let tracker = Tracker::new(paths.jobs());
+        let (listen_tx, _) = watch::channel(Vec::new());
+        let svc = Arc::new(Service {
+            paths,
+            applier,
+            tracker,
+            nonces: Mutex::new(NonceStore::default()),
+            status: Mutex::new(Status::default()),
+            boot,
+            fixed_listen,
+            usb_dir,
+            listen_tx,
+        });
+        svc.listen_tx.send_replace(svc.desired_listen());
+        svc
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(self.paths.config_store())
+    }
+
+    pub fn current(&self) -> Option<u64> {
+        self.store().current().ok().flatten()
+    }
+
+    pub fn provisioned(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// Unprovisioned: every address (WAN and LAN), port 8080. Provisioned: the LAN
+    /// gateway address only. `--listen` overrides both.
+    pub fn desired_listen(&self) -> Vec<SocketAddr> {
+        if let Some(fixed) = &self.fixed_listen {
+            return fixed.clone();
+        }
+        let lan = self
+            .current()
+            .and_then(|n| crate::apply::load_generation(&self.store(), n).ok())
+            .map(|l| l.lan_address);
+        let ip = lan.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        vec![SocketAddr::V4(SocketAddrV4::new(ip, PORT))]
+    }
+
+    /// Re-derives the listen addresses (after a rollback found at start, for instance).
+    pub fn refresh_listen(&self) {
+        self.listen_tx.send_replace(self.desired_listen());
+    }
+
+    pub fn subscribe_listen(&self) -> watch::Receiver<Vec<SocketAddr>> {
+        self.listen_tx.subscribe()
+    }
+
+    /// The trusted keys: the image's provisioning keys and, once provisioned, the
+    /// current config's admin keys. Read on every request, so a new generation's keys
+    /// count at once.
+    pub fn trusted_keys(&self) -> Vec<PublicKey> {
+        let mut keys = Vec::new();
+        let files = [
+            Some(self.paths.provisioning_keys()),
+            self.current()
+                .map(|n| self.store().path(n).join("authorized_keys")),
+        ];
+        for path in files.into_iter().flatten() {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    keys.extend(crate::auth::parse_keys(&text, &path.display().to_string()))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => crate::logging::error(&format!("cannot read {}: {e}", path.display())),
+            }
+        }
+        keys
+    }
+
+    pub fn issue_nonce(&self) -> String {
+        self.nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .issue(Instant::now())
+    }
+
+    /// Starts an import job; the work runs on its own thread.
+    pub fn start_import(
+        self: &Arc<Self>,
+        accepted: Accepted,
+        origin: Origin,
+        signer: Option<String>,
+    ) -> Result<String, Busy> {
+        let job = self.tracker.start(origin, self.current())?;
+        let id = job.id.clone();
+        let svc = Arc::clone(self);
+        std::thread::spawn(move || svc.import(job, accepted, origin, signer));
+        Ok(id)
+    }
+
+    /// Runs an import job on this thread; narrows the listener on success.
+    pub fn import(
+        &self,
+        job: JobHandle,
+        accepted: Accepted,
+        origin: Origin,
+        signer: Option<String>,
+    ) -> Outcome {
+        let outcome = self.applier.import(job, accepted, origin, signer);
+        if outcome.succeeded() {
+            self.listen_tx.send_replace(self.desired_listen());
+        }
+        outcome
+    }
+
+    pub fn record_import_error(&self, error: ImportError) {
+        let lines: Vec<String> = error.errors.iter().map(ToString::to_string).collect();
+        crate::logging::error(&format!(
+            "{} seed {} refused:\n{}",
+            match error.origin {
+                Origin::Boot => "boot",
+                Origin::Usb => "USB",
+                Origin::Api => "API",
+            },
+            error.location,
+            lines.join("\n")
+        ));
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_import_error = Some(error);
+    }
+
+    pub fn set_listening(&self, addrs: Vec<String>) {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listening = addrs;
+    }
+}

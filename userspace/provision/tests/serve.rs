@@ -1,0 +1,294 @@
+//! End to end: the real `atomix-provision serve --system record` on loopback with a
+//! temporary root, signed with the real `ssh-keygen`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{config_with_admin, http, keygen, signature_header, Key, EXAMPLE};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn start(root: &Path, failpoints: &str, extra: &[&str]) -> Server {
+    let addr = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_atomix-provision"))
+        .args(["serve", "--system", "record", "--root"])
+        .arg(root)
+        .args(["--listen", &addr.to_string()])
+        .args(extra)
+        .env("ATOMIX_FAILPOINTS", failpoints)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start atomix-provision serve");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the service did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, addr }
+}
+
+/// A root with the provisioning key and (optionally) the fresh-flash marker.
+fn root(dir: &Path, key: &Key, fresh: bool) -> PathBuf {
+    let root = dir.join("root");
+    let keys = root.join("usr/share/atomix/provisioning-keys");
+    std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+    std::fs::write(keys, &key.public).unwrap();
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    if fresh {
+        let marker = boot_state::FreshFlashMarker {
+            build_id: Some("b1".into()),
+            slot: boot_state::Slot::A,
+            created: "2026-11-27T00:00:00Z".into(),
+        };
+        boot_state::write_record(&root.join("data/atomix/fresh-flash"), &marker).unwrap();
+    }
+    root
+}
+
+fn health(s: &Server) -> Value {
+    http(s.addr, "GET", "/api/health", &[], b"").json()
+}
+
+/// Polls health until `pred` holds.
+fn wait_health(s: &Server, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(s);
+        if pred(&h) {
+            return h;
+        }
+        assert!(Instant::now() < deadline, "waiting for {what}: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn post_config(s: &Server, key: &Key, body: &[u8]) -> common::Reply {
+    let n = http(s.addr, "GET", "/api/nonce", &[], b"").json()["nonce"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sig = signature_header(key, &n, body);
+    http(
+        s.addr,
+        "POST",
+        "/api/config",
+        &[
+            ("Content-Type", "application/toml"),
+            ("X-Atomix-Nonce", &n),
+            ("X-Atomix-Signature", &sig),
+        ],
+        body,
+    )
+}
+
+fn wait_job(s: &Server, url: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = http(s.addr, "GET", url, &[], b"").json();
+        if job["state"] == "succeeded" || job["state"] == "failed" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job did not finish: {job}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn actions(root: &Path) -> Vec<Value> {
+    std::fs::read_to_string(root.join("run/atomix/actions.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn stop(mut s: Server) {
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = s.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends the service cleanly: {status}"
+    );
+}
+
+#[test]
+fn unprovisioned_then_api_apply_then_a_failing_step_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let root = root(dir.path(), &key, true);
+
+    let s = start(&root, "", &[]);
+    // Fresh flash without a boot seed: the marker goes, the console waits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while root.join("data/atomix/fresh-flash").exists() {
+        assert!(Instant::now() < deadline, "the marker was not removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let h = health(&s);
+    assert_eq!(h["provisioned"], false);
+    assert_eq!(h["listening"][0], s.addr.to_string());
+
+    let admin = keygen(dir.path(), "admin", "ed25519");
+    let first = config_with_admin(&admin, "edge-100");
+    let reply = post_config(&s, &key, first.as_bytes());
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let job = wait_job(&s, reply.header("location").unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let h = health(&s);
+    assert_eq!(
+        (h["provisioned"].clone(), h["generation"].clone()),
+        (true.into(), 1.into())
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "edge-100\n"
+    );
+    assert!(root
+        .join("data/config/generations/1/rendered/nftables/atomix.nft")
+        .is_file());
+    let log = actions(&root);
+    assert!(log.iter().any(|a| a["action"] == "nft-apply"));
+    assert_eq!(log.last().unwrap()["action"], "rauc-mark-good");
+    assert!(root
+        .join(format!(
+            "data/config/jobs/{}.json",
+            job["id"].as_str().unwrap()
+        ))
+        .is_file());
+    stop(s);
+
+    // Next boot: re-applied; then a second config whose switch fails rolls back.
+    let s = start(&root, "switch=error", &[]);
+    wait_health(&s, "the boot re-apply", |h| {
+        h["job"].is_null() && h["provisioned"] == true
+    });
+    let marks = actions(&root)
+        .iter()
+        .filter(|a| a["action"] == "rauc-mark-good")
+        .count();
+    assert_eq!(marks, 2, "the re-apply marked the slot good");
+    let second = config_with_admin(&admin, "edge-200");
+    let reply = post_config(&s, &admin, second.as_bytes());
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let job = wait_job(&s, reply.header("location").unwrap());
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["result"]["failed_step"], "switch");
+    assert_eq!(job["rollback"]["state"], "completed");
+    assert_eq!(job["rollback"]["generation"], 1);
+    assert_eq!(
+        std::fs::read_link(root.join("data/config/current")).unwrap(),
+        Path::new("generations/1")
+    );
+    assert!(!root.join("data/config/generations/2").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "edge-100\n"
+    );
+    stop(s);
+}
+
+#[test]
+fn an_invalid_boot_seed_is_refused_and_reported_then_usb_provisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let root = root(dir.path(), &key, true);
+    let bad = EXAMPLE.replace(
+        "address = \"192.168.100.1/24\"",
+        "address = \"192.168.100.1/33\"",
+    );
+    std::fs::write(root.join("boot/config.toml"), bad).unwrap();
+    let usb = dir.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    std::fs::write(usb.join("config.toml"), EXAMPLE).unwrap();
+
+    let s = start(&root, "", &["--usb-dir", usb.to_str().unwrap()]);
+    let h = wait_health(&s, "provisioning from USB", |h| {
+        h["provisioned"] == true && h["job"].is_null()
+    });
+    let err = &h["last_import_error"];
+    assert_eq!(err["origin"], "boot", "{h}");
+    assert_eq!(err["location"], "/boot/config.toml");
+    assert_eq!(err["errors"][0]["path"], "network.lan.address");
+    assert!(err["errors"][0]["line"].is_number());
+    assert!(
+        !root.join("data/atomix/fresh-flash").exists(),
+        "refused counts as dealt with"
+    );
+    let source: Value = serde_json::from_slice(
+        &std::fs::read(root.join("data/config/current/source.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(source["origin"], "usb");
+    assert_eq!(source["signer"], Value::Null);
+    stop(s);
+}
+
+#[test]
+fn a_job_cut_off_by_a_crash_is_failed_and_rolled_back_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let root = root(dir.path(), &key, false);
+    let mut s = start(&root, "switch=crash", &[]);
+    let reply = post_config(&s, &key, EXAMPLE.as_bytes());
+    assert_eq!(reply.status, 202);
+    let url = reply.header("location").unwrap().to_owned();
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(75), "the crash failpoint fired");
+    let id = url.rsplit('/').next().unwrap();
+    let on_disk: Value = serde_json::from_slice(
+        &std::fs::read(root.join(format!("data/config/jobs/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk["state"], "running", "cut off mid-job");
+    assert!(root.join("etc/containers/systemd/web.container").exists());
+    drop(s);
+
+    let s = start(&root, "", &[]);
+    let job = http(s.addr, "GET", &url, &[], b"").json();
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["rollback"]["state"], "completed");
+    assert_eq!(job["rollback"]["generation"], Value::Null);
+    assert_eq!(health(&s)["provisioned"], false);
+    assert!(!root.join("data/config/generations/1").exists());
+    assert!(!root.join("etc/containers/systemd/web.container").exists());
+    stop(s);
+}
