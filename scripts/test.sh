@@ -17,7 +17,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "unit and integration tests (all crates but atomix-initrd and the built image)"
-cargo test --workspace --locked --exclude atomix-initrd --exclude atomix-image
+cargo test --workspace --locked --exclude atomix-initrd --exclude atomix-image --exclude atomix-qemu-tests
 cargo test -p atomix-image --locked --lib --bins
 
 step "atomix-initrd: unit tests and privileged tests (loop devices, one at a time)"
@@ -28,3 +28,8 @@ scripts/build-image.sh
 
 step "the built image, without booting"
 cargo test -p atomix-image --locked --test built_image
+
+step "boot tests: the built image in qemu-system-aarch64, one device at a time"
+started=$(date +%s)
+cargo test -p atomix-qemu-tests --locked -- --test-threads=1
+echo "boot tests: $(( $(date +%s) - started )) s"

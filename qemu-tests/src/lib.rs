@@ -455,3 +455,125 @@ impl Drop for Device {
         }
     }
 }
+
+/// An SSH key pair made for a test (ed25519, no passphrase).
+pub fn test_key(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    if !key.exists() {
+        host(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(&key),
+        );
+    }
+    key
+}
+
+/// The public half of `key`, one line.
+pub fn public_key(key: &Path) -> String {
+    fs::read_to_string(format!("{}.pub", key.display()))
+        .expect("public key")
+        .trim()
+        .to_owned()
+}
+
+impl Device {
+    /// `POST path` on `port` with `body`, authenticated as the API wants: a fresh nonce,
+    /// the message `atomix-provision\n<nonce>\n<sha256 of body>\n` signed by `key` with
+    /// `ssh-keygen -Y sign -n atomix-provision`.
+    pub fn signed_post(
+        &self,
+        port: u16,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        key: &Path,
+    ) -> Result<(u16, Value), String> {
+        let (status, nonce) = self.get(port, "/api/nonce")?;
+        if status != 200 {
+            return Err(format!("GET /api/nonce: {status} {nonce}"));
+        }
+        let nonce = nonce["nonce"].as_str().ok_or("no nonce")?.to_owned();
+        let body_file = self.dir.join("request-body");
+        fs::write(&body_file, body).unwrap();
+        let digest = host(Command::new("sha256sum").arg(&body_file));
+        let digest = digest.split_whitespace().next().unwrap();
+        let message = self.dir.join("request-message");
+        fs::write(&message, format!("atomix-provision\n{nonce}\n{digest}\n")).unwrap();
+        let _ = fs::remove_file(format!("{}.sig", message.display()));
+        host(
+            Command::new("ssh-keygen")
+                .args(["-q", "-Y", "sign", "-n", "atomix-provision", "-f"])
+                .arg(key)
+                .arg(&message),
+        );
+        let signature = host(
+            Command::new("base64")
+                .arg("-w0")
+                .arg(format!("{}.sig", message.display())),
+        );
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .post(&format!("http://127.0.0.1:{port}{path}"))
+            .header("Content-Type", content_type)
+            .header("X-Atomix-Nonce", &nonce)
+            .header("X-Atomix-Signature", signature.trim())
+            .send(body)
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// Follows a job until it ends; returns its final JSON.
+    pub fn wait_for_job(&mut self, port: u16, job: &str, timeout: Duration) -> Value {
+        self.step(&format!("following job {job}"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, state)) = self.get(port, job) {
+                if state["state"] == "succeeded" || state["state"] == "failed" {
+                    return state;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("job {job} did not end within {} s", timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A config.toml for tests: the admin key, SSH allowed on WAN (the harness's way in),
+/// the LAN defaults.
+pub fn test_config(hostname: &str, admin_key: &Path) -> String {
+    format!(
+        r#"schema = 1
+
+[device]
+hostname = "{hostname}"
+
+[admin]
+ssh-authorized-keys = ["{key}"]
+
+[network.lan]
+address = "192.168.100.1/24"
+dhcp-range = {{ start = "192.168.100.50", end = "192.168.100.150", lease = "12h" }}
+
+[[firewall.allow]]
+zone = "wan"
+proto = "tcp"
+port = 22
+"#,
+        key = public_key(admin_key)
+    )
+}
