@@ -382,31 +382,64 @@ impl Device {
         false
     }
 
-    /// Runs `command` on the device as the admin user over SSH (WAN forward), with `key`.
+    /// `ssh` as the admin user to the device's WAN forward, with `key`.
+    fn ssh_command(&self, key: &Path, command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-i")
+            .arg(key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=20",
+                "-o",
+                "BatchMode=yes",
+            ])
+            .arg("-p")
+            .arg(self.ssh_port.to_string())
+            .arg("admin@127.0.0.1")
+            .arg(command);
+        cmd
+    }
+
+    /// Runs `command` on the device as the admin user over SSH; panics if it fails.
     pub fn ssh(&self, key: &Path, command: &str) -> String {
-        host(
-            Command::new("ssh")
-                .arg("-i")
-                .arg(key)
-                .args([
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                ])
-                .args([
-                    "-o",
-                    "LogLevel=ERROR",
-                    "-o",
-                    "ConnectTimeout=20",
-                    "-o",
-                    "BatchMode=yes",
-                ])
-                .arg("-p")
-                .arg(self.ssh_port.to_string())
-                .arg("admin@127.0.0.1")
-                .arg(command),
-        )
+        host(&mut self.ssh_command(key, command))
+    }
+
+    /// Reboots the device from inside (as an operator would) and boots it again: QEMU
+    /// runs with `-no-reboot`, so the guest's reset ends the process and the harness starts
+    /// the next boot, with a console log of its own.
+    pub fn reboot(&mut self, key: &Path) {
+        self.step("reboot from inside");
+        self.ssh_unchecked(key, "sudo systemctl reboot");
+        if !self.wait_for_power_off(Duration::from_secs(180)) {
+            panic!("the device did not go down within 180 s of `systemctl reboot`");
+        }
+        self.boot();
+    }
+
+    /// Shuts the device down cleanly from inside and waits until it is off.
+    pub fn poweroff(&mut self, key: &Path) {
+        self.step("poweroff from inside");
+        self.ssh_unchecked(key, "sudo systemctl poweroff");
+        if !self.wait_for_power_off(Duration::from_secs(180)) {
+            panic!("the device did not power off within 180 s");
+        }
+    }
+
+    /// Like [`Device::ssh`], but a failing command (or a dropped connection) is fine.
+    pub fn ssh_unchecked(&self, key: &Path, command: &str) -> Option<String> {
+        let out = self.ssh_command(key, command).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// A raw copy of the disk, for host-side checks once the device is off.

@@ -1,0 +1,142 @@
+//! Seeds: `/boot/config.toml` on a fresh flash (and never again), a USB stick, an invalid
+//! seed; a reboot of a provisioned device; a wipe and reprovisioning.
+
+use std::time::Duration;
+
+use atomix_qemu_tests::{test_config, test_key, Device};
+
+const BOOT: Duration = Duration::from_secs(400);
+
+/// Waits for the provisioned console on the LAN address and checks that WAN is closed.
+fn wait_provisioned(device: &mut Device) {
+    let lan = device.wait_for_health(device.lan_port, BOOT);
+    assert_eq!(lan["provisioned"], true, "{lan}");
+    assert!(
+        device.get(device.wan_port, "/api/health").is_err(),
+        "a provisioned device does not answer the API on WAN"
+    );
+}
+
+#[test]
+fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
+    let mut device = Device::flashed("boot-seed");
+    let admin = test_key(&device.dir, "admin-key");
+    device.write_boot_config(&test_config("qemu-boot-seed", &admin));
+    device.boot();
+    device.wait_for_console(
+        "atomix-initrd: systemd-repart created boot-b, rootfs-b, data",
+        BOOT,
+    );
+    wait_provisioned(&mut device);
+
+    // The layout repart made, the data filesystem, the overlay root.
+    let table = device.ssh(&admin, "sudo sfdisk --json /dev/vda");
+    for label in ["boot-a", "rootfs-a", "boot-b", "rootfs-b", "data"] {
+        assert!(
+            table.contains(&format!("\"name\":\"{label}\"")),
+            "{label}: {table}"
+        );
+    }
+    assert_eq!(
+        device.ssh(&admin, "findmnt -n -o FSTYPE /data").trim(),
+        "f2fs"
+    );
+    assert!(device
+        .ssh(&admin, "findmnt -n -o FSTYPE /")
+        .starts_with("overlay"));
+    // The seed's generation, the marker consumed, the slot marked good.
+    let source = device.ssh(&admin, "cat /data/config/current/source.json");
+    assert!(source.contains("\"boot\""), "{source}");
+    assert_eq!(
+        device
+            .ssh(
+                &admin,
+                "test -e /data/atomix/fresh-flash && echo present || echo gone"
+            )
+            .trim(),
+        "gone"
+    );
+    let rauc = device.ssh(&admin, "sudo rauc status --detailed");
+    assert!(rauc.contains("good"), "{rauc}");
+    assert!(device
+        .ssh(&admin, "ip -4 -o addr show dev eth1")
+        .contains("192.168.100.1/24"));
+    assert!(device
+        .ssh(&admin, "sudo nft list ruleset")
+        .contains("table inet atomix"));
+
+    // Reboot: re-applied from /data, the boot seed not imported again.
+    device.reboot(&admin);
+    wait_provisioned(&mut device);
+    assert_eq!(device.ssh(&admin, "hostname").trim(), "qemu-boot-seed");
+    assert_eq!(
+        device.ssh(&admin, "ls /data/config/generations").trim(),
+        "1",
+        "/boot/config.toml must not be imported again"
+    );
+    assert!(device
+        .ssh(&admin, "ip -4 -o addr show dev eth1")
+        .contains("192.168.100.1/24"));
+    assert!(device
+        .ssh(&admin, "sudo nft list ruleset")
+        .contains("table inet atomix"));
+    let console = device.console();
+    assert!(
+        console.contains("atomix-initrd: plan: fresh flash no"),
+        "not a fresh flash"
+    );
+}
+
+#[test]
+fn wipe_then_reprovision_from_usb_without_replaying_the_boot_seed() {
+    let mut device = Device::flashed("wipe-usb");
+    let admin = test_key(&device.dir, "admin-key");
+    device.write_boot_config(&test_config("qemu-first", &admin));
+    device.boot();
+    wait_provisioned(&mut device);
+
+    device.step("factory reset");
+    device.ssh(&admin, "sudo atomix-provision factory-reset --yes");
+    device.reboot(&admin);
+    device.wait_for_console("atomix-initrd: plan: fresh flash no", BOOT);
+    let health = device.wait_for_health(device.wan_port, BOOT);
+    assert_eq!(
+        health["provisioned"], false,
+        "after a wipe /boot/config.toml is not replayed: {health}"
+    );
+    device.power_cut();
+
+    // A USB stick with a seed: picked up on the next boot.
+    let usb_admin = test_key(&device.dir, "usb-admin-key");
+    let seed = test_config("qemu-from-usb", &usb_admin);
+    device.plug_usb(&[("config.toml", seed.as_bytes())]);
+    device.boot();
+    wait_provisioned(&mut device);
+    assert_eq!(device.ssh(&usb_admin, "hostname").trim(), "qemu-from-usb");
+    let source = device.ssh(&usb_admin, "cat /data/config/current/source.json");
+    assert!(source.contains("\"usb\""), "{source}");
+}
+
+#[test]
+fn invalid_boot_seed_is_reported_and_the_console_opens() {
+    let mut device = Device::flashed("invalid-boot-seed");
+    // Line 4: not a valid host name.
+    device.write_boot_config(
+        "schema = 1\n\n[device]\nhostname = \"not_a_hostname!\"\n\n[admin]\nssh-authorized-keys = []\n",
+    );
+    device.boot();
+    let health = device.wait_for_health(device.wan_port, BOOT);
+    assert_eq!(health["provisioned"], false, "{health}");
+    let error = health["last_import_error"].to_string();
+    assert!(
+        error.contains("config.toml:4:"),
+        "the error names its line: {health}"
+    );
+    let console = device.wait_for_console("config.toml:4:", Duration::from_secs(60));
+    assert!(
+        console.contains("device.hostname"),
+        "the console shows the error's path"
+    );
+    let lan = device.wait_for_health(device.lan_port, Duration::from_secs(60));
+    assert_eq!(lan["provisioned"], false, "{lan}");
+}
