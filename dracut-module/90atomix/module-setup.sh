@@ -26,7 +26,7 @@ installkernel() {
 
 install() {
     inst_binary /usr/lib/atomix/atomix-initrd /usr/bin/atomix-initrd
-    inst_multiple systemd-repart mkfs.f2fs mkfs.vfat mkfs.fat mcopy blkid losetup
+    inst_multiple systemd-repart mkfs.f2fs mkfs.vfat mkfs.fat blkid
 
     inst_dir /usr/lib/atomix/repart.d
     local def
