@@ -460,7 +460,7 @@ function finish(job, lan) {
   const result = job.result || {};
   if (job.state === "succeeded") {
     const where = lan
-      ? `This console now lives at ${lan} (the device's LAN gateway address): connect your computer to the LAN port and open it there. It no longer answers on other addresses once the device has switched.`
+      ? el("span", {}, "This console now lives at ", el("a", { href: lan }, lan), " (the device's LAN gateway address): connect your computer to the LAN port and open it there. It no longer answers on other addresses once the device has switched.")
       : "";
     show($("job-outcome"), message("good", `Succeeded: generation ${result.generation} is current.`, where));
   } else {
