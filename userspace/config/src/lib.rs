@@ -7,6 +7,7 @@
 //! * [`bundle`] — reading a config bundle (tar, optionally gzip) within limits.
 //! * [`render`] — the canonical `rendered/` tree: Quadlet units and system files.
 //! * [`generations`] — the generations store under `/data/config`.
+//! * [`report`] — the offline `validate` report, shared by the device and `atomixctl`.
 //!
 //! [`check`] runs decoding and validation; parsing takes `&str`, reading files is the
 //! caller's (or [`read_input`]'s) business.
@@ -16,6 +17,7 @@ pub mod decode;
 pub mod diagnostic;
 pub mod generations;
 pub mod render;
+pub mod report;
 pub mod schema;
 pub mod validate;
 pub mod values;

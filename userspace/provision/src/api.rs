@@ -17,7 +17,7 @@ use atomix_config::generations::Origin;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -98,22 +98,14 @@ impl From<Rejected> for AppError {
 /// The router over shared service state.
 pub fn app(svc: Arc<Service>) -> Router {
     Router::new()
-        .route("/", get(console))
         .route("/api/health", get(health))
         .route("/api/nonce", get(nonce))
         .route("/api/validate", post(validate))
         .route("/api/config", post(config))
         .route("/api/jobs/{id}", get(job))
+        .merge(crate::console::routes())
         .fallback(|| async { AppError::NotFound })
         .with_state(svc)
-}
-
-/// A placeholder until the web console lands: where the API is.
-async fn console() -> Html<&'static str> {
-    Html(
-        "<!doctype html><title>AtomixOS</title><h1>AtomixOS provisioning</h1>\
-         <p>API: <a href=\"/api/health\">/api/health</a></p>",
-    )
 }
 
 #[derive(Debug, Serialize)]

@@ -10,6 +10,7 @@
 //! * [`seed`] — finding a seed on `/boot` and on USB mass storage.
 //! * [`boot_flow`] — what to do at boot (a decision table) and doing it.
 //! * [`api`] — the axum router.
+//! * [`console`] — the bootstrap web console at `/` (assets compiled in from `web/`).
 //! * [`listen`] — the listeners, narrowed to the LAN address once provisioned.
 //! * [`service`] — the shared state that ties them together.
 //! * [`logging`] — stderr lines with kernel levels for the journal, errors to kmsg.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod apply;
 pub mod auth;
 pub mod boot_flow;
+pub mod console;
 pub mod failpoints;
 pub mod input;
 pub mod jobs;

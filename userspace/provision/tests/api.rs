@@ -397,3 +397,26 @@ async fn over_a_real_socket() {
     server.abort();
     assert!(Path::new(&f.dir.path().join("root/data/config/current")).exists());
 }
+
+#[tokio::test]
+async fn the_console_and_its_assets_are_served_same_origin_only() {
+    let f = fixture("");
+    for (path, ct) in [
+        ("/", "text/html"),
+        ("/console.css", "text/css"),
+        ("/console.js", "text/javascript"),
+        ("/sha256.js", "text/javascript"),
+    ] {
+        let (status, headers, _) = call(&f.svc, "GET", path, &[], vec![]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let got = headers["content-type"].to_str().unwrap();
+        assert!(got.starts_with(ct), "{path}: {got}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
+    }
+    let (status, _, _) = call(&f.svc, "GET", "/console.txt", &[], vec![]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,313 @@
+//! The device's HTTP API (userspace/README.md, "HTTP API"), as a small blocking client.
+//! Every refusal the operator can act on is a [`DeviceError`] variant whose message says
+//! what to do; the JSON bodies stay `serde_json::Value` so new fields never break the CLI.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Where a device's API is: `http://HOST:PORT`, no trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceUrl(String);
+
+impl DeviceUrl {
+    /// Accepts `http://HOST[:PORT][/]`, or a bare `HOST[:PORT]`; the port defaults to
+    /// 8080 (the service's). `https://` is refused: the device speaks plain HTTP.
+    pub fn parse(s: &str) -> Result<DeviceUrl, String> {
+        let s = s.trim();
+        let rest = if let Some(rest) = s.strip_prefix("http://") {
+            rest
+        } else if s.starts_with("https://") {
+            return Err(format!(
+                "{s:?}: the device serves plain HTTP; use http://HOST:8080"
+            ));
+        } else if s.contains("://") {
+            return Err(format!("{s:?}: only http:// URLs are supported"));
+        } else {
+            s
+        };
+        let host = rest.trim_end_matches('/');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!(
+                "{s:?} is not a device address: give http://HOST[:PORT], e.g. http://192.168.100.1:8080"
+            ));
+        }
+        // `[v6]` and `[v6]:port`, `v4`, `v4:port`, `name:port`.
+        let has_port = match host.rsplit_once(':') {
+            Some((h, p)) => {
+                (!h.contains(':') || h.ends_with(']')) && p.bytes().all(|b| b.is_ascii_digit())
+            }
+            None => false,
+        };
+        let authority = if has_port {
+            host.to_owned()
+        } else if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:8080")
+        } else {
+            format!("{host}:8080")
+        };
+        Ok(DeviceUrl(format!("http://{authority}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DeviceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What went wrong talking to a device, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cannot reach the device at {url} ({cause}); is the laptop on the device's LAN port or its network, is the address right, and has the device finished booting?")]
+    Unreachable { url: String, cause: String },
+    #[error("the device refused the signature (401: {0}); sign with a key the device trusts: one of its provisioning keys or, once provisioned, an admin key of its current config")]
+    Refused(String),
+    #[error("the device is busy with another apply job ({job}); wait for it (atomixctl job --device URL {id}) and try again")]
+    Busy { job: String, id: String },
+    #[error("the device says the config is not valid:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    #[error("the file is too large for the device (413: {0}); a config.toml may be 1 MiB, a bundle 16 MiB")]
+    TooLarge(String),
+    #[error("the device did not accept the file type (415: {0})")]
+    Unsupported(String),
+    #[error("no such job on the device (404)")]
+    NotFound,
+    #[error("the device answered {status} to {what}: {message}")]
+    Other {
+        what: String,
+        status: u16,
+        message: String,
+    },
+}
+
+/// A blocking client for one device.
+#[derive(Debug)]
+pub struct Device {
+    url: DeviceUrl,
+    agent: ureq::Agent,
+}
+
+/// The body of a POST: bytes and their content type.
+#[derive(Debug)]
+pub struct Upload<'a> {
+    pub content_type: &'static str,
+    pub body: &'a [u8],
+}
+
+/// The content type the API wants for these bytes: a bundle (gzip or tar) or config text.
+pub fn content_type(bytes: &[u8]) -> &'static str {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        "application/gzip"
+    } else if atomix_config::bundle::looks_like_bundle(bytes) {
+        "application/x-tar"
+    } else {
+        "application/toml"
+    }
+}
+
+impl Device {
+    pub fn new(url: DeviceUrl) -> Device {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(60)))
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Device { url, agent }
+    }
+
+    pub fn url(&self) -> &DeviceUrl {
+        &self.url
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> DeviceError {
+        DeviceError::Unreachable {
+            url: self.url.to_string(),
+            cause: e.to_string(),
+        }
+    }
+
+    /// `(status, JSON body)`; a body that is not JSON becomes `{"error": text}`.
+    fn read(mut response: http_response::Response) -> (u16, Value) {
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"error": text}));
+        (status, value)
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, Value), DeviceError> {
+        let response = self
+            .agent
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        Ok(Self::read(response))
+    }
+
+    /// `GET /api/health`.
+    pub fn health(&self) -> Result<Value, DeviceError> {
+        match self.get("/api/health")? {
+            (200, v) => Ok(v),
+            (status, v) => Err(other("GET /api/health", status, &v)),
+        }
+    }
+
+    /// `GET /api/nonce`: the nonce.
+    pub fn nonce(&self) -> Result<String, DeviceError> {
+        match self.get("/api/nonce")? {
+            (200, v) => v["nonce"].as_str().map(str::to_owned).ok_or_else(|| {
+                other(
+                    "GET /api/nonce",
+                    200,
+                    &serde_json::json!({"error": "no nonce in the answer"}),
+                )
+            }),
+            (status, v) => Err(other("GET /api/nonce", status, &v)),
+        }
+    }
+
+    /// `GET /api/jobs/{id}`; `id` may also be the job's path (`/api/jobs/ID`).
+    pub fn job(&self, id: &str) -> Result<Value, DeviceError> {
+        let path = job_path(id);
+        match self.get(&path)? {
+            (200, v) => Ok(v),
+            (404, _) => Err(DeviceError::NotFound),
+            (status, v) => Err(other(&format!("GET {path}"), status, &v)),
+        }
+    }
+
+    /// `POST /api/config` signed: the job's path (`/api/jobs/ID`).
+    pub fn post_config(
+        &self,
+        upload: &Upload<'_>,
+        nonce: &str,
+        signature_b64: &str,
+    ) -> Result<String, DeviceError> {
+        let response = self
+            .agent
+            .post(&format!("{}/api/config", self.url))
+            .header("Content-Type", upload.content_type)
+            .header("X-Atomix-Nonce", nonce)
+            .header("X-Atomix-Signature", signature_b64)
+            .send(upload.body)
+            .map_err(|e| self.unreachable(e))?;
+        let (status, v) = Self::read(response);
+        let message = || v["error"].as_str().unwrap_or("").to_owned();
+        match status {
+            202 => v["job"].as_str().map(str::to_owned).ok_or_else(|| {
+                other(
+                    "POST /api/config",
+                    202,
+                    &serde_json::json!({"error": "no job in the answer"}),
+                )
+            }),
+            401 => Err(DeviceError::Refused(message())),
+            409 => {
+                let job = v["job"].as_str().unwrap_or("").to_owned();
+                let id = job.rsplit('/').next().unwrap_or("").to_owned();
+                Err(DeviceError::Busy { job, id })
+            }
+            413 => Err(DeviceError::TooLarge(message())),
+            415 => Err(DeviceError::Unsupported(message())),
+            422 => Err(DeviceError::Invalid(problems(&v))),
+            _ => Err(other("POST /api/config", status, &v)),
+        }
+    }
+}
+
+/// ureq's response type, named once.
+mod http_response {
+    pub type Response = ureq::http::Response<ureq::Body>;
+}
+
+fn other(what: &str, status: u16, v: &Value) -> DeviceError {
+    DeviceError::Other {
+        what: what.to_owned(),
+        status,
+        message: v["error"].as_str().unwrap_or("(no message)").to_owned(),
+    }
+}
+
+/// `/api/jobs/ID` for an id or a job path.
+pub fn job_path(id: &str) -> String {
+    if id.starts_with("/api/jobs/") {
+        id.to_owned()
+    } else {
+        format!("/api/jobs/{id}")
+    }
+}
+
+/// A 422's problems, one line each, as the device words them.
+pub fn problems(v: &Value) -> Vec<String> {
+    v["errors"]
+        .as_array()
+        .map(|a| a.iter().map(problem_line).collect())
+        .unwrap_or_default()
+}
+
+/// `config.toml:LINE:COL: path: message`, or `member: message` without a position.
+pub fn problem_line(p: &Value) -> String {
+    let path = p["path"].as_str().unwrap_or("");
+    let message = p["message"].as_str().unwrap_or("");
+    match (p["line"].as_u64(), p["column"].as_u64()) {
+        (Some(l), Some(c)) => format!("config.toml:{l}:{c}: {path}: {message}"),
+        _ if path.is_empty() => message.to_owned(),
+        _ => format!("{path}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_urls_get_a_scheme_and_the_default_port() {
+        let cases = [
+            ("192.168.100.1", "http://192.168.100.1:8080"),
+            ("192.168.100.1:9000", "http://192.168.100.1:9000"),
+            ("http://192.168.100.1:8080/", "http://192.168.100.1:8080"),
+            ("http://edge-042", "http://edge-042:8080"),
+            ("[fe80::1]", "http://[fe80::1]:8080"),
+            ("[fe80::1]:81", "http://[fe80::1]:81"),
+            ("fe80::1", "http://[fe80::1]:8080"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(DeviceUrl::parse(input).unwrap().as_str(), want, "{input}");
+        }
+        for bad in ["https://x", "ftp://x", "", "http://x/api"] {
+            assert!(DeviceUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn content_types_follow_the_bytes() {
+        assert_eq!(content_type(b"schema = 1\n"), "application/toml");
+        assert_eq!(content_type(&[0x1f, 0x8b, 8, 0]), "application/gzip");
+        let mut tar = vec![0u8; 512];
+        tar[257..263].copy_from_slice(b"ustar\0");
+        assert_eq!(content_type(&tar), "application/x-tar");
+    }
+
+    #[test]
+    fn problems_read_like_the_offline_validator() {
+        let v = serde_json::json!({"errors": [
+            {"line": 3, "column": 5, "path": "device.hostname", "message": "bad"},
+            {"line": null, "column": null, "path": "../x", "message": "refused: a path outside the bundle"},
+        ]});
+        assert_eq!(
+            problems(&v),
+            [
+                "config.toml:3:5: device.hostname: bad",
+                "../x: refused: a path outside the bundle"
+            ]
+        );
+        assert_eq!(job_path("abc"), "/api/jobs/abc");
+        assert_eq!(job_path("/api/jobs/abc"), "/api/jobs/abc");
+    }
+}

@@ -1,0 +1,296 @@
+//! `atomixctl`: the AtomixOS operator CLI, run on the operator's laptop.
+//!
+//! * `validate FILE` — offline, the device's own checks and messages (`atomix_config::report`).
+//! * `provision --device URL [--identity KEY] FILE` — nonce, `ssh-keygen -Y sign`, upload,
+//!   follow the job live; exit 0 only if it succeeded.
+//! * `status --device URL`, `job --device URL ID`.
+//!
+//! Exit status: 0 success; 1 invalid config or failed job; 2 usage or local error;
+//! 3 device unreachable; 4 signature refused (401); 5 device busy (409).
+
+mod device;
+mod show;
+mod sign;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use device::{Device, DeviceError, DeviceUrl, Upload};
+
+#[derive(Debug, Parser)]
+#[command(name = "atomixctl", version, about = "AtomixOS operator CLI")]
+struct Cli {
+    /// Machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config.toml or bundle offline, exactly as the device would.
+    Validate {
+        /// A config.toml, or a bundle (tar or tar.gz) holding one.
+        file: PathBuf,
+    },
+    /// Provision a device: sign and upload FILE, then follow the apply job to its end.
+    Provision {
+        #[arg(long, value_parser = DeviceUrl::parse)]
+        device: DeviceUrl,
+        /// The SSH key to sign with: a private key, or a .pub whose private half is in
+        /// ssh-agent. Default: ssh-agent's first key, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
+        #[arg(long, short = 'i')]
+        identity: Option<PathBuf>,
+        /// Give up following the job after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// A config.toml, or a bundle (tar or tar.gz) holding one.
+        file: PathBuf,
+    },
+    /// Show a device's status.
+    Status {
+        #[arg(long, value_parser = DeviceUrl::parse)]
+        device: DeviceUrl,
+    },
+    /// Show an apply job: its steps, result and rollback state.
+    Job {
+        #[arg(long, value_parser = DeviceUrl::parse)]
+        device: DeviceUrl,
+        /// The job id (or its /api/jobs/ID path).
+        id: String,
+    },
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Validate { file } => validate(file, cli.json),
+        Command::Provision {
+            device,
+            identity,
+            timeout,
+            file,
+        } => provision(
+            &Device::new(device.clone()),
+            identity.as_deref(),
+            Duration::from_secs(*timeout),
+            file,
+            cli.json,
+        ),
+        Command::Status { device } => status(&Device::new(device.clone()), cli.json),
+        Command::Job { device, id } => job(&Device::new(device.clone()), id, cli.json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("atomixctl: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The exit status for an error: the device's refusals have their own.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<DeviceError>() {
+        Some(DeviceError::Unreachable { .. }) => 3,
+        Some(DeviceError::Refused(_)) => 4,
+        Some(DeviceError::Busy { .. }) => 5,
+        Some(DeviceError::Invalid(_)) => EXIT_FAILED,
+        _ => EXIT_ERROR,
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).context("cannot write to stdout")?;
+    writeln!(out).context("cannot write to stdout")
+}
+
+fn print_lines(lines: &[String]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        writeln!(out, "{l}").context("cannot write to stdout")?;
+    }
+    out.flush().context("cannot write to stdout")
+}
+
+fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn validate(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let shown = file.display().to_string();
+    let loaded = atomix_config::report::check_input(&shown, &read(file)?);
+    if json {
+        print_json(&loaded.report())?;
+    } else {
+        print_lines(&loaded.lines(&shown))?;
+    }
+    Ok(if loaded.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+fn status(device: &Device, json: bool) -> anyhow::Result<ExitCode> {
+    let h = device.health()?;
+    if json {
+        print_json(&h)?;
+    } else {
+        print_lines(&[format!("device:       {}", device.url())])?;
+        print_lines(&show::health(&h))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn job(device: &Device, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let j = device.job(id)?;
+    if json {
+        print_json(&j)?;
+    } else {
+        print_lines(&show::job(&j))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The console's address once `text` is applied: `http://<network.lan.address>:8080`.
+fn lan_console(text: &str) -> Option<String> {
+    let checked = atomix_config::check("config.toml", text);
+    let config = checked.config?;
+    Some(format!(
+        "http://{}:8080",
+        config.network.lan.address.get_ref().addr
+    ))
+}
+
+fn provision(
+    device: &Device,
+    identity: Option<&Path>,
+    timeout: Duration,
+    file: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let bytes = read(file)?;
+    let shown = file.display().to_string();
+
+    // Offline first: an invalid config is reported exactly as `validate` would, without
+    // spending a nonce or touching the device.
+    let loaded = atomix_config::report::check_input(&shown, &bytes);
+    if !loaded.is_valid() {
+        if json {
+            print_json(&loaded.report())?;
+        } else {
+            eprintln!("atomixctl: {shown} is not valid; nothing was sent:");
+            for l in loaded.lines(&shown) {
+                eprintln!("{l}");
+            }
+        }
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    let lan = match &loaded {
+        atomix_config::report::Loaded::Checked { text, .. } => lan_console(text),
+        atomix_config::report::Loaded::Refused(_) => None,
+    };
+
+    let identity = sign::choose(identity, &sign::Sources::from_env())?;
+    let progress = |line: &str| {
+        if !json {
+            eprintln!("{line}");
+        }
+    };
+    progress(&format!("signing with {}", identity.description));
+    let nonce = device.nonce()?;
+    let signature = sign::sign(&identity, &sign::signed_message(&nonce, &bytes))?;
+    let upload = Upload {
+        content_type: device::content_type(&bytes),
+        body: &bytes,
+    };
+    let job_path = device.post_config(&upload, &nonce, &signature)?;
+    let id = job_path.rsplit('/').next().unwrap_or(&job_path).to_owned();
+    progress(&format!(
+        "uploaded {shown} to {}; following job {id}",
+        device.url()
+    ));
+
+    let finished = follow(device, &job_path, timeout, json, lan.as_deref())?;
+    if json {
+        print_json(&finished)?;
+    } else {
+        print_lines(&show::outcome(&finished))?;
+    }
+    if finished["state"] == "succeeded" {
+        if let Some(lan) = lan.filter(|l| *l != device.url().as_str()) {
+            progress(&format!(
+                "the device now serves its console and API on the LAN only: {lan}"
+            ));
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(EXIT_FAILED))
+    }
+}
+
+/// How long the device may stay unreachable while a job is followed: after a
+/// successful apply it moves its listener to the LAN address.
+const LOST_GRACE: Duration = Duration::from_secs(20);
+
+/// Polls the job, printing each new event as it appears, until it has finished.
+fn follow(
+    device: &Device,
+    job_path: &str,
+    timeout: Duration,
+    json: bool,
+    lan: Option<&str>,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + timeout;
+    let mut shown = 0;
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        match device.job(job_path) {
+            Ok(j) => {
+                lost_since = None;
+                let events = j["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+                if !json {
+                    for e in events.iter().skip(shown) {
+                        eprintln!("{}", show::event(e));
+                    }
+                }
+                shown = shown.max(events.len());
+                if matches!(j["state"].as_str(), Some("succeeded" | "failed")) {
+                    return Ok(j);
+                }
+            }
+            Err(e @ DeviceError::Unreachable { .. }) => {
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > LOST_GRACE {
+                    let hint = lan.map_or(String::new(), |lan| {
+                        format!(
+                            "; after a successful apply the device listens on {lan} only: check with `atomixctl job --device {lan} {job_path}`"
+                        )
+                    });
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("lost the device while following {job_path}{hint}")));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the job {job_path} did not finish within {} s; it is still running on the device (atomixctl job)",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

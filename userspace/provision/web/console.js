@@ -1,0 +1,503 @@
+// AtomixOS bootstrap web console. Talks only to this device's API (same origin):
+// GET /api/health, POST /api/validate, GET /api/nonce, POST /api/config, GET /api/jobs/ID.
+// No external resources; every state is shown in words, not only in colour.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const STATUS_EVERY_MS = 3000;
+const JOB_EVERY_MS = 400;
+// After a successful apply the device moves its listener to the LAN address; the
+// page stops polling here after this long without an answer.
+const LOST_AFTER_MS = 8000;
+
+const state = {
+  bytes: null, // Uint8Array of the chosen file
+  name: "",
+  contentType: "",
+  text: null, // config.toml text, when it could be read in the browser
+  nonce: null,
+  sha: null,
+  nonceExpires: 0,
+  following: null,
+};
+
+// ---------- small DOM helpers ----------
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    e.append(c instanceof Node ? c : String(c));
+  }
+  return e;
+}
+
+/// A message box: `kind` is "good", "bad" or "warn"; the title starts with a word so it
+/// reads the same without colour.
+function message(kind, title, ...body) {
+  const mark = { good: "✓ ", bad: "✗ ", warn: "! " }[kind] || "";
+  return el("div", { class: `msg ${kind}` }, el("strong", {}, mark + title), ...body.map((b) => el("p", {}, b)));
+}
+
+function show(target, ...nodes) {
+  target.replaceChildren(...nodes);
+}
+
+// ---------- reading the file ----------
+
+function kindOf(bytes) {
+  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) return "application/gzip";
+  if (bytes.length >= 263) {
+    const magic = String.fromCharCode(...bytes.subarray(257, 262));
+    if (magic === "ustar") return "application/x-tar";
+  }
+  return "application/toml";
+}
+
+async function gunzip(bytes) {
+  if (typeof DecompressionStream === "undefined") return null;
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/// config.toml from a tar, or null.
+function tarConfig(tar) {
+  const dec = new TextDecoder();
+  const field = (off, len) => {
+    const raw = tar.subarray(off, off + len);
+    const end = raw.indexOf(0);
+    return dec.decode(end < 0 ? raw : raw.subarray(0, end));
+  };
+  for (let off = 0; off + 512 <= tar.length; ) {
+    const name = field(off, 100);
+    if (!name) return null;
+    const prefix = field(off + 257, 6).startsWith("ustar") ? field(off + 345, 155) : "";
+    const size = parseInt(field(off + 124, 12).trim() || "0", 8);
+    const full = (prefix ? prefix + "/" : "") + name;
+    if (full === "config.toml" || full === "./config.toml") {
+      return dec.decode(tar.subarray(off + 512, off + 512 + size));
+    }
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return null;
+}
+
+async function readConfigText(bytes, type) {
+  try {
+    if (type === "application/toml") return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    const tar = type === "application/gzip" ? await gunzip(bytes) : bytes;
+    return tar ? tarConfig(tar) : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+/// `http://ADDRESS:8080/` from `[network.lan] address = "A.B.C.D/N"`, or null.
+function lanConsole(text) {
+  if (!text) return null;
+  let inLan = false;
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/#.*$/, "").trim();
+    const table = line.match(/^\[\s*([^\]]+?)\s*\]$/);
+    if (table) {
+      inLan = table[1].replace(/\s|"/g, "") === "network.lan";
+      continue;
+    }
+    const m = line.match(/^address\s*=\s*"(\d+\.\d+\.\d+\.\d+)\/\d+"/);
+    if (inLan && m) return `http://${m[1]}:8080/`;
+    const inline = line.match(/^lan\s*=\s*\{.*address\s*=\s*"(\d+\.\d+\.\d+\.\d+)\/\d+"/);
+    if (inline) return `http://${inline[1]}:8080/`;
+  }
+  return null;
+}
+
+// ---------- SHA-256: WebCrypto where allowed, else the JS fallback ----------
+
+async function sha256Hex(bytes) {
+  if (window.isSecureContext && window.crypto && crypto.subtle) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  return window.atomixSha256Hex(bytes);
+}
+
+// ---------- API ----------
+
+async function api(method, path, { body, headers } = {}) {
+  let response;
+  try {
+    response = await fetch(path, { method, body, headers, cache: "no-store" });
+  } catch (e) {
+    return { status: 0, json: {}, network: String(e && e.message ? e.message : e) };
+  }
+  let json = {};
+  try {
+    json = await response.json();
+  } catch (_) {
+    json = {};
+  }
+  return { status: response.status, json, headers: response.headers };
+}
+
+const NO_ANSWER = "The device did not answer. Check the cable and the address in the address bar, make sure the device has finished booting, then try again.";
+
+/// What to do about a refusal, as a sentence, by status.
+function refusalSentence(status, json, what) {
+  const detail = json && json.error ? ` (The device said: ${json.error}.)` : "";
+  switch (status) {
+    case 0:
+      return NO_ANSWER;
+    case 401:
+      return "The device refused the signature. Sign with a key the device trusts (a provisioning key of its image or, once provisioned, an admin key of its current config), sign the message shown for this exact file, and submit within 2 minutes of preparing: press “Prepare signing” for a new nonce and sign again." + detail;
+    case 409:
+      return "The device is already applying a config; that job is followed below. Wait until it has finished, then press “Prepare signing” and apply again.";
+    case 413:
+      return "The file is too large for the device: a config.toml may be at most 1 MiB and a bundle at most 16 MiB unpacked. Leave large files out of the bundle and choose it again." + detail;
+    case 415:
+      return "The device does not accept this kind of file. Choose a config.toml (text) or a bundle (.tar or .tar.gz)." + detail;
+    case 422:
+      return what === "apply"
+        ? "The config is not valid, so nothing was changed. Fix the errors listed under Validate, then choose the file again, prepare signing and apply."
+        : "The config is not valid. Fix every error below and choose the file again.";
+    default:
+      return `The device answered HTTP ${status}.${detail} Try again; if it persists, look at the device's journal.`;
+  }
+}
+
+// ---------- status ----------
+
+function text(v) {
+  return v === null || v === undefined || v === "" ? "–" : String(v);
+}
+
+function problemLine(p) {
+  const where = p.line ? `config.toml:${p.line}:${p.column}: ` : "";
+  return `${where}${p.path ? p.path + ": " : ""}${p.message}`;
+}
+
+async function refreshStatus() {
+  const r = await api("GET", "/api/health");
+  if (r.status !== 200) {
+    $("status-note").textContent = r.status === 0 ? "✗ The device is not answering; retrying…" : `✗ The device answered HTTP ${r.status}; retrying…`;
+    return null;
+  }
+  const h = r.json;
+  $("status-note").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+  $("st-provisioned").textContent = h.provisioned ? `Yes — generation ${h.generation}` : "No — waiting for a config";
+  $("st-build").textContent = text(h.build_id);
+  $("st-slot").textContent = text(h.slot);
+  $("st-listening").textContent = (h.listening || []).length ? h.listening.join(", ") : "–";
+  const job = $("st-job");
+  if (h.job) {
+    job.replaceChildren(el("a", { href: h.job }, h.job.split("/").pop()), " (running)");
+  } else job.textContent = "none";
+  const e = h.last_import_error;
+  const ie = $("st-import-error");
+  if (e) {
+    ie.replaceChildren(
+      el("span", {}, `✗ ${text(e.location)} (${text(e.origin)}, ${text(e.time)}) was refused:`),
+      el("ul", {}, ...(e.errors || []).map((p) => el("li", {}, problemLine(p)))),
+      e.job ? el("span", {}, `Apply job: ${e.job}`) : null,
+    );
+  } else ie.textContent = "none";
+  return h;
+}
+
+// ---------- choosing ----------
+
+async function choose(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  state.bytes = bytes;
+  state.name = file.name;
+  state.contentType = kindOf(bytes);
+  state.text = await readConfigText(bytes, state.contentType);
+  resetSigning();
+  const what = state.contentType === "application/toml" ? "config.toml" : "bundle";
+  $("file-info").textContent = `Chosen: ${file.name} (${what}, ${bytes.length} bytes).`;
+  $("validate").disabled = false;
+  $("prepare").disabled = false;
+  show($("apply-result"));
+  await validate();
+}
+
+function resetSigning() {
+  state.nonce = null;
+  state.sha = null;
+  $("signing").hidden = true;
+  $("signature").value = "";
+}
+
+// ---------- validating ----------
+
+/// The offending text: the line before, the line itself marked, a caret under the column.
+function sourceContext(lines, line, column) {
+  if (!lines || !line || line > lines.length) return null;
+  const width = String(Math.min(lines.length, line + 1)).length;
+  const gutter = (n, mark) => `${mark} ${String(n).padStart(width)} | `;
+  const rows = [];
+  if (line > 1) rows.push(el("div", {}, gutter(line - 1, " ") + lines[line - 2]));
+  rows.push(el("div", { class: "hit" }, gutter(line, "▶") + lines[line - 1]));
+  const pad = " ".repeat(gutter(line, " ").length) + Array.from(lines[line - 1]).slice(0, Math.max(0, column - 1)).map((c) => (c === "\t" ? "\t" : " ")).join("");
+  rows.push(el("div", { class: "caret" }, pad + "^ here"));
+  return el("div", { class: "source", role: "presentation" }, ...rows);
+}
+
+function renderProblems(problems, kind) {
+  const lines = state.text === null ? null : state.text.split("\n");
+  return el(
+    "ol",
+    { class: "problems" },
+    ...problems.map((p) =>
+      el(
+        "li",
+        { class: `problem ${kind}`, "data-line": p.line || "", "data-column": p.column || "", "data-path": p.path || "" },
+        el("span", { class: "where" }, p.line ? `${kind === "warning" ? "Warning" : "Error"} at line ${p.line}, column ${p.column}` : kind === "warning" ? "Warning" : "Error", p.path ? ` — ${p.path}` : ""),
+        el("div", { class: "what" }, p.message),
+        sourceContext(lines, p.line, p.column),
+      ),
+    ),
+  );
+}
+
+async function validate() {
+  if (!state.bytes) return;
+  const out = $("validation");
+  show(out, el("p", {}, "Validating…"));
+  const r = await api("POST", "/api/validate", { body: state.bytes, headers: { "Content-Type": state.contentType } });
+  if (r.status === 200) {
+    const warnings = r.json.warnings || [];
+    show(out, message("good", `Valid: ${state.name} can be applied.`), warnings.length ? renderProblems(warnings, "warning") : "");
+  } else if (r.status === 422) {
+    const errors = r.json.errors || [];
+    show(
+      out,
+      message("bad", `Not valid: ${errors.length} error${errors.length === 1 ? "" : "s"}.`, refusalSentence(422, r.json, "validate")),
+      renderProblems(errors, "error"),
+    );
+  } else {
+    show(out, message("bad", "Not validated.", refusalSentence(r.status, r.json, "validate")));
+  }
+}
+
+// ---------- signing ----------
+
+function shellQuote(s) {
+  if (/^[A-Za-z0-9_.\/~+:@%=-]+$/.test(s)) return s;
+  return "'" + s.replace(/'/g, "'\\''") + "'";
+}
+
+function signedMessage() {
+  return `atomix-provision\n${state.nonce}\n${state.sha}\n`;
+}
+
+function updateCommand() {
+  if (!state.nonce) return;
+  const key = $("key-path").value.trim() || "KEY";
+  $("command").textContent =
+    `printf 'atomix-provision\\n%s\\n%s\\n' ${state.nonce} ${state.sha} | ssh-keygen -Y sign -n atomix-provision -f ${shellQuote(key)}`;
+}
+
+async function prepare() {
+  if (!state.bytes) return;
+  show($("apply-result"));
+  const r = await api("GET", "/api/nonce");
+  if (r.status !== 200) {
+    show($("apply-result"), message("bad", "Could not get a nonce.", refusalSentence(r.status, r.json, "nonce")));
+    return;
+  }
+  state.nonce = r.json.nonce;
+  state.sha = await sha256Hex(state.bytes);
+  state.nonceExpires = Date.now() + (r.json.expires_in || 120) * 1000;
+  $("message").textContent = signedMessage();
+  const link = $("message-download");
+  if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(new Blob([signedMessage()], { type: "text/plain" }));
+  updateCommand();
+  $("signing").hidden = false;
+  $("signature").value = "";
+  $("signature").focus();
+}
+
+function tickExpiry() {
+  if (!state.nonce) return;
+  const left = Math.round((state.nonceExpires - Date.now()) / 1000);
+  $("nonce-expiry").textContent = left > 0 ? `valid for ${left} s more` : "EXPIRED: press “Prepare signing” again";
+}
+
+async function copyCommand() {
+  const command = $("command").textContent;
+  let ok = false;
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(command);
+      ok = true;
+    }
+  } catch (_) {
+    ok = false;
+  }
+  if (!ok) {
+    // Plain HTTP on the LAN: no Clipboard API; the selection fallback still works.
+    const area = el("textarea", {});
+    area.value = command;
+    document.body.append(area);
+    area.select();
+    try {
+      ok = document.execCommand("copy");
+    } catch (_) {
+      ok = false;
+    }
+    area.remove();
+  }
+  $("copy").textContent = ok ? "Copied ✓" : "Select and copy by hand";
+  setTimeout(() => ($("copy").textContent = "Copy command"), 2500);
+}
+
+/// The header value: base64 of the armored text, whether the armored text or its base64
+/// was pasted.
+function signatureHeader(pasted) {
+  const s = pasted.trim();
+  if (s.startsWith("-----BEGIN SSH SIGNATURE-----")) {
+    const armored = s.replace(/\r\n/g, "\n") + "\n";
+    return btoa(armored);
+  }
+  return s.replace(/\s+/g, "");
+}
+
+// ---------- applying ----------
+
+async function submit() {
+  const pasted = $("signature").value;
+  if (!state.nonce || !pasted.trim()) {
+    show($("apply-result"), message("bad", "No signature yet.", "Run the command above and paste its whole output into the box."));
+    return;
+  }
+  $("submit").disabled = true;
+  const nonce = state.nonce;
+  const r = await api("POST", "/api/config", {
+    body: state.bytes,
+    headers: { "Content-Type": state.contentType, "X-Atomix-Nonce": nonce, "X-Atomix-Signature": signatureHeader(pasted) },
+  });
+  $("submit").disabled = false;
+  // A nonce works once, whatever the outcome.
+  resetSigning();
+  if (r.status === 202) {
+    show($("apply-result"), message("good", "Accepted: the device is applying the config.", "Follow its steps below."));
+    follow(r.json.job, lanConsole(state.text));
+    return;
+  }
+  show($("apply-result"), message("bad", `Not applied (HTTP ${r.status || "no answer"}).`, refusalSentence(r.status, r.json, "apply")));
+  if (r.status === 422) {
+    show($("validation"), message("bad", "Not valid.", refusalSentence(422, r.json, "validate")), renderProblems(r.json.errors || [], "error"));
+  }
+  if (r.status === 409 && r.json.job) follow(r.json.job, null);
+}
+
+function rollbackSentence(rb) {
+  if (!rb) return "";
+  const restored = rb.generation === null || rb.generation === undefined
+    ? "the device is back to unprovisioned (the image's defaults)"
+    : `generation ${rb.generation} is current again`;
+  switch (rb.state) {
+    case "completed":
+      return `Rollback completed: ${restored}.`;
+    case "failed":
+      return "Rollback FAILED: the device may be half-configured. Reboot it (the current generation is re-applied at boot) and look at its journal.";
+    case "none":
+      return "Nothing had been changed, so nothing was rolled back.";
+    default:
+      return `Rollback: ${rb.state}.`;
+  }
+}
+
+async function follow(url, lan) {
+  state.following = url;
+  $("job-section").hidden = false;
+  $("job-id").textContent = url.split("/").pop();
+  $("events").replaceChildren();
+  show($("job-outcome"));
+  let seen = 0;
+  let lostSince = null;
+  let lastRunning = null;
+  for (;;) {
+    if (state.following !== url) return;
+    const r = await api("GET", url);
+    if (r.status === 200) {
+      lostSince = null;
+      const job = r.json;
+      lastRunning = job;
+      const events = job.events || [];
+      for (const e of events.slice(seen)) {
+        const level = e.level && e.level !== "info" ? el("span", { class: `level-${e.level}` }, `[${e.level}] `) : null;
+        const clock = (e.time || "").slice(11, 19);
+        $("events").append(el("li", { "data-step": e.step, "data-level": e.level }, `${clock} `, el("span", { class: "step" }, e.step), ": ", level, e.message));
+      }
+      seen = Math.max(seen, events.length);
+      $("job-state").textContent = `State: ${job.state}.`;
+      if (job.state === "succeeded" || job.state === "failed") {
+        finish(job, lan);
+        return;
+      }
+    } else if (r.status === 0) {
+      lostSince = lostSince || Date.now();
+      if (Date.now() - lostSince > LOST_AFTER_MS) {
+        const where = lan ? ` After a successful apply it listens only on its LAN address: connect to the LAN port and open ${lan}` : "";
+        show($("job-outcome"), message("warn", "The device stopped answering here.", `The job was ${lastRunning ? lastRunning.state : "started"} when it was last seen.${where}`));
+        return;
+      }
+    } else {
+      show($("job-outcome"), message("bad", "Could not follow the job.", refusalSentence(r.status, r.json, "job")));
+      return;
+    }
+    await new Promise((res) => setTimeout(res, JOB_EVERY_MS));
+  }
+}
+
+function finish(job, lan) {
+  const result = job.result || {};
+  if (job.state === "succeeded") {
+    const where = lan
+      ? el("span", {}, "This console now lives at ", el("a", { href: lan }, lan), " (the device's LAN gateway address): connect your computer to the LAN port and open it there. It no longer answers on other addresses once the device has switched.")
+      : "";
+    show($("job-outcome"), message("good", `Succeeded: generation ${result.generation} is current.`, where));
+  } else {
+    show(
+      $("job-outcome"),
+      message("bad", `Failed at step “${result.failed_step}”.`, result.error || "", rollbackSentence(job.rollback), "Fix the cause, then prepare signing and apply again."),
+    );
+  }
+  refreshStatus();
+}
+
+// ---------- wiring ----------
+
+function wire() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => e.target.files[0] && choose(e.target.files[0]));
+  for (const ev of ["dragenter", "dragover"]) {
+    drop.addEventListener(ev, (e) => {
+      e.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  for (const ev of ["dragleave", "drop"]) {
+    drop.addEventListener(ev, (e) => {
+      e.preventDefault();
+      drop.classList.remove("over");
+    });
+  }
+  drop.addEventListener("drop", (e) => e.dataTransfer.files[0] && choose(e.dataTransfer.files[0]));
+  $("validate").addEventListener("click", validate);
+  $("prepare").addEventListener("click", prepare);
+  $("copy").addEventListener("click", copyCommand);
+  $("submit").addEventListener("click", submit);
+  $("key-path").addEventListener("input", updateCommand);
+  refreshStatus();
+  setInterval(refreshStatus, STATUS_EVERY_MS);
+  setInterval(tickExpiry, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", wire);
