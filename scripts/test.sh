@@ -20,6 +20,9 @@ step "unit and integration tests (all crates but atomix-initrd and the built ima
 cargo test --workspace --locked --exclude atomix-initrd --exclude atomix-image --exclude atomix-qemu-tests
 cargo test -p atomix-image --locked --lib --bins
 
+step "the web console in headless Chromium"
+scripts/test-browser.sh
+
 step "atomix-initrd: unit tests and privileged tests (loop devices, one at a time)"
 cargo test -p atomix-initrd --locked -- --test-threads=1
 
