@@ -276,6 +276,9 @@ fn repart(
         "--dry-run=no".to_owned(),
         "--no-pager".to_owned(),
         "--seed=random".to_owned(),
+        // In the initrd repart's root defaults to /sysroot, where CopyFiles= sources would
+        // be looked up; the data template lives in the initrd's own /run.
+        "--root=/".to_owned(),
         format!("--definitions={}", definitions.display()),
         disk.display().to_string(),
     ];
@@ -481,7 +484,7 @@ mod tests {
             "write /r/run/atomix/repart.d/40-rootfs-b.conf",
             "write /r/run/atomix/data-template/atomix/fresh-flash",
             "write /r/run/atomix/repart.d/50-data.conf",
-            "run systemd-repart --dry-run=no --no-pager --seed=random --definitions=/r/run/atomix/repart.d /dev/vda",
+            "run systemd-repart --dry-run=no --no-pager --seed=random --root=/ --definitions=/r/run/atomix/repart.d /dev/vda",
             "mount overlay overlay /r/sysroot",
             "mount f2fs /dev/vda5 /r/sysroot/data",
             "write /r/sysroot/data/atomix/fresh-flash",
