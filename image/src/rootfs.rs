@@ -224,6 +224,14 @@ pub fn customize(tree: &Path, add: &Additions<'_>) -> Result<()> {
     }
     in_tree(&["systemctl", "preset-all"])?;
 
+    // A neutral name until the operator's config gives one (mmdebstrap copies the build
+    // host's).
+    fs::write(tree.join("etc/hostname"), "atomixos\n")?;
+    fs::write(
+        tree.join("etc/hosts"),
+        "127.0.0.1\tlocalhost\n127.0.1.1\tatomixos\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )?;
+
     // An empty machine-id: each boot of the overlay root gets its own.
     fs::write(tree.join("etc/machine-id"), "")?;
     for dir in ["data", "boot"] {

@@ -568,14 +568,17 @@ impl Device {
         ))
     }
 
-    /// Follows a job until it ends; returns its final JSON.
+    /// Follows a job until it ends; returns its final JSON. A successful apply narrows the
+    /// API to the LAN address, so the job is also looked for there.
     pub fn wait_for_job(&mut self, port: u16, job: &str, timeout: Duration) -> Value {
         self.step(&format!("following job {job}"));
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok((200, state)) = self.get(port, job) {
-                if state["state"] == "succeeded" || state["state"] == "failed" {
-                    return state;
+            for port in [port, self.lan_port] {
+                if let Ok((200, state)) = self.get(port, job) {
+                    if state["state"] == "succeeded" || state["state"] == "failed" {
+                        return state;
+                    }
                 }
             }
             if Instant::now() > deadline {

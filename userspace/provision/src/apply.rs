@@ -499,7 +499,6 @@ impl Executor<'_> {
 pub struct Loaded {
     pub n: u64,
     pub desired: Desired,
-    pub rauc: bool,
     pub lan_address: std::net::Ipv4Addr,
 }
 
@@ -517,7 +516,6 @@ pub fn load_generation(store: &Store, n: u64) -> Result<Loaded, String> {
     })?;
     Ok(Loaded {
         n,
-        rauc: accepted.config.update.rauc,
         lan_address: accepted.config.network.lan.address.get_ref().addr,
         desired: desired_of(&accepted),
     })
@@ -618,16 +616,15 @@ impl Applier {
         Ok(())
     }
 
-    fn mark_good(&self, job: &JobHandle, rauc: bool) -> Result<(), Failed> {
+    /// Marks the booted slot good. Always, whatever `update.rauc` says: that setting only
+    /// enables the update timer, while the slot's state is what keeps the bootloader from
+    /// falling back to the other slot.
+    fn mark_good(&self, job: &JobHandle) -> Result<(), Failed> {
         self.step(job, Step::MarkGood, || {
-            if rauc {
-                self.system
-                    .run(&Action::RaucMarkGood)
-                    .map(|()| ((), "slot marked good".into()))
-                    .map_err(|e| e.to_string())
-            } else {
-                Ok(((), "RAUC is not enabled: nothing to mark".into()))
-            }
+            self.system
+                .run(&Action::RaucMarkGood)
+                .map(|()| ((), "slot marked good".into()))
+                .map_err(|e| e.to_string())
         })
     }
 
@@ -675,7 +672,7 @@ impl Applier {
                 store.prune().map_err(|e| chain(&e))?;
                 Ok(((), format!("current -> generation {n}")))
             })?;
-            self.mark_good(&job, accepted.config.update.rauc)?;
+            self.mark_good(&job)?;
             Ok(n)
         })();
         let outcome = match result {
@@ -779,7 +776,7 @@ impl Applier {
                 Ok((l, format!("generation {n} is valid")))
             })?;
             self.sync(&job, &loaded.desired, &mut owned)?;
-            self.mark_good(&job, loaded.rauc)?;
+            self.mark_good(&job)?;
             Ok(())
         })();
         let mut outcome = Outcome {
