@@ -44,7 +44,7 @@ pub fn build(
     let script = format!(
         "mount -t proc proc {t}/proc && mount --rbind /sys {t}/sys && mount --rbind /dev {t}/dev && \
          chroot {t} dracut --force --quiet --no-hostonly --no-hostonly-cmdline --add atomix \
-         --omit '{OMIT}' --kver {kver} {inside}",
+         --omit '{OMIT}' --compress zstd --kver {kver} {inside}",
         t = tree.display()
     );
     run(Command::new("unshare")
