@@ -12,7 +12,7 @@ const BOOT: Duration = Duration::from_secs(400);
 const MOMENTS: &[(&str, &str, u64)] = &[
     ("during-repart", "atomix-initrd: step repart: starting", 0),
     ("after-repart", "atomix-initrd: systemd-repart created", 0),
-    ("during-apply", "Started first-boot.service", 3),
+    ("during-apply", "persist: generation 1 written", 0),
 ];
 
 #[test]

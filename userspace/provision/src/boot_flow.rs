@@ -111,7 +111,7 @@ pub fn run(svc: &Arc<Service>) {
         }
     }
     if !svc.provisioned() {
-        crate::logging::info("unprovisioned: the console waits on port 8080");
+        crate::logging::notice("unprovisioned: the console waits on port 8080");
     }
 }
 
@@ -146,7 +146,7 @@ fn import(svc: &Arc<Service>, origin: Origin, found: Result<Option<Seed>, String
             return;
         }
     };
-    crate::logging::info(&format!("seed found: {}", seed.location));
+    crate::logging::notice(&format!("seed found: {}", seed.location));
     let accepted = match input::check(&seed.bytes, seed.kind) {
         Ok(a) => a,
         Err(rejected) => {

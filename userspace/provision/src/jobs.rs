@@ -270,7 +270,7 @@ impl JobHandle {
         match level {
             Level::Error => crate::logging::error(&line),
             Level::Warning => crate::logging::warn(&line),
-            Level::Info => crate::logging::info(&line),
+            Level::Info => crate::logging::notice(&line),
         }
         self.tracker.update(&self.id, |j| j.events.push(event));
     }

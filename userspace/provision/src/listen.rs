@@ -50,7 +50,7 @@ pub async fn run(app: Router, svc: Arc<Service>, mut shutdown: watch::Receiver<b
             .collect();
         for addr in stale {
             if let Some(r) = running.remove(&addr) {
-                crate::logging::info(&format!("no longer listening on {}", r.bound));
+                crate::logging::notice(&format!("no longer listening on {}", r.bound));
                 let _ = r.stop.send(());
                 let _ = r.task.await;
             }
@@ -65,7 +65,7 @@ pub async fn run(app: Router, svc: Arc<Service>, mut shutdown: watch::Receiver<b
             match bind(*addr) {
                 Ok(listener) => {
                     let bound = listener.local_addr().unwrap_or(*addr);
-                    crate::logging::info(&format!("listening on http://{bound}"));
+                    crate::logging::notice(&format!("listening on http://{bound}"));
                     let (stop, stopped) = oneshot::channel::<()>();
                     let app = app.clone();
                     let task = tokio::spawn(async move {

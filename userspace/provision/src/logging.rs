@@ -19,16 +19,27 @@ fn line(level: u8, msg: &str) {
     }
 }
 
-pub fn error(msg: &str) {
-    line(3, msg);
+fn kmsg(level: u8, msg: &str) {
     if let Some(path) = KMSG.get() {
         if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
             for l in msg.lines() {
                 // One write per line: /dev/kmsg takes one record per write.
-                let _ = f.write_all(format!("<3>atomix-provision: {l}\n").as_bytes());
+                let _ = f.write_all(format!("<{level}>atomix-provision: {l}\n").as_bytes());
             }
         }
     }
+}
+
+pub fn error(msg: &str) {
+    line(3, msg);
+    kmsg(3, msg);
+}
+
+/// A milestone an operator at the serial console wants to see (seed found, apply steps,
+/// where the console listens): the journal, and the kernel log at notice level.
+pub fn notice(msg: &str) {
+    line(5, msg);
+    kmsg(5, msg);
 }
 
 pub fn warn(msg: &str) {
