@@ -358,6 +358,31 @@ impl Device {
         }
     }
 
+    /// Waits until the device reports itself provisioned on its LAN address (a seed's
+    /// apply job may still be running when the console first answers); a refused seed
+    /// fails at once with the device's reason.
+    pub fn wait_until_provisioned(&mut self, timeout: Duration) -> Value {
+        self.step("waiting until the device is provisioned (LAN health)");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, health)) = self.get(self.lan_port, "/api/health") {
+                if health["provisioned"] == true && health["job"].is_null() {
+                    return health;
+                }
+                if !health["last_import_error"].is_null() {
+                    panic!("the device refused its seed: {health}");
+                }
+            }
+            if self.exited() {
+                panic!("QEMU exited before the device was provisioned");
+            }
+            if Instant::now() > deadline {
+                panic!("not provisioned within {} s", timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     /// Cuts the power: QEMU is killed, nothing is flushed.
     pub fn power_cut(&mut self) {
         self.step("power cut");

@@ -54,8 +54,7 @@ fn fresh_flash_without_seed_opens_the_console_and_provisions_over_the_api() {
     assert_eq!(done["state"], "succeeded", "{done}");
 
     // The console narrows to the LAN gateway address.
-    let lan = device.wait_for_health(device.lan_port, Duration::from_secs(60));
-    assert_eq!(lan["provisioned"], true, "{lan}");
+    device.wait_until_provisioned(Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         device.get(device.wan_port, "/api/health").is_err(),

@@ -27,8 +27,7 @@ fn power_cut_during_first_boot_is_finished_by_the_next_boot() {
         device.power_cut();
 
         device.boot();
-        let lan = device.wait_for_health(device.lan_port, BOOT);
-        assert_eq!(lan["provisioned"], true, "{name}: {lan}");
+        device.wait_until_provisioned(BOOT);
         assert_eq!(
             device.ssh(&admin, "hostname").trim(),
             "qemu-power-cut",

@@ -9,8 +9,7 @@ const BOOT: Duration = Duration::from_secs(400);
 
 /// Waits for the provisioned console on the LAN address and checks that WAN is closed.
 fn wait_provisioned(device: &mut Device) {
-    let lan = device.wait_for_health(device.lan_port, BOOT);
-    assert_eq!(lan["provisioned"], true, "{lan}");
+    device.wait_until_provisioned(BOOT);
     assert!(
         device.get(device.wan_port, "/api/health").is_err(),
         "a provisioned device does not answer the API on WAN"
