@@ -495,7 +495,7 @@ impl Drop for Device {
             let mut err = std::io::stderr();
             let _ = writeln!(
                 err,
-                "\n=== {}: failed at step: {} (boot {}); console tail ({}):",
+                "\n=== {}: failed after harness step: {} (boot {}); console tail ({}):",
                 self.name,
                 self.step,
                 self.boots,

@@ -29,13 +29,15 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
     wait_provisioned(&mut device);
 
     // The layout repart made, the data filesystem, the overlay root.
-    let table = device.ssh(&admin, "sudo sfdisk --json /dev/vda");
-    for label in ["boot-a", "rootfs-a", "boot-b", "rootfs-b", "data"] {
-        assert!(
-            table.contains(&format!("\"name\":\"{label}\"")),
-            "{label}: {table}"
-        );
-    }
+    let table: serde_json::Value =
+        serde_json::from_str(&device.ssh(&admin, "sudo sfdisk --json /dev/vda")).unwrap();
+    let labels: Vec<&str> = table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(labels, ["boot-a", "rootfs-a", "boot-b", "rootfs-b", "data"]);
     assert_eq!(
         device.ssh(&admin, "findmnt -n -o FSTYPE /data").trim(),
         "f2fs"
@@ -126,16 +128,26 @@ fn invalid_boot_seed_is_reported_and_the_console_opens() {
     device.boot();
     let health = device.wait_for_health(device.wan_port, BOOT);
     assert_eq!(health["provisioned"], false, "{health}");
-    let error = health["last_import_error"].to_string();
+    let error = &health["last_import_error"];
     assert!(
-        error.contains("config.toml:4:"),
+        error["location"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("config.toml"),
+        "{health}"
+    );
+    let hostname_error = error["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .find(|e| e["path"] == "device.hostname")
+        .unwrap_or_else(|| panic!("no device.hostname error: {health}"));
+    assert_eq!(
+        hostname_error["line"], 4,
         "the error names its line: {health}"
     );
-    let console = device.wait_for_console("config.toml:4:", Duration::from_secs(60));
-    assert!(
-        console.contains("device.hostname"),
-        "the console shows the error's path"
-    );
+    // The serial console shows the same diagnostic, with file, line and column.
+    device.wait_for_console("config.toml:4:12: device.hostname", Duration::from_secs(60));
     let lan = device.wait_for_health(device.lan_port, Duration::from_secs(60));
     assert_eq!(lan["provisioned"], false, "{lan}");
 }
