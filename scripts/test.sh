@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "unit and integration tests (all crates but atomix-initrd and the built image)"
 cargo test --workspace --locked --exclude atomix-initrd --exclude atomix-image --exclude atomix-qemu-tests
-cargo test -p atomix-image --locked --lib --bins
+cargo test -p atomix-image --locked --bins
 
 step "the web console in headless Chromium"
 scripts/test-browser.sh
