@@ -41,7 +41,8 @@ fn output(cmd: &mut Command) -> String {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    // boot.scr is a script behind a binary mkimage header: keep what is text.
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn table() -> Value {
