@@ -492,6 +492,31 @@ fn wiped_data_is_formatted_without_a_marker() {
     );
 }
 
+/// Runs the real definitions up to the overlay (the host cannot mount f2fs) and returns
+/// the boot record.
+fn pre_sysroot_with_real_definitions(disk: &TestDisk) -> boot_state::BootRecord {
+    let out = disk.setup_in_namespace(
+        &real_definitions(),
+        &["--stage", "pre-sysroot"],
+        "",
+        &format!("cat {}/run/atomix/boot.json", disk.root().display()),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        disk.kmsg()
+    );
+    boot_record(&String::from_utf8(out.stdout).unwrap())
+}
+
+/// The data partition holds f2fs, and f2fs's own fsck finds it clean.
+fn assert_clean_f2fs_data(disk: &TestDisk) {
+    let fstype = sh(&format!("blkid -o value -s TYPE {}", disk.data_partition()));
+    assert_eq!(fstype.trim(), "f2fs");
+    run(Command::new("fsck.f2fs").arg(disk.data_partition()));
+}
+
 #[test]
 fn real_definitions_format_data_as_f2fs() {
     // The host kernel has no f2fs: run the real definitions up to the overlay and check the
@@ -503,24 +528,9 @@ fn real_definitions_format_data_as_f2fs() {
     run(Command::new("wipefs")
         .args(["-a", "-q"])
         .arg(disk.data_partition()));
-    let root = disk.root();
-    let out = disk.setup_in_namespace(
-        &real_definitions(),
-        &["--stage", "pre-sysroot"],
-        "",
-        &format!("cat {}/run/atomix/boot.json", root.display()),
-    );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        disk.kmsg()
-    );
-    let record = boot_record(&String::from_utf8(out.stdout).unwrap());
+    let record = pre_sysroot_with_real_definitions(&disk);
     assert!(record.data_formatted && !record.fresh_flash);
-    let fstype = sh(&format!("blkid -o value -s TYPE {}", disk.data_partition()));
-    assert_eq!(fstype.trim(), "f2fs");
-    run(Command::new("fsck.f2fs").arg(disk.data_partition()));
+    assert_clean_f2fs_data(&disk);
 
     // The data partition was deleted: repart creates it again, f2fs, not a fresh flash.
     run(Command::new("sfdisk")
@@ -530,24 +540,10 @@ fn real_definitions_format_data_as_f2fs() {
     run(Command::new("partx")
         .args(["--delete", "--nr", "5"])
         .arg(&disk.loopdev));
-    let out = disk.setup_in_namespace(
-        &real_definitions(),
-        &["--stage", "pre-sysroot"],
-        "",
-        &format!("cat {}/run/atomix/boot.json", root.display()),
-    );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        disk.kmsg()
-    );
-    let record = boot_record(&String::from_utf8(out.stdout).unwrap());
+    let record = pre_sysroot_with_real_definitions(&disk);
     assert_eq!(record.partitions_created, ["data"]);
     assert!(!record.fresh_flash);
-    let fstype = sh(&format!("blkid -o value -s TYPE {}", disk.data_partition()));
-    assert_eq!(fstype.trim(), "f2fs");
-    run(Command::new("fsck.f2fs").arg(disk.data_partition()));
+    assert_clean_f2fs_data(&disk);
 }
 
 #[test]
