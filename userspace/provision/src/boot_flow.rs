@@ -5,14 +5,16 @@
 //!   step succeeds).
 //! * Unprovisioned: `/boot/config.toml` only while the fresh-flash marker is present;
 //!   the marker goes once that seed has been dealt with (applied or refused), never
-//!   before; then USB media; then the console waits (the API is already serving).
+//!   before; then USB media; then the console waits (the API is already serving), and
+//!   USB media plugged in meanwhile are searched as they arrive.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use atomix_config::generations::Origin;
 
 use crate::input::{self, Problem, Rejected};
-use crate::seed::{self, Seed};
+use crate::seed::{self, Seed, UsbWatch};
 use crate::service::{ImportError, Service};
 
 /// What the boot flow looks at.
@@ -72,9 +74,14 @@ pub fn facts(svc: &Service) -> Facts {
     }
 }
 
-/// Runs the boot plan (blocking; call it on its own thread).
+/// How often the unprovisioned device looks for newly plugged USB media.
+const USB_POLL: Duration = Duration::from_secs(2);
+
+/// Runs the boot plan, then, while unprovisioned, watches for USB media (blocking; call
+/// it on its own thread).
 pub fn run(svc: &Arc<Service>) {
     let steps = plan(facts(svc));
+    let mut watch = None;
     crate::logging::info(&format!("boot flow: {steps:?}"));
     for step in steps {
         match step {
@@ -101,18 +108,43 @@ pub fn run(svc: &Arc<Service>) {
                 if svc.provisioned() {
                     continue;
                 }
-                let found = seed::find_usb_seed(
-                    &svc.paths,
-                    svc.applier.system.as_ref(),
-                    svc.usb_dir.as_deref(),
-                );
+                let found = match svc.usb_dir.as_deref() {
+                    Some(dir) => {
+                        seed::find_usb_seed(&svc.paths, svc.applier.system.as_ref(), Some(dir))
+                    }
+                    None => {
+                        let present = usb_filesystems(svc);
+                        let found =
+                            seed::search_devices(&svc.paths, svc.applier.system.as_ref(), &present);
+                        watch = Some(UsbWatch::starting_with(present));
+                        found
+                    }
+                };
                 import(svc, Origin::Usb, Ok(found));
             }
         }
     }
-    if !svc.provisioned() {
-        crate::logging::notice("unprovisioned: the console waits on port 8080");
+    if svc.provisioned() {
+        return;
     }
+    crate::logging::notice("unprovisioned: the console waits on port 8080");
+    let Some(mut watch) = watch else { return };
+    // A USB stick may come up after the first look (slow enumeration) or be plugged in
+    // by an operator at the waiting device: search each one as it arrives.
+    while !svc.provisioned() {
+        std::thread::sleep(USB_POLL);
+        let arrived = watch.arrived(usb_filesystems(svc));
+        if arrived.is_empty() || svc.provisioned() {
+            continue;
+        }
+        crate::logging::info(&format!("USB media arrived: {arrived:?}"));
+        let found = seed::search_devices(&svc.paths, svc.applier.system.as_ref(), &arrived);
+        import(svc, Origin::Usb, Ok(found));
+    }
+}
+
+fn usb_filesystems(svc: &Service) -> Vec<std::path::PathBuf> {
+    seed::usb_filesystems(&svc.paths.under("sys/block"))
 }
 
 fn reapply(svc: &Arc<Service>) {
@@ -169,7 +201,7 @@ fn import(svc: &Arc<Service>, origin: Origin, found: Result<Option<Seed>, String
         }
         match svc.tracker.start(origin, svc.current()) {
             Ok(job) => break job,
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     };
     let id = job.id.clone();

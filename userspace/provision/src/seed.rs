@@ -97,8 +97,7 @@ pub fn usb_filesystems(sys_block: &Path) -> Vec<PathBuf> {
 }
 
 /// Searches USB media: `usb_dir` stands in for one mounted filesystem when given; else
-/// each USB filesystem is mounted read-only, searched and unmounted. Problems with one
-/// medium are logged and the search goes on.
+/// every USB filesystem present now is searched ([`search_devices`]).
 pub fn find_usb_seed(paths: &Paths, system: &dyn System, usb_dir: Option<&Path>) -> Option<Seed> {
     if let Some(dir) = usb_dir {
         return seed_in_dir(dir, &dir.display().to_string()).unwrap_or_else(|e| {
@@ -106,7 +105,13 @@ pub fn find_usb_seed(paths: &Paths, system: &dyn System, usb_dir: Option<&Path>)
             None
         });
     }
-    for device in usb_filesystems(&paths.under("sys/block")) {
+    search_devices(paths, system, &usb_filesystems(&paths.under("sys/block")))
+}
+
+/// Mounts each device read-only, searches and unmounts it, and returns the first seed.
+/// Problems with one medium are logged and the search goes on.
+pub fn search_devices(paths: &Paths, system: &dyn System, devices: &[PathBuf]) -> Option<Seed> {
+    for device in devices {
         let name = device.file_name().map(|n| n.to_string_lossy().into_owned());
         let mount = paths
             .run()
@@ -142,6 +147,30 @@ pub fn find_usb_seed(paths: &Paths, system: &dyn System, usb_dir: Option<&Path>)
         }
     }
     None
+}
+
+/// Tells which USB filesystems are new since the last look, so that a stick plugged in
+/// while the console waits is searched once, and again if it is unplugged and comes back.
+#[derive(Debug, Default)]
+pub struct UsbWatch {
+    seen: std::collections::BTreeSet<PathBuf>,
+}
+
+impl UsbWatch {
+    /// Watches from now: what is present already counts as seen.
+    pub fn starting_with(present: Vec<PathBuf>) -> Self {
+        UsbWatch {
+            seen: present.into_iter().collect(),
+        }
+    }
+
+    /// The devices in `present` that were not there at the last look.
+    pub fn arrived(&mut self, present: Vec<PathBuf>) -> Vec<PathBuf> {
+        let now: std::collections::BTreeSet<PathBuf> = present.into_iter().collect();
+        let new = now.difference(&self.seen).cloned().collect();
+        self.seen = now;
+        new
+    }
 }
 
 #[cfg(test)]
@@ -206,5 +235,26 @@ mod tests {
         assert!(cmds[0].starts_with("mount -o ro,nosuid,nodev,noexec /dev/sda "));
         assert!(cmds[1].starts_with("umount "));
         assert!(!paths.run().join("usb-sda").exists());
+    }
+
+    #[test]
+    fn usb_watch_reports_arrivals_once_and_again_after_a_replug() {
+        let dev = |names: &[&str]| -> Vec<PathBuf> {
+            names.iter().map(|n| Path::new("/dev").join(n)).collect()
+        };
+        let mut watch = UsbWatch::starting_with(dev(&["sda1"]));
+        assert_eq!(watch.arrived(dev(&["sda1"])), dev(&[]));
+        // A stick shows its whole disk first, then its partitions once they are read.
+        assert_eq!(watch.arrived(dev(&["sda1", "sdb"])), dev(&["sdb"]));
+        assert_eq!(
+            watch.arrived(dev(&["sda1", "sdb1", "sdb2"])),
+            dev(&["sdb1", "sdb2"])
+        );
+        assert_eq!(watch.arrived(dev(&["sdb1", "sdb2"])), dev(&[]));
+        // sda1 unplugged above; plugged again, it is searched again.
+        assert_eq!(
+            watch.arrived(dev(&["sda1", "sdb1", "sdb2"])),
+            dev(&["sda1"])
+        );
     }
 }
