@@ -166,8 +166,9 @@ fn job(device: &Device, id: &str, json: bool) -> anyhow::Result<ExitCode> {
 
 /// The console's address once `text` is applied: `http://<network.lan.address>:8080`.
 fn lan_console(text: &str) -> Option<String> {
-    let checked = atomix_config::check("config.toml", text);
-    let config = checked.config?;
+    // Decoded only: the address is known even where a bundle's files would be needed
+    // for the whole check.
+    let config = atomix_config::decode::decode(text).config?;
     Some(format!(
         "http://{}:8080",
         config.network.lan.address.get_ref().addr

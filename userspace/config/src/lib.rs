@@ -22,6 +22,8 @@ pub mod schema;
 pub mod validate;
 pub mod values;
 
+use std::collections::BTreeSet;
+
 use sha2::{Digest, Sha256};
 
 pub use diagnostic::{Diagnostic, Severity};
@@ -54,12 +56,18 @@ impl Checked {
     }
 }
 
-/// Decodes and validates config text; `file` names it in diagnostics.
+/// Decodes and validates a plain config text; `file` names it in diagnostics.
 pub fn check(file: &str, text: &str) -> Checked {
+    check_bundle(file, text, &BTreeSet::new())
+}
+
+/// Decodes and validates config text that came in a bundle with these files
+/// (`apps/...`), which its `oci-archive:` images may name.
+pub fn check_bundle(file: &str, text: &str, bundle_files: &BTreeSet<&str>) -> Checked {
     let decoded = decode::decode(text);
     let mut findings = decoded.findings;
     if let Some(config) = &decoded.config {
-        findings.extend(validate::validate(config));
+        findings.extend(validate::validate(config, bundle_files));
     }
     let diagnostics = diagnostic::LineIndex::new(text).diagnostics(file, findings);
     let valid = diagnostics.iter().all(|d| d.severity != Severity::Error);

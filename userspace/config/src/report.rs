@@ -18,12 +18,13 @@ pub enum Loaded {
 /// Checks a config.toml or a bundle's bytes; `shown` names a plain config.toml in
 /// diagnostics (inside a bundle the file is always `config.toml`).
 pub fn check_input(shown: &str, bytes: &[u8]) -> Loaded {
-    let (name, text) = match bundle::read_input(bytes, Limits::default()) {
-        Ok(Input::Config(text)) => (shown.to_owned(), text),
-        Ok(Input::Bundle(b)) => ("config.toml".to_owned(), b.config),
+    let (name, text, files) = match bundle::read_input(bytes, Limits::default()) {
+        Ok(Input::Config(text)) => (shown.to_owned(), text, Default::default()),
+        Ok(Input::Bundle(b)) => ("config.toml".to_owned(), b.config, b.files),
         Err(e) => return Loaded::Refused(e),
     };
-    let checked = crate::check(&name, &text);
+    let names = files.keys().map(String::as_str).collect();
+    let checked = crate::check_bundle(&name, &text, &names);
     Loaded::Checked {
         text,
         checked: Box::new(checked),

@@ -5,7 +5,7 @@ use crate::decode::is_placeholder;
 use crate::diagnostic::Finding;
 use crate::schema::{Config, Zone, SCHEMA_VERSION};
 use crate::values::{PortSpec, Proto, VolumeSource};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Host ports the device itself serves on the LAN, which containers must not take.
 pub const LAN_SERVICE_PORTS: &[(u16, Proto, &str)] = &[
@@ -13,11 +13,13 @@ pub const LAN_SERVICE_PORTS: &[(u16, Proto, &str)] = &[
     (8080, Proto::Tcp, "the provisioning console's port"),
 ];
 
-/// Checks a decoded config; findings pointing into placeholders (keys that were missing,
-/// reported already) are dropped.
-pub fn validate(config: &Config) -> Vec<Finding> {
+/// Checks a decoded config, with the names of the files that came with it in a bundle
+/// (`apps/...`; none for a plain config.toml); findings pointing into placeholders (keys
+/// that were missing, reported already) are dropped.
+pub fn validate(config: &Config, bundle_files: &BTreeSet<&str>) -> Vec<Finding> {
     let mut out = Vec::new();
     check(config, &mut out);
+    check_archives(config, bundle_files, &mut out);
     out.retain(|f| !is_placeholder(&f.span));
     out
 }
@@ -213,6 +215,22 @@ fn is_env_name(s: &str) -> bool {
 /// Characters systemd unit files cannot carry in a value (a newline ends the line).
 fn systemd_unsafe(s: &str) -> bool {
     s.chars().any(|c| c.is_control())
+}
+
+/// An `oci-archive:` image must come in the bundle with the config.
+fn check_archives(c: &Config, bundle_files: &BTreeSet<&str>, out: &mut Vec<Finding>) {
+    for (i, ctr) in c.containers.iter().enumerate() {
+        let Some(member) = ctr.image.get_ref().bundle_archive() else {
+            continue;
+        };
+        if !bundle_files.contains(member.as_str()) {
+            out.push(Finding::error(
+                ctr.image.span(),
+                format!("containers[{i}].image"),
+                format!("{member} is not in the bundle: an image archive comes in a config bundle, next to config.toml"),
+            ));
+        }
+    }
 }
 
 fn check_containers(c: &Config, out: &mut Vec<Finding>) {

@@ -505,7 +505,9 @@ impl fmt::Display for ContainerName {
 }
 
 /// An OCI image reference: `[REGISTRY[:PORT]/]PATH[:TAG][@ALGO:HEX]`, following the
-/// distribution reference grammar (lower-case path components, tags of at most 128).
+/// distribution reference grammar (lower-case path components, tags of at most 128); or
+/// `oci-archive:/data/apps/DIR/FILE.tar`, an image archive that came in the config
+/// bundle (for devices no registry can reach).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ImageRef(String);
@@ -514,9 +516,42 @@ string_value!(ImageRef);
 impl FromStr for ImageRef {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        check_image_ref(s).map_err(|why| format!("{s:?} is not a valid image reference: {why}"))?;
+        match s.strip_prefix(OCI_ARCHIVE) {
+            Some(path) => check_archive_path(path),
+            None => check_image_ref(s),
+        }
+        .map_err(|why| format!("{s:?} is not a valid image reference: {why}"))?;
         Ok(ImageRef(s.to_owned()))
     }
+}
+
+/// The transport prefix of an image archive reference.
+const OCI_ARCHIVE: &str = "oci-archive:";
+
+impl ImageRef {
+    /// For `oci-archive:/data/apps/...`: the archive's path in the bundle
+    /// (`apps/...`), which must come with the config.
+    pub fn bundle_archive(&self) -> Option<String> {
+        let path = self.0.strip_prefix(OCI_ARCHIVE)?;
+        Some(format!("apps{}", path.strip_prefix(APPS_DIR)?))
+    }
+}
+
+fn check_archive_path(path: &str) -> Result<(), &'static str> {
+    const WHY: &str = "an archive is oci-archive:/data/apps/DIR/FILE.tar, components of [A-Za-z0-9._-] other than . and ..";
+    let rest = path.strip_prefix(APPS_DIR).ok_or(WHY)?;
+    let rest = rest.strip_prefix('/').ok_or(WHY)?;
+    let ok_component = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if path.len() > 255 || !rest.split('/').all(ok_component) || !rest.ends_with(".tar") {
+        return Err(WHY);
+    }
+    Ok(())
 }
 
 fn check_image_ref(s: &str) -> Result<(), &'static str> {
@@ -770,9 +805,17 @@ mod tests {
             "localhost:5000/a/b",
             "registry.example.com:443/x__y/z-w.v@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             "quay.io/podman/hello:v1_2-3",
+            "oci-archive:/data/apps/hello/hello-1.0.tar",
+            "oci-archive:/data/apps/Hello_2.tar",
         ] {
             assert!(ok.parse::<ImageRef>().is_ok(), "{ok}");
         }
+        let archive: ImageRef = "oci-archive:/data/apps/hello/image.tar".parse().unwrap();
+        assert_eq!(
+            archive.bundle_archive().as_deref(),
+            Some("apps/hello/image.tar")
+        );
+        assert_eq!("nginx".parse::<ImageRef>().unwrap().bundle_archive(), None);
         for bad in [
             "",
             "upper/Case",
@@ -784,6 +827,14 @@ mod tests {
             "-a",
             "a/b_",
             "a b",
+            "oci-archive:/tmp/x.tar",
+            "oci-archive:/data/apps/../etc/x.tar",
+            "oci-archive:/data/apps/a/./x.tar",
+            "oci-archive:/data/apps//x.tar",
+            "oci-archive:/data/apps/x.tar.gz",
+            "oci-archive:/data/appsx/x.tar",
+            "oci-archive:/data/apps/a b.tar",
+            "oci-archive:data/apps/x.tar",
         ] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
         }

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use atomix_config::render::{render, RenderedTree};
-use atomix_config::{check, config_sha256};
+use atomix_config::{check_bundle, config_sha256};
 
 const SETUP: &str = "scripts/setup-config-tools.sh";
 
-/// Every fixture the tools judge: the annotated example and `tests/fixtures/render/*.toml`.
+/// Every fixture the tools judge: the annotated example and `tests/fixtures/render/*.toml`,
+/// checked as if in a bundle with `apps/hello/hello.tar`.
 fn fixtures() -> Vec<(String, RenderedTree)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut paths = vec![root.join("../../examples/config.toml")];
@@ -28,7 +29,8 @@ fn fixtures() -> Vec<(String, RenderedTree)> {
         .map(|p| {
             let text = std::fs::read_to_string(&p).unwrap();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let checked = check(&name, &text);
+            let bundle_files = ["apps/hello/hello.tar"].into_iter().collect();
+            let checked = check_bundle(&name, &text, &bundle_files);
             let config = checked
                 .config
                 .unwrap_or_else(|| panic!("{name}: {:#?}", checked.diagnostics));

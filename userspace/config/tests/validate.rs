@@ -138,3 +138,22 @@ fn a_valid_config_decodes_to_typed_values() {
     );
     assert!(config.containers[0].rootless);
 }
+
+#[test]
+fn an_image_archive_must_come_in_the_bundle() {
+    let text = minimal(
+        "[[containers]]\nname = \"hello\"\nimage = \"oci-archive:/data/apps/hello/hello.tar\"\n",
+    );
+    assert_eq!(
+        lines(&text),
+        ["config.toml:12:9: containers[0].image: apps/hello/hello.tar is not in the bundle: an image archive comes in a config bundle, next to config.toml"]
+    );
+    let files = ["apps/hello/hello.tar", "apps/hello/index.html"]
+        .into_iter()
+        .collect();
+    let checked = atomix_config::check_bundle("config.toml", &text, &files);
+    assert!(checked.is_valid(), "{:#?}", checked.diagnostics);
+    let elsewhere = ["apps/other/hello.tar"].into_iter().collect();
+    let checked = atomix_config::check_bundle("config.toml", &text, &elsewhere);
+    assert!(!checked.is_valid());
+}

@@ -3,9 +3,9 @@
 //!
 //! * Provisioned: re-apply the current generation (mark the slot good only if every
 //!   step succeeds).
-//! * Unprovisioned: `/boot/config.toml` only while the fresh-flash marker is present;
-//!   the marker goes once that seed has been dealt with (applied or refused), never
-//!   before; then USB media; then the console waits (the API is already serving), and
+//! * Unprovisioned: a seed in `/boot` (`config.toml` or a bundle) only while the
+//!   fresh-flash marker is present; the marker goes once that seed has been dealt with
+//!   (applied or refused), never before; then USB media; then the console waits (the API is already serving), and
 //!   USB media plugged in meanwhile are searched as they arrive.
 
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub struct Facts {
     pub provisioned: bool,
     /// `/data/atomix/fresh-flash` exists.
     pub fresh_flash: bool,
-    /// `/boot/config.toml` exists.
+    /// A seed file is in `/boot`.
     pub boot_seed: bool,
 }
 
@@ -33,9 +33,9 @@ pub struct Facts {
 pub enum BootAction {
     /// Re-apply the current generation.
     Reapply,
-    /// Import `/boot/config.toml`.
+    /// Import the seed in `/boot`.
     ImportBootSeed,
-    /// Leave `/boot/config.toml` alone (not a fresh flash), and say so.
+    /// Leave the seed in `/boot` alone (not a fresh flash), and say so.
     IgnoreBootSeed,
     /// Remove the fresh-flash marker.
     RemoveMarker,
@@ -70,7 +70,7 @@ pub fn facts(svc: &Service) -> Facts {
     Facts {
         provisioned: svc.provisioned(),
         fresh_flash: svc.paths.marker().exists(),
-        boot_seed: svc.paths.boot_seed().exists(),
+        boot_seed: seed::any_seed_in(&svc.paths.boot()),
     }
 }
 
@@ -87,12 +87,11 @@ pub fn run(svc: &Arc<Service>) {
         match step {
             BootAction::Reapply => reapply(svc),
             BootAction::ImportBootSeed => {
-                let path = svc.paths.boot_seed();
-                let found = seed::read_seed(&path, input::Kind::Config, "/boot/config.toml".into());
+                let found = seed::seed_in_dir(&svc.paths.boot(), "/boot");
                 import(svc, Origin::Boot, found);
             }
             BootAction::IgnoreBootSeed => crate::logging::info(
-                "/boot/config.toml ignored: it is applied only on the first boot after a flash",
+                "the seed in /boot is ignored: it is applied only on the first boot after a flash",
             ),
             BootAction::RemoveMarker => {
                 let marker = svc.paths.marker();

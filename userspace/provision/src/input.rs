@@ -138,7 +138,8 @@ pub fn check(bytes: &[u8], kind: Kind) -> Result<Accepted, Rejected> {
 
 /// Checks config text (and the bundle files that came with it).
 pub fn check_text(text: String, apps: BTreeMap<String, Vec<u8>>) -> Result<Accepted, Rejected> {
-    let checked = atomix_config::check("config.toml", &text);
+    let names = apps.keys().map(String::as_str).collect();
+    let checked = atomix_config::check_bundle("config.toml", &text, &names);
     let warnings = checked.warnings().map(Problem::from).collect();
     match checked.config {
         Some(config) if checked.is_valid() => Ok(Accepted {

@@ -45,8 +45,9 @@ impl Paths {
         self.data().join(boot_state::MARKER_IN_DATA)
     }
 
-    pub fn boot_seed(&self) -> PathBuf {
-        self.under("boot/config.toml")
+    /// The boot partition, where a fresh flash's seed is looked for.
+    pub fn boot(&self) -> PathBuf {
+        self.under("boot")
     }
 
     pub fn boot_record(&self) -> PathBuf {

@@ -1,8 +1,8 @@
-//! Seeds: a config found on a medium instead of coming through the API. `/boot/config.toml`
-//! (on a fresh flash only; the boot flow decides), and on USB mass storage a
-//! `config.toml`, `atomix-config.tar.gz` or `atomix-config.tar` at the root of a
-//! filesystem, mounted read-only (nosuid, nodev, noexec) in a directory under
-//! `/run/atomix/` and unmounted once read.
+//! Seeds: a config found on a medium instead of coming through the API: a `config.toml`,
+//! `atomix-config.tar.gz` or `atomix-config.tar` at the root of the boot partition (on a
+//! fresh flash only; the boot flow decides), or of a filesystem on USB mass storage,
+//! mounted read-only (nosuid, nodev, noexec) in a directory under `/run/atomix/` and
+//! unmounted once read.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +10,8 @@ use crate::input::Kind;
 use crate::paths::Paths;
 use crate::system::{Action, System};
 
-/// File names looked for at the root of a USB filesystem, in order.
-pub const USB_NAMES: [(&str, Kind); 3] = [
+/// File names looked for at the root of the boot partition or a USB filesystem, in order.
+pub const SEED_NAMES: [(&str, Kind); 3] = [
     ("config.toml", Kind::Config),
     ("atomix-config.tar.gz", Kind::Bundle),
     ("atomix-config.tar", Kind::Bundle),
@@ -50,9 +50,14 @@ pub fn read_seed(path: &Path, kind: Kind, location: String) -> Result<Option<See
     }))
 }
 
+/// Whether a seed file is at the root of `dir` (the boot partition).
+pub fn any_seed_in(dir: &Path) -> bool {
+    SEED_NAMES.iter().any(|(name, _)| dir.join(name).exists())
+}
+
 /// The first seed at the root of a mounted filesystem.
 pub fn seed_in_dir(dir: &Path, shown_as: &str) -> Result<Option<Seed>, String> {
-    for (name, kind) in USB_NAMES {
+    for (name, kind) in SEED_NAMES {
         if let Some(seed) = read_seed(&dir.join(name), kind, format!("{shown_as}/{name}"))? {
             return Ok(Some(seed));
         }

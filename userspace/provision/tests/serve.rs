@@ -292,3 +292,52 @@ fn a_job_cut_off_by_a_crash_is_failed_and_rolled_back_after_restart() {
     assert!(!root.join("etc/containers/systemd/web.container").exists());
     stop(s);
 }
+
+#[test]
+fn a_bundle_in_boot_provisions_a_fresh_flash_with_its_image_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let root = root(dir.path(), &key, true);
+    let config = format!(
+        "{EXAMPLE}\n[[containers]]\nname = \"hello\"\nimage = \"oci-archive:/data/apps/hello/hello.tar\"\n"
+    );
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, bytes) in [
+        ("config.toml", config.as_bytes()),
+        ("apps/hello/hello.tar", b"an OCI archive".as_slice()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, bytes).unwrap();
+    }
+    let gz = tar.into_inner().unwrap().finish().unwrap();
+    std::fs::write(root.join("boot/atomix-config.tar.gz"), gz).unwrap();
+
+    let s = start(&root, "", &[]);
+    let h = wait_health(&s, "provisioning from the boot bundle", |h| {
+        h["provisioned"] == true && h["job"].is_null()
+    });
+    assert!(h["last_import_error"].is_null(), "{h}");
+    let source: Value = serde_json::from_slice(
+        &std::fs::read(root.join("data/config/current/source.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(source["origin"], "boot");
+    assert_eq!(
+        std::fs::read(root.join("data/apps/hello/hello.tar")).unwrap(),
+        b"an OCI archive"
+    );
+    let unit =
+        std::fs::read_to_string(root.join("etc/containers/systemd/hello.container")).unwrap();
+    assert!(
+        unit.contains("Image=oci-archive:/data/apps/hello/hello.tar"),
+        "{unit}"
+    );
+    assert!(!root.join("data/atomix/fresh-flash").exists());
+    stop(s);
+}
