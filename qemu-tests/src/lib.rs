@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod oci;
+
 pub const SECTOR: u64 = 512;
 /// The emulated eMMC, larger than the image as a real one is.
 pub const DISK_SIZE: &str = "8G";
@@ -155,7 +157,13 @@ impl Device {
 
     /// Writes `/boot/config.toml` into `boot-a`, as an operator does after flashing.
     pub fn write_boot_config(&mut self, text: &str) {
-        self.step("writing /boot/config.toml into boot-a");
+        self.write_boot_file("config.toml", text.as_bytes());
+    }
+
+    /// Writes a file at the root of `boot-a` (mtools on a copy of the partition, then the
+    /// changed chunks into the overlay).
+    pub fn write_boot_file(&mut self, name: &str, bytes: &[u8]) {
+        self.step(&format!("writing /boot/{name} into boot-a"));
         let part = self.dir.join("boot-a.vfat");
         let size_mib = 256;
         host(
@@ -167,14 +175,14 @@ impl Device {
                 .arg(format!("of={}", part.display())),
         );
         let before = fs::read(&part).unwrap();
-        let config = self.dir.join("config.toml");
-        fs::write(&config, text).unwrap();
+        let file = self.dir.join(name);
+        fs::write(&file, bytes).unwrap();
         host(
             Command::new("mcopy")
                 .args(["-o", "-i"])
                 .arg(&part)
-                .arg(&config)
-                .arg("::/config.toml"),
+                .arg(&file)
+                .arg(format!("::/{name}")),
         );
         let after = fs::read(&part).unwrap();
         self.write_changed_chunks(BOOT_A_OFFSET, &before, &after);

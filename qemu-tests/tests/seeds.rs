@@ -1,8 +1,10 @@
-//! Seeds: `/boot/config.toml` on a fresh flash (and never again), a USB stick, an invalid
-//! seed; a reboot of a provisioned device; a wipe and reprovisioning.
+//! Seeds: a bundle (with a container image no registry serves) in `/boot` on a fresh flash
+//! (and never again), a USB stick, an invalid `/boot/config.toml`; a reboot of a
+//! provisioned device; a wipe and reprovisioning.
 
 use std::time::Duration;
 
+use atomix_qemu_tests::oci::{self, HELLO_PORT};
 use atomix_qemu_tests::{test_config, test_key, Device};
 
 const BOOT: Duration = Duration::from_secs(400);
@@ -16,11 +18,51 @@ fn wait_provisioned(device: &mut Device) {
     );
 }
 
+/// The page the bundled container serves.
+const PAGE: &[u8] = b"hello from a bundled image\n";
+
+/// Checks that the bundled container runs and serves its page (from inside its own
+/// network namespace, with the image's busybox).
+fn assert_hello_serves(device: &Device, admin: &std::path::Path) {
+    assert_eq!(
+        device
+            .ssh_unchecked(admin, "systemctl is-active hello.service")
+            .unwrap_or_default()
+            .trim(),
+        "active",
+        "{}",
+        device
+            .ssh_unchecked(
+                admin,
+                "sudo journalctl -b -u hello.service --no-pager | tail -30"
+            )
+            .unwrap_or_default()
+    );
+    let page = device.ssh(
+        admin,
+        &format!("sudo podman exec hello /bin/busybox wget -q -O - http://127.0.0.1:{HELLO_PORT}/index.html"),
+    );
+    assert_eq!(page.as_bytes(), PAGE);
+}
+
 #[test]
 fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
     let mut device = Device::flashed("boot-seed");
     let admin = test_key(&device.dir, "admin-key");
-    device.write_boot_config(&test_config("qemu-boot-seed", &admin));
+    device.step("building the offline container image");
+    let archive = oci::hello_image_archive(&device.dir);
+    let config = format!(
+        "{}\n[[containers]]\nname = \"hello\"\nimage = \"oci-archive:/data/apps/hello/hello.tar\"\nvolumes = [\"/data/apps/hello/www:/srv:ro\"]\n",
+        test_config("qemu-boot-seed", &admin)
+    );
+    let bundle = oci::bundle(
+        &config,
+        &[
+            ("apps/hello/hello.tar", &archive),
+            ("apps/hello/www/index.html", PAGE),
+        ],
+    );
+    device.write_boot_file("atomix-config.tar.gz", &bundle);
     device.boot();
     device.wait_for_console(
         "atomix-initrd: systemd-repart created boot-b, rootfs-b, data",
@@ -65,6 +107,13 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
     assert!(device
         .ssh(&admin, "sudo nft list ruleset")
         .contains("table inet atomix"));
+    assert!(device
+        .ssh(
+            &admin,
+            "test -f /etc/containers/systemd/hello.container && echo ok"
+        )
+        .contains("ok"));
+    assert_hello_serves(&device, &admin);
 
     // Reboot: re-applied from /data, the boot seed not imported again.
     device.reboot(&admin);
@@ -73,7 +122,7 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
     assert_eq!(
         device.ssh(&admin, "ls /data/config/generations").trim(),
         "1",
-        "/boot/config.toml must not be imported again"
+        "the boot seed must not be imported again"
     );
     assert!(device
         .ssh(&admin, "ip -4 -o addr show dev eth1")
@@ -81,6 +130,7 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
     assert!(device
         .ssh(&admin, "sudo nft list ruleset")
         .contains("table inet atomix"));
+    assert_hello_serves(&device, &admin);
     let console = device.console();
     assert!(
         console.contains("atomix-initrd: plan: fresh flash no"),
