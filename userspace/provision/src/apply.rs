@@ -45,9 +45,9 @@ pub enum Step {
     Validate,
     Render,
     Persist,
+    Apps,
     SyncQuadlets,
     Units,
-    Apps,
     Lan,
     Time,
     Firewall,
@@ -62,9 +62,10 @@ impl Step {
         Step::Validate,
         Step::Render,
         Step::Persist,
+        // A container's files (its image archive, its volumes) before it starts.
+        Step::Apps,
         Step::SyncQuadlets,
         Step::Units,
-        Step::Apps,
         Step::Lan,
         Step::Time,
         Step::Firewall,
@@ -266,6 +267,11 @@ pub fn plan_sync(
     let old_rootless = units_in(owned.iter(), &rootless);
 
     let mut plan = Vec::new();
+    // A container's files (image archive, volume contents) are in place before it starts.
+    plan.push(StepPlan {
+        step: Step::Apps,
+        ops: files_of(Step::Apps, &mut writes),
+    });
     plan.push(StepPlan {
         step: Step::SyncQuadlets,
         ops: files_of(Step::SyncQuadlets, &mut writes),
@@ -302,11 +308,6 @@ pub fn plan_sync(
     plan.push(StepPlan {
         step: Step::Units,
         ops: units,
-    });
-
-    plan.push(StepPlan {
-        step: Step::Apps,
-        ops: files_of(Step::Apps, &mut writes),
     });
 
     let mut lan = files_of(Step::Lan, &mut writes);
