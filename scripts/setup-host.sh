@@ -25,6 +25,8 @@ PACKAGES=(
     qemu-user-static binfmt-support
     # The image builder and QEMU boots.
     mmdebstrap debian-archive-keyring u-boot-tools bmap-tools openssh-client
+    # Signed RAUC update bundles (atomix-image bundle).
+    rauc openssl
     qemu-system-arm qemu-utils
 )
 

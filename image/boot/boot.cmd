@@ -26,23 +26,75 @@ if test "${atomix_recovery}" = "1"; then
     reset
 fi
 
-# Slot choice. A/B selection with boot counting comes with RAUC; until then, slot A.
-setenv atomix_slot a
-setenv rauc_slot A
+# A/B slot choice with boot counting, RAUC's U-Boot scheme: BOOT_ORDER ("A B") and
+# BOOT_<slot>_LEFT (tries left, 0-3). The first slot of the order with tries left and a
+# kernel is counted down and booted; Linux marks it good (tries back to 3) once the device
+# is up (atomix-provision slot, RAUC's backend). The state is two CRC-checked copies
+# (`env export -c`, 0x1000 bytes) at sectors 0x3000 and 0x3020 of this disk: copy 0 if
+# valid, else copy 1, else the factory state. Numbers below are hex, as U-Boot reads them.
+${devtype} dev ${devnum}
+setenv atomix_state factory
+if ${devtype} read ${kernel_addr_r} 0x3000 8 && env import -c ${kernel_addr_r} 0x1000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
+    setenv atomix_state "copy 0"
+elif ${devtype} read ${kernel_addr_r} 0x3020 8 && env import -c ${kernel_addr_r} 0x1000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
+    setenv atomix_state "copy 1"
+else
+    setenv BOOT_ORDER "A B"
+    setenv BOOT_A_LEFT 3
+    setenv BOOT_B_LEFT 3
+fi
+echo "AtomixOS: slot state (${atomix_state}): order ${BOOT_ORDER}, tries left A ${BOOT_A_LEFT} B ${BOOT_B_LEFT}"
 
-# The slot's partitions on the disk U-Boot booted from (never a label search across disks).
-if part number ${devtype} ${devnum} boot-${atomix_slot} atomix_bootpart; then
-    true
-else
-    echo "AtomixOS: no boot-${atomix_slot} partition on ${devtype} ${devnum}"
+# A slot is bootable when its partitions exist and its boot partition holds a kernel (a
+# fresh device's slot B has neither until an update writes it).
+setenv atomix_A_ok 0
+if part number ${devtype} ${devnum} boot-a atomix_A_bootpart && part number ${devtype} ${devnum} rootfs-a atomix_A_rootpart && size ${devtype} ${devnum}:${atomix_A_bootpart} Image; then
+    setenv atomix_A_ok 1
+fi
+setenv atomix_B_ok 0
+if part number ${devtype} ${devnum} boot-b atomix_B_bootpart && part number ${devtype} ${devnum} rootfs-b atomix_B_rootpart && size ${devtype} ${devnum}:${atomix_B_bootpart} Image; then
+    setenv atomix_B_ok 1
+fi
+
+# Takes the slot if none is taken yet, it is bootable and has tries left; counts one down
+# (the Rock64's U-Boot has no setexpr: tries are 3, 2, 1, 0).
+setenv atomix_try_A 'if test -z "${atomix_slot}" && test "${atomix_A_ok}" = 1; then if test "${BOOT_A_LEFT}" = 3; then setenv BOOT_A_LEFT 2; setenv atomix_slot a; elif test "${BOOT_A_LEFT}" = 2; then setenv BOOT_A_LEFT 1; setenv atomix_slot a; elif test "${BOOT_A_LEFT}" = 1; then setenv BOOT_A_LEFT 0; setenv atomix_slot a; fi; fi'
+setenv atomix_try_B 'if test -z "${atomix_slot}" && test "${atomix_B_ok}" = 1; then if test "${BOOT_B_LEFT}" = 3; then setenv BOOT_B_LEFT 2; setenv atomix_slot b; elif test "${BOOT_B_LEFT}" = 2; then setenv BOOT_B_LEFT 1; setenv atomix_slot b; elif test "${BOOT_B_LEFT}" = 1; then setenv BOOT_B_LEFT 0; setenv atomix_slot b; fi; fi'
+setenv atomix_slot
+for atomix_s in ${BOOT_ORDER}; do
+    run atomix_try_${atomix_s}
+done
+if test -z "${atomix_slot}"; then
+    # Nothing left to try: start over rather than brick (slot A first unless B leads).
+    echo "AtomixOS: no slot in order \"${BOOT_ORDER}\" has tries left and a kernel: tries reset to 3"
+    setenv BOOT_A_LEFT 3
+    setenv BOOT_B_LEFT 3
+    if test "${BOOT_ORDER}" = "B" || test "${BOOT_ORDER}" = "B A"; then
+        setenv BOOT_ORDER "B A"
+    else
+        setenv BOOT_ORDER "A B"
+    fi
+    for atomix_s in ${BOOT_ORDER}; do
+        run atomix_try_${atomix_s}
+    done
+fi
+if test -z "${atomix_slot}"; then
+    echo "AtomixOS: no bootable slot on ${devtype} ${devnum}"
     exit
 fi
-if part number ${devtype} ${devnum} rootfs-${atomix_slot} atomix_rootpart; then
-    true
+env export -c -s 0x1000 ${kernel_addr_r} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
+${devtype} write ${kernel_addr_r} 0x3000 8
+${devtype} write ${kernel_addr_r} 0x3020 8
+if test "${atomix_slot}" = b; then
+    setenv rauc_slot B
+    setenv atomix_bootpart ${atomix_B_bootpart}
+    setenv atomix_rootpart ${atomix_B_rootpart}
 else
-    echo "AtomixOS: no rootfs-${atomix_slot} partition on ${devtype} ${devnum}"
-    exit
+    setenv rauc_slot A
+    setenv atomix_bootpart ${atomix_A_bootpart}
+    setenv atomix_rootpart ${atomix_A_rootpart}
 fi
+echo "AtomixOS: slot ${rauc_slot} chosen, tries left now A ${BOOT_A_LEFT} B ${BOOT_B_LEFT}"
 part uuid ${devtype} ${devnum}:${atomix_rootpart} atomix_rootuuid
 
 # The console and device tree: QEMU passes its own DTB; the Rock64 uses the board's.
@@ -59,7 +111,7 @@ load ${devtype} ${devnum}:${atomix_bootpart} ${kernel_addr_r} Image
 load ${devtype} ${devnum}:${atomix_bootpart} ${ramdisk_addr_r} initrd.img
 setenv atomix_initrd_size ${filesize}
 
-setenv bootargs "console=${atomix_console} atomix.slot=${atomix_slot} rauc.slot=${rauc_slot} atomix.root=PARTUUID=${atomix_rootuuid} atomix.build=@BUILD_ID@ net.ifnames=0 audit=0 rootwait panic=10 systemd.show_status=auto"
+setenv bootargs "console=${atomix_console} atomix.slot=${atomix_slot} rauc.slot=${rauc_slot} atomix.root=PARTUUID=${atomix_rootuuid} atomix.build=@BUILD_ID@ net.ifnames=0 audit=0 rootwait panic=10 systemd.show_status=auto@KERNEL_ARGS@"
 echo "AtomixOS: booting slot ${atomix_slot} from ${devtype} ${devnum}:${atomix_bootpart}, root PARTUUID ${atomix_rootuuid}"
 booti ${kernel_addr_r} ${ramdisk_addr_r}:${atomix_initrd_size} ${atomix_fdt}
 echo "AtomixOS: booti failed"

@@ -20,18 +20,43 @@ pub struct BootFiles {
     pub boot_scr: PathBuf,
 }
 
-/// `boot.cmd` with the build id filled in.
-pub fn boot_script(template: &str, build_id: &str) -> String {
-    template.replace("@BUILD_ID@", build_id)
+/// `boot.cmd` with the build id and the extra kernel arguments filled in.
+pub fn boot_script(template: &str, build_id: &str, kernel_args: &[String]) -> String {
+    let extra: String = kernel_args.iter().map(|a| format!(" {a}")).collect();
+    template
+        .replace("@BUILD_ID@", build_id)
+        .replace("@KERNEL_ARGS@", &extra)
+}
+
+/// Refuses a kernel argument U-Boot's shell would read as more than a word.
+pub fn check_kernel_arg(arg: &str) -> Result<()> {
+    if arg.is_empty()
+        || arg
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "\"'$;\\`{}".contains(c))
+    {
+        anyhow::bail!(
+            "kernel argument {arg:?}: one word without quotes, '$', ';', '\\', '`', braces or control characters"
+        );
+    }
+    Ok(())
 }
 
 /// Compiles `boot.cmd` into `boot.scr` with mkimage.
-pub fn compile_boot_script(repo: &Path, build_id: &str, work: &Path) -> Result<PathBuf> {
+pub fn compile_boot_script(
+    repo: &Path,
+    build_id: &str,
+    kernel_args: &[String],
+    work: &Path,
+) -> Result<PathBuf> {
     let template_path = repo.join("image/boot/boot.cmd");
     let template = fs::read_to_string(&template_path)
         .with_context(|| format!("cannot read {}", template_path.display()))?;
+    for arg in kernel_args {
+        check_kernel_arg(arg)?;
+    }
     let cmd = work.join("boot.cmd");
-    fs::write(&cmd, boot_script(&template, build_id))?;
+    fs::write(&cmd, boot_script(&template, build_id, kernel_args))?;
     let scr = work.join("boot.scr");
     run(Command::new("mkimage")
         .args([
@@ -77,9 +102,37 @@ mod tests {
     #[test]
     fn boot_script_names_the_build_and_passes_the_contract_arguments() {
         let template = include_str!("../boot/boot.cmd");
-        let script = boot_script(template, "20261127.1");
+        let script = boot_script(template, "20261127.1", &[]);
         assert!(script.contains("echo \"AtomixOS build 20261127.1\""));
         assert!(!script.contains("@BUILD_ID@"));
+        assert!(!script.contains("@KERNEL_ARGS@"));
+        assert!(script.contains("systemd.show_status=auto\""));
+        let with_args = boot_script(template, "x", &["quiet".into(), "a.b=c".into()]);
+        assert!(with_args.contains("systemd.show_status=auto quiet a.b=c\""));
+        assert!(check_kernel_arg("systemd.setenv=A=b=c").is_ok());
+        for bad in ["", "a b", "a;reset", "${x}", "\"", "a\\"] {
+            assert!(check_kernel_arg(bad).is_err(), "{bad:?}");
+        }
+        // Slot choice: both copies of the state read, counted down, written back.
+        // The slot-state crate's layout, which Linux reads and writes.
+        let sectors = slot_state::BLOCK_SIZE as u64 / slot_state::SECTOR;
+        let size = slot_state::BLOCK_SIZE;
+        let vars = "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT";
+        let mut needles = vec![
+            format!("env import -c ${{kernel_addr_r}} {size:#x} {vars}"),
+            format!("env export -c -s {size:#x} ${{kernel_addr_r}} {vars}"),
+        ];
+        for lba in slot_state::COPY_LBAS {
+            needles.push(format!(
+                "${{devtype}} read ${{kernel_addr_r}} {lba:#x} {sectors}"
+            ));
+            needles.push(format!(
+                "${{devtype}} write ${{kernel_addr_r}} {lba:#x} {sectors}"
+            ));
+        }
+        for needle in needles {
+            assert!(script.contains(&needle), "{needle} missing");
+        }
         for arg in [
             "atomix.slot=${atomix_slot}",
             "rauc.slot=${rauc_slot}",

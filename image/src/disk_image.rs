@@ -140,12 +140,20 @@ pub fn write(plan: &DiskPlan, contents: &DiskContents<'_>, out: &Path) -> Result
     ] {
         copy_at(&mut file, blob, sector * SECTOR, bootloader_end)?;
     }
+    let state_start = slot_state::COPY_LBAS[0] * SECTOR;
     ensure!(
-        std::fs::metadata(contents.idbloader)?.len()
-            <= (UBOOT_ITB_SECTOR - IDBLOADER_SECTOR) * SECTOR,
-        "{} overlaps u-boot.itb",
-        contents.idbloader.display()
+        IDBLOADER_SECTOR * SECTOR + std::fs::metadata(contents.idbloader)?.len() <= state_start,
+        "{} overlaps the slot state at sector {:#x}",
+        contents.idbloader.display(),
+        slot_state::COPY_LBAS[0]
     );
+    ensure!(
+        slot_state::copy_offset(1) + slot_state::BLOCK_SIZE as u64 <= UBOOT_ITB_SECTOR * SECTOR,
+        "the slot state overlaps u-boot.itb"
+    );
+    // The factory slot state, written out so that flashing over an older installation
+    // (bmaptool skips holes) cannot leave its state behind.
+    slot_state::write(&file, &slot_state::SlotState::factory())?;
     for (label, source) in [
         (BOOT_A, contents.boot_vfat),
         (ROOTFS_A, contents.rootfs_squashfs),
@@ -305,6 +313,15 @@ mod tests {
             &out,
         )
         .unwrap();
+
+        let (state, source) = slot_state::read(&File::open(&out).unwrap()).unwrap();
+        assert_eq!(
+            (state, source),
+            (
+                slot_state::SlotState::factory(),
+                slot_state::Source::Copy(0)
+            )
+        );
 
         let gpt = gpt::GptConfig::new().open(&out).unwrap();
         assert_eq!(gpt.header().first_usable, FIRST_USABLE_LBA);

@@ -4,6 +4,7 @@
 //! `build` stages: base tree (mmdebstrap, cached by package list) → customised tree
 //! (this repository's files) → initramfs (dracut, cached by its inputs) → squashfs →
 //! boot partition (FAT, mtools) → GPT disk image with U-Boot → sha256 and bmap.
+//! `bundle` builds the same and adds the signed RAUC update bundle of the build.
 
 use std::fs;
 use std::io::Read;
@@ -17,6 +18,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 mod boot_partition;
+mod bundle;
 mod cache;
 mod command;
 mod disk_image;
@@ -29,6 +31,8 @@ use command::run;
 
 /// The image file name in the output directory.
 const IMAGE_NAME: &str = "atomixos-rock64.img";
+/// The update bundle's file name in the output directory.
+const BUNDLE_NAME: &str = "atomixos-rock64.raucb";
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Build, boot and flash the AtomixOS Rock64 image")]
@@ -41,6 +45,8 @@ struct Cli {
 enum Cmd {
     /// Build the flashable disk image.
     Build(BuildArgs),
+    /// Build the image and the signed RAUC update bundle of the same build.
+    Bundle(BuildArgs),
     /// Boot the built image in qemu-system-aarch64 through U-Boot, console on this terminal.
     Qemu(QemuArgs),
     /// Write the image to a device, then verify it.
@@ -77,6 +83,20 @@ struct BuildArgs {
     /// The static aarch64 atomix-provision, when built.
     #[arg(long)]
     provision_binary: Option<PathBuf>,
+    /// An extra kernel argument for boot.scr (repeatable), e.g. `quiet`.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    kernel_args: Vec<String>,
+    /// Private key (PEM) signing this build's update bundles. Without it and
+    /// --signing-cert, a development pair is generated in the output directory.
+    #[arg(long, requires = "signing_cert")]
+    signing_key: Option<PathBuf>,
+    /// Certificate (PEM) of --signing-key.
+    #[arg(long, requires = "signing_key")]
+    signing_cert: Option<PathBuf>,
+    /// Certificates devices of this image accept bundles under (default: the signing
+    /// certificate).
+    #[arg(long)]
+    rauc_keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,7 +121,8 @@ struct QemuArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Build(args) => build(&args),
+        Cmd::Build(args) => build(&args).map(|_| ()),
+        Cmd::Bundle(args) => build_bundle(&args),
         Cmd::Qemu(args) => run_qemu(&args),
         Cmd::Flash {
             image,
@@ -145,7 +166,38 @@ impl Stages {
     }
 }
 
-fn build(args: &BuildArgs) -> Result<()> {
+/// What `bundle` needs from a build.
+struct Built {
+    build_id: String,
+    out: PathBuf,
+    boot_vfat: PathBuf,
+    squashfs: PathBuf,
+    signing: bundle::Signing,
+}
+
+fn build_bundle(args: &BuildArgs) -> Result<()> {
+    let built = build(args)?;
+    let started = Instant::now();
+    let out = built.out.join(BUNDLE_NAME);
+    bundle::build(
+        &built.build_id,
+        &built.boot_vfat,
+        &built.squashfs,
+        &built.signing,
+        &built.out.join("work"),
+        &out,
+    )?;
+    eprintln!(
+        "atomix-image: bundle {} (build {}) in {:.0} s: {} MiB",
+        out.display(),
+        built.build_id,
+        started.elapsed().as_secs_f64(),
+        fs::metadata(&out)?.len() >> 20
+    );
+    Ok(())
+}
+
+fn build(args: &BuildArgs) -> Result<Built> {
     let started = Instant::now();
     let repo = fs::canonicalize(&args.repo).context("no repository")?;
     fs::create_dir_all(&args.out)?;
@@ -158,6 +210,15 @@ fn build(args: &BuildArgs) -> Result<()> {
     };
     let layout = disk_layout::Layout::read(&repo.join("repart.d"))?;
     let keys = provisioning_keys(args.provisioning_key.as_deref(), &out)?;
+    for arg in &args.kernel_args {
+        boot_partition::check_kernel_arg(arg)?;
+    }
+    let signing = bundle::signing(
+        args.signing_key.as_deref(),
+        args.signing_cert.as_deref(),
+        args.rauc_keyring.as_deref(),
+        &out,
+    )?;
     let mut stages = Stages(Vec::new(), Instant::now());
 
     let base = rootfs::base_tree(&repo, &cache)?;
@@ -173,6 +234,7 @@ fn build(args: &BuildArgs) -> Result<()> {
             initrd_binary: &args.initrd_binary,
             provision_binary: args.provision_binary.as_deref(),
             provisioning_keys: &keys,
+            rauc_keyring: &signing.keyring,
         },
     )?;
     stages.done("customize");
@@ -214,7 +276,7 @@ fn build(args: &BuildArgs) -> Result<()> {
         .env("SOURCE_DATE_EPOCH", "0"))?;
     stages.done("squashfs");
 
-    let boot_scr = boot_partition::compile_boot_script(&repo, &build_id, &work)?;
+    let boot_scr = boot_partition::compile_boot_script(&repo, &build_id, &args.kernel_args, &work)?;
     let boot_def = layout
         .get(disk_layout::BOOT_A)
         .context("no boot-a definition")?;
@@ -291,7 +353,13 @@ fn build(args: &BuildArgs) -> Result<()> {
         manifest.rootfs_squashfs_bytes >> 20,
         manifest.initrd_bytes >> 20,
     );
-    Ok(())
+    Ok(Built {
+        build_id,
+        out,
+        boot_vfat,
+        squashfs,
+        signing,
+    })
 }
 
 fn default_build_id(repo: &Path) -> String {

@@ -122,6 +122,8 @@ pub struct Additions<'a> {
     pub initrd_binary: &'a Path,
     pub provision_binary: Option<&'a Path>,
     pub provisioning_keys: &'a Path,
+    /// Certificates RAUC accepts bundles signed under (`/etc/rauc/keyring.pem`).
+    pub rauc_keyring: &'a Path,
 }
 
 /// Installs this repository's parts into the tree.
@@ -151,6 +153,7 @@ pub fn customize(tree: &Path, add: &Additions<'_>) -> Result<()> {
         "/usr/share/atomix/provisioning-keys",
         0o644,
     )?;
+    install(add.rauc_keyring, "/etc/rauc/keyring.pem", 0o644)?;
     for entry in fs::read_dir(repo.join("repart.d"))? {
         let path = entry?.path();
         let name = path

@@ -24,6 +24,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Wipe /data so that the next boot is unprovisioned.
     FactoryReset(cmd::factory_reset::Args),
+    /// The A/B slot state on the boot disk; RAUC's bootloader backend.
+    Slot(cmd::slot::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Render(args) => cmd::render::run(&args),
         Command::Serve(args) => cmd::serve::run(&args),
         Command::FactoryReset(args) => cmd::factory_reset::run(&args),
+        Command::Slot(args) => cmd::slot::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 pub mod factory_reset;
 pub mod render;
 pub mod serve;
+pub mod slot;
 pub mod validate;
 
 use std::path::Path;

@@ -1,0 +1,141 @@
+//! `slot`: the A/B slot state on the boot disk (crate `slot-state`), for RAUC and for
+//! people. `slot status` prints it; `slot rauc-backend ...` is RAUC's custom bootloader
+//! backend (`bootloader-custom-backend=` in `/etc/rauc/system.conf`): `get-primary`,
+//! `set-primary SLOT`, `get-state SLOT`, `set-state SLOT good|bad`, `get-current`, with
+//! the meaning RAUC's U-Boot backend gives `BOOT_ORDER` and `BOOT_<slot>_LEFT`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use atomix_provision::paths::Paths;
+use boot_state::BootRecord;
+use slot_state::{Slot, SlotState, Source};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The disk holding the slot state (default: the disk this system booted from, as
+    /// the initrd recorded it).
+    #[arg(long)]
+    pub disk: Option<PathBuf>,
+    /// Prefix of the paths (the boot record, /proc/cmdline).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print the slot state and where it was read from.
+    Status,
+    /// RAUC's custom bootloader backend interface.
+    #[command(name = "rauc-backend", subcommand)]
+    RaucBackend(Backend),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Backend {
+    GetPrimary,
+    SetPrimary { slot: String },
+    GetState { slot: String },
+    SetState { slot: String, state: String },
+    GetCurrent,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let paths = Paths::new(&args.root);
+    if let Command::RaucBackend(Backend::GetCurrent) = &args.command {
+        println!("{}", current_slot(&paths)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let disk_path = match &args.disk {
+        Some(d) => d.clone(),
+        None => boot_disk(&paths)?,
+    };
+    let writable = matches!(
+        &args.command,
+        Command::RaucBackend(Backend::SetPrimary { .. } | Backend::SetState { .. })
+    );
+    let disk = File::options()
+        .read(true)
+        .write(writable)
+        .open(&disk_path)
+        .with_context(|| format!("cannot open {}", disk_path.display()))?;
+    let (mut state, source) = slot_state::read(&disk)
+        .with_context(|| format!("cannot read the slot state on {}", disk_path.display()))?;
+    let save = |state: &SlotState| {
+        slot_state::write(&disk, state)
+            .with_context(|| format!("cannot write the slot state on {}", disk_path.display()))
+    };
+    match &args.command {
+        Command::Status => {
+            println!("{state}");
+            match source {
+                Source::Copy(i) => println!("read from copy {i} on {}", disk_path.display()),
+                Source::Factory([e0, e1]) => println!(
+                    "no valid copy on {} (copy 0: {e0}; copy 1: {e1}): the factory state applies",
+                    disk_path.display()
+                ),
+            }
+            for slot in Slot::ALL {
+                let good = if state.is_good(slot) { "good" } else { "bad" };
+                println!("slot {slot}: {good}, {} tries left", state.left(slot));
+            }
+        }
+        Command::RaucBackend(Backend::GetPrimary) => match state.primary() {
+            Some(slot) => println!("{slot}"),
+            None => bail!("no slot has tries left ({state})"),
+        },
+        Command::RaucBackend(Backend::GetState { slot }) => {
+            let good = state.is_good(parse_slot(slot)?);
+            println!("{}", if good { "good" } else { "bad" });
+        }
+        Command::RaucBackend(Backend::SetPrimary { slot }) => {
+            state.set_primary(parse_slot(slot)?);
+            save(&state)?;
+        }
+        Command::RaucBackend(Backend::SetState { slot, state: s }) => {
+            let good = match s.as_str() {
+                "good" => true,
+                "bad" => false,
+                other => bail!("state {other:?} is neither good nor bad"),
+            };
+            state.mark(parse_slot(slot)?, good);
+            save(&state)?;
+        }
+        Command::RaucBackend(Backend::GetCurrent) => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_slot(s: &str) -> anyhow::Result<Slot> {
+    Slot::parse(s).with_context(|| format!("{s:?} is not a slot (A or B)"))
+}
+
+/// The disk the initrd found the booted slot on.
+fn boot_disk(paths: &Paths) -> anyhow::Result<PathBuf> {
+    let record_path = paths.boot_record();
+    let record: BootRecord = boot_state::read_record(&record_path)
+        .with_context(|| format!("cannot read {}", record_path.display()))?
+        .with_context(|| {
+            format!(
+                "{} is missing: not booted through the AtomixOS initrd; give --disk",
+                record_path.display()
+            )
+        })?;
+    Ok(Path::new(&record.disk).to_owned())
+}
+
+/// The booted slot, from `rauc.slot=` on the kernel command line.
+fn current_slot(paths: &Paths) -> anyhow::Result<Slot> {
+    let path = paths.under("proc/cmdline");
+    let cmdline = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rauc.slot="))
+        .and_then(Slot::parse)
+        .with_context(|| format!("no rauc.slot=A|B in {}", path.display()))
+}
