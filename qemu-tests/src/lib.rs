@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod oci;
+pub mod updates;
 
 pub const SECTOR: u64 = 512;
 /// The emulated eMMC, larger than the image as a real one is.
