@@ -2,99 +2,113 @@
 # Runs from the boot partition U-Boot's distro boot found: ${devtype} ${devnum}:${distro_bootpart}.
 # The image builder replaces @BUILD_ID@.
 
-echo "AtomixOS build @BUILD_ID@"
+# U-Boot's distro boot runs the boot.scr of the first bootable partition (boot-a). That
+# one chooses the slot, then hands over to the chosen slot's own boot.scr, which boots
+# its kernel: each slot boots with the script of its own build. The handover passes
+# atomix_chosen, rauc_slot, atomix_slot, atomix_bootpart and atomix_rootpart.
+if test -z "${atomix_chosen}"; then
+    # USB recovery: the reset/recovery button held from power-on for 5 s exposes the whole
+    # eMMC over the OTG port (USB mass storage) instead of booting. Boards without a button
+    # U-Boot can read (and QEMU) skip this.
+    setenv atomix_recovery 0
+    if button recovery; then
+        echo "AtomixOS: recovery button held; keep holding 5 s for USB mass storage mode"
+        setenv atomix_recovery 1
+        for i in 1 2 3 4 5; do
+            sleep 1
+            if button recovery; then
+                echo "AtomixOS: recovery in $i/5"
+            else
+                setenv atomix_recovery 0
+            fi
+        done
+    fi
+    if test "${atomix_recovery}" = "1"; then
+        echo "AtomixOS: USB recovery: ${devtype} ${devnum} is exposed over USB; power-cycle to leave"
+        ums 0 ${devtype} ${devnum}
+        reset
+    fi
 
-# USB recovery: the reset/recovery button held from power-on for 5 s exposes the whole
-# eMMC over the OTG port (USB mass storage) instead of booting. Boards without a button
-# U-Boot can read (and QEMU) skip this.
-setenv atomix_recovery 0
-if button recovery; then
-    echo "AtomixOS: recovery button held; keep holding 5 s for USB mass storage mode"
-    setenv atomix_recovery 1
-    for i in 1 2 3 4 5; do
-        sleep 1
-        if button recovery; then
-            echo "AtomixOS: recovery in $i/5"
-        else
-            setenv atomix_recovery 0
-        fi
-    done
-fi
-if test "${atomix_recovery}" = "1"; then
-    echo "AtomixOS: USB recovery: ${devtype} ${devnum} is exposed over USB; power-cycle to leave"
-    ums 0 ${devtype} ${devnum}
-    reset
-fi
-
-# A/B slot choice with boot counting, RAUC's U-Boot scheme: BOOT_ORDER ("A B") and
-# BOOT_<slot>_LEFT (tries left, 0-3). The first slot of the order with tries left and a
-# kernel is counted down and booted; Linux marks it good (tries back to 3) once the device
-# is up (atomix-provision slot, RAUC's backend). The state is two CRC-checked copies
-# (`env export -c`, 0x1000 bytes) at sectors 0x3000 and 0x3020 of this disk: copy 0 if
-# valid, else copy 1, else the factory state. Numbers below are hex, as U-Boot reads them.
-${devtype} dev ${devnum}
-setenv atomix_state factory
-if ${devtype} read ${kernel_addr_r} 0x3000 8 && env import -c ${kernel_addr_r} 0x1000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
-    setenv atomix_state "copy 0"
-elif ${devtype} read ${kernel_addr_r} 0x3020 8 && env import -c ${kernel_addr_r} 0x1000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
-    setenv atomix_state "copy 1"
-else
-    setenv BOOT_ORDER "A B"
-    setenv BOOT_A_LEFT 3
-    setenv BOOT_B_LEFT 3
-fi
-echo "AtomixOS: slot state (${atomix_state}): order ${BOOT_ORDER}, tries left A ${BOOT_A_LEFT} B ${BOOT_B_LEFT}"
-
-# A slot is bootable when its partitions exist and its boot partition holds a kernel (a
-# fresh device's slot B has neither until an update writes it).
-setenv atomix_A_ok 0
-if part number ${devtype} ${devnum} boot-a atomix_A_bootpart && part number ${devtype} ${devnum} rootfs-a atomix_A_rootpart && size ${devtype} ${devnum}:${atomix_A_bootpart} Image; then
-    setenv atomix_A_ok 1
-fi
-setenv atomix_B_ok 0
-if part number ${devtype} ${devnum} boot-b atomix_B_bootpart && part number ${devtype} ${devnum} rootfs-b atomix_B_rootpart && size ${devtype} ${devnum}:${atomix_B_bootpart} Image; then
-    setenv atomix_B_ok 1
-fi
-
-# Takes the slot if none is taken yet, it is bootable and has tries left; counts one down
-# (the Rock64's U-Boot has no setexpr: tries are 3, 2, 1, 0).
-setenv atomix_try_A 'if test -z "${atomix_slot}" && test "${atomix_A_ok}" = 1; then if test "${BOOT_A_LEFT}" = 3; then setenv BOOT_A_LEFT 2; setenv atomix_slot a; elif test "${BOOT_A_LEFT}" = 2; then setenv BOOT_A_LEFT 1; setenv atomix_slot a; elif test "${BOOT_A_LEFT}" = 1; then setenv BOOT_A_LEFT 0; setenv atomix_slot a; fi; fi'
-setenv atomix_try_B 'if test -z "${atomix_slot}" && test "${atomix_B_ok}" = 1; then if test "${BOOT_B_LEFT}" = 3; then setenv BOOT_B_LEFT 2; setenv atomix_slot b; elif test "${BOOT_B_LEFT}" = 2; then setenv BOOT_B_LEFT 1; setenv atomix_slot b; elif test "${BOOT_B_LEFT}" = 1; then setenv BOOT_B_LEFT 0; setenv atomix_slot b; fi; fi'
-setenv atomix_slot
-for atomix_s in ${BOOT_ORDER}; do
-    run atomix_try_${atomix_s}
-done
-if test -z "${atomix_slot}"; then
-    # Nothing left to try: start over rather than brick (slot A first unless B leads).
-    echo "AtomixOS: no slot in order \"${BOOT_ORDER}\" has tries left and a kernel: tries reset to 3"
-    setenv BOOT_A_LEFT 3
-    setenv BOOT_B_LEFT 3
-    if test "${BOOT_ORDER}" = "B" || test "${BOOT_ORDER}" = "B A"; then
-        setenv BOOT_ORDER "B A"
+    # A/B slot choice with boot counting, RAUC's U-Boot scheme: BOOT_ORDER ("A B") and
+    # BOOT_<slot>_LEFT (tries left, 0-3). The first slot of the order with tries left and a
+    # kernel is counted down and booted; Linux marks it good (tries back to 3) once the device
+    # is up (atomix-provision slot, RAUC's backend). The state is two CRC-checked copies
+    # (`env export -c`, 0x1000 bytes) at sectors 0x3000 and 0x3020 of this disk: copy 0 if
+    # valid, else copy 1, else the factory state. Numbers below are hex, as U-Boot reads them.
+    ${devtype} dev ${devnum}
+    setenv atomix_state factory
+    if ${devtype} read ${kernel_addr_r} 0x3000 8 && env import -c ${kernel_addr_r} 0x1000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
+        setenv atomix_state "copy 0"
+    elif ${devtype} read ${kernel_addr_r} 0x3020 8 && env import -c ${kernel_addr_r} 0x1000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
+        setenv atomix_state "copy 1"
     else
         setenv BOOT_ORDER "A B"
+        setenv BOOT_A_LEFT 3
+        setenv BOOT_B_LEFT 3
     fi
+    echo "AtomixOS: slot state (${atomix_state}): order ${BOOT_ORDER}, tries left A ${BOOT_A_LEFT} B ${BOOT_B_LEFT}"
+
+    # A slot is bootable when its partitions exist and its boot partition holds a kernel (a
+    # fresh device's slot B has neither until an update writes it).
+    setenv atomix_A_ok 0
+    if part number ${devtype} ${devnum} boot-a atomix_A_bootpart && part number ${devtype} ${devnum} rootfs-a atomix_A_rootpart && size ${devtype} ${devnum}:${atomix_A_bootpart} Image; then
+        setenv atomix_A_ok 1
+    fi
+    setenv atomix_B_ok 0
+    if part number ${devtype} ${devnum} boot-b atomix_B_bootpart && part number ${devtype} ${devnum} rootfs-b atomix_B_rootpart && size ${devtype} ${devnum}:${atomix_B_bootpart} Image; then
+        setenv atomix_B_ok 1
+    fi
+
+    # Takes the slot if none is taken yet, it is bootable and has tries left; counts one down
+    # (the Rock64's U-Boot has no setexpr: tries are 3, 2, 1, 0).
+    setenv atomix_try_A 'if test -z "${atomix_slot}" && test "${atomix_A_ok}" = 1; then if test "${BOOT_A_LEFT}" = 3; then setenv BOOT_A_LEFT 2; setenv atomix_slot a; elif test "${BOOT_A_LEFT}" = 2; then setenv BOOT_A_LEFT 1; setenv atomix_slot a; elif test "${BOOT_A_LEFT}" = 1; then setenv BOOT_A_LEFT 0; setenv atomix_slot a; fi; fi'
+    setenv atomix_try_B 'if test -z "${atomix_slot}" && test "${atomix_B_ok}" = 1; then if test "${BOOT_B_LEFT}" = 3; then setenv BOOT_B_LEFT 2; setenv atomix_slot b; elif test "${BOOT_B_LEFT}" = 2; then setenv BOOT_B_LEFT 1; setenv atomix_slot b; elif test "${BOOT_B_LEFT}" = 1; then setenv BOOT_B_LEFT 0; setenv atomix_slot b; fi; fi'
+    setenv atomix_slot
     for atomix_s in ${BOOT_ORDER}; do
         run atomix_try_${atomix_s}
     done
+    if test -z "${atomix_slot}"; then
+        # Nothing left to try: start over rather than brick (slot A first unless B leads).
+        echo "AtomixOS: no slot in order \"${BOOT_ORDER}\" has tries left and a kernel: tries reset to 3"
+        setenv BOOT_A_LEFT 3
+        setenv BOOT_B_LEFT 3
+        if test "${BOOT_ORDER}" = "B" || test "${BOOT_ORDER}" = "B A"; then
+            setenv BOOT_ORDER "B A"
+        else
+            setenv BOOT_ORDER "A B"
+        fi
+        for atomix_s in ${BOOT_ORDER}; do
+            run atomix_try_${atomix_s}
+        done
+    fi
+    if test -z "${atomix_slot}"; then
+        echo "AtomixOS: no bootable slot on ${devtype} ${devnum}"
+        exit
+    fi
+    env export -c -s 0x1000 ${kernel_addr_r} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
+    ${devtype} write ${kernel_addr_r} 0x3000 8
+    ${devtype} write ${kernel_addr_r} 0x3020 8
+    if test "${atomix_slot}" = b; then
+        setenv rauc_slot B
+        setenv atomix_bootpart ${atomix_B_bootpart}
+        setenv atomix_rootpart ${atomix_B_rootpart}
+    else
+        setenv rauc_slot A
+        setenv atomix_bootpart ${atomix_A_bootpart}
+        setenv atomix_rootpart ${atomix_A_rootpart}
+    fi
+    echo "AtomixOS: slot ${rauc_slot} chosen, tries left now A ${BOOT_A_LEFT} B ${BOOT_B_LEFT}"
+    setenv atomix_chosen 1
+    if itest ${distro_bootpart} != ${atomix_bootpart}; then
+        if load ${devtype} ${devnum}:${atomix_bootpart} ${pxefile_addr_r} boot.scr; then
+            echo "AtomixOS: handing over to the boot script of slot ${rauc_slot}"
+            source ${pxefile_addr_r}
+        fi
+        echo "AtomixOS: slot ${rauc_slot} has no usable boot.scr: booting it with this one"
+    fi
 fi
-if test -z "${atomix_slot}"; then
-    echo "AtomixOS: no bootable slot on ${devtype} ${devnum}"
-    exit
-fi
-env export -c -s 0x1000 ${kernel_addr_r} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
-${devtype} write ${kernel_addr_r} 0x3000 8
-${devtype} write ${kernel_addr_r} 0x3020 8
-if test "${atomix_slot}" = b; then
-    setenv rauc_slot B
-    setenv atomix_bootpart ${atomix_B_bootpart}
-    setenv atomix_rootpart ${atomix_B_rootpart}
-else
-    setenv rauc_slot A
-    setenv atomix_bootpart ${atomix_A_bootpart}
-    setenv atomix_rootpart ${atomix_A_rootpart}
-fi
-echo "AtomixOS: slot ${rauc_slot} chosen, tries left now A ${BOOT_A_LEFT} B ${BOOT_B_LEFT}"
+
+echo "AtomixOS build @BUILD_ID@"
 part uuid ${devtype} ${devnum}:${atomix_rootpart} atomix_rootuuid
 
 # The console and device tree: QEMU passes its own DTB; the Rock64 uses the board's.
