@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::failpoints::Failpoints;
 use crate::input::Accepted;
-use crate::jobs::{Job, JobHandle, JobResult, Level, Rollback, RollbackState, Tracker};
+use crate::jobs::{Job, JobHandle, JobKind, JobResult, Level, Rollback, RollbackState, Tracker};
 use crate::paths::Paths;
 use crate::system::{Action, System};
 
@@ -832,9 +832,22 @@ impl Applier {
 
     /// Finishes jobs a crash cut off: the store goes back to the job's previous
     /// generation and, if that is "unprovisioned", the live files go too (a provisioned
-    /// previous generation is re-applied by the boot flow right after).
+    /// previous generation is re-applied by the boot flow right after). An update job
+    /// changed no config: it is only marked failed (RAUC's own state says whether the
+    /// install got through; the bundle is removed with the other leftover uploads).
     pub fn recover(&self, tracker: &Tracker) {
         for job in tracker.interrupted() {
+            if job.kind == JobKind::Update {
+                let message = "cut off by a restart; whether RAUC finished the install is unknown: see `rauc status`";
+                crate::logging::warn(&format!("job {}: {message}", job.id));
+                let current = self.store().current().ok().flatten();
+                let rollback = Rollback {
+                    state: RollbackState::None,
+                    generation: None,
+                };
+                tracker.close_interrupted(job, current, rollback, message);
+                continue;
+            }
             let rollback = self.recover_one(&job);
             let target = job
                 .previous_generation
@@ -848,7 +861,7 @@ impl Applier {
                 _ => format!("cut off by a restart; rolled back to {target}"),
             };
             crate::logging::warn(&format!("job {}: {message}", job.id));
-            tracker.close_interrupted(job, rollback, &message);
+            tracker.close_interrupted(job, rollback.generation, rollback, &message);
         }
     }
 
@@ -1250,6 +1263,35 @@ mod tests {
         let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
         assert!(outcome.succeeded(), "{outcome:?}");
         assert_eq!(sys.commands().last().unwrap(), "rauc status mark-good");
+    }
+
+    #[test]
+    fn recovery_only_closes_an_update_job_and_touches_no_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        let job = tracker
+            .start_kind(JobKind::Update, Origin::Api, Some(1))
+            .unwrap();
+        let id = job.id.clone();
+        std::mem::forget(job);
+        sys.actions.lock().unwrap().clear();
+
+        let tracker = Tracker::new(a.paths.jobs());
+        a.recover(&tracker);
+        let job = tracker.get(&id).unwrap();
+        assert_eq!((job.kind, job.state), (JobKind::Update, JobState::Failed));
+        assert_eq!(job.rollback.state, RollbackState::None);
+        let result = job.result.unwrap();
+        assert_eq!(result.generation, Some(1));
+        assert!(result.error.unwrap().contains("rauc status"));
+        assert!(sys.commands().is_empty(), "{:?}", sys.commands());
+        assert_eq!(
+            Store::new(a.paths.config_store()).current().unwrap(),
+            Some(1)
+        );
     }
 
     #[test]
