@@ -73,6 +73,10 @@ pub enum DeviceError {
     Invalid(Vec<String>),
     #[error("the file is too large for the device (413: {0}); a config.toml may be 1 MiB, a bundle 16 MiB")]
     TooLarge(String),
+    #[error("the device refused the update bundle's size (413: {0}); it takes at most 2 GiB")]
+    BundleTooLarge(String),
+    #[error("another bundle upload to the device is in progress; wait for it and try again")]
+    UploadInProgress,
     #[error("the device did not accept the file type (415: {0})")]
     Unsupported(String),
     #[error("no such job on the device (404)")]
@@ -217,6 +221,95 @@ impl Device {
             415 => Err(DeviceError::Unsupported(message())),
             422 => Err(DeviceError::Invalid(problems(&v))),
             _ => Err(other("POST /api/config", status, &v)),
+        }
+    }
+}
+
+/// A signed RAUC bundle upload: the open file, its size, and what to call with the
+/// number of bytes sent so far as the upload proceeds.
+pub struct BundleUpload<'a> {
+    pub file: std::fs::File,
+    pub size: u64,
+    pub progress: &'a mut dyn FnMut(u64),
+}
+
+impl std::fmt::Debug for BundleUpload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleUpload")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts what the HTTP client reads, for progress lines.
+struct Counting<'a> {
+    upload: BundleUpload<'a>,
+    sent: u64,
+}
+
+impl std::io::Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.upload.file.read(buf)?;
+        self.sent += n as u64;
+        (self.upload.progress)(self.sent);
+        Ok(n)
+    }
+}
+
+/// How long the device may take to answer once a bundle is sent: it syncs a few
+/// hundred MiB to its SD card and checks the signature first.
+const BUNDLE_ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Device {
+    /// `POST /api/update[?reboot=true]`: streams the bundle from its file (never read
+    /// into memory), signed over its SHA-256; the job's path (`/api/jobs/ID`).
+    pub fn post_update(
+        &self,
+        upload: BundleUpload<'_>,
+        reboot: bool,
+        nonce: &str,
+        signature_b64: &str,
+    ) -> Result<String, DeviceError> {
+        let query = if reboot { "?reboot=true" } else { "" };
+        let what = format!("POST /api/update{query}");
+        let size = upload.size;
+        let mut body = Counting { upload, sent: 0 };
+        let response = self
+            .agent
+            .post(&format!("{}/api/update{query}", self.url))
+            // The upload takes as long as it takes; only a stalled answer is an error.
+            .config()
+            .timeout_global(None)
+            .timeout_send_body(None)
+            .timeout_recv_response(Some(BUNDLE_ANSWER_TIMEOUT))
+            .build()
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", size.to_string())
+            .header("X-Atomix-Nonce", nonce)
+            .header("X-Atomix-Signature", signature_b64)
+            .send(ureq::SendBody::from_reader(&mut body))
+            .map_err(|e| self.unreachable(e))?;
+        let (status, v) = Self::read(response);
+        let message = || v["error"].as_str().unwrap_or("").to_owned();
+        match status {
+            202 => v["job"].as_str().map(str::to_owned).ok_or_else(|| {
+                other(
+                    &what,
+                    202,
+                    &serde_json::json!({"error": "no job in the answer"}),
+                )
+            }),
+            401 => Err(DeviceError::Refused(message())),
+            409 => match v["job"].as_str() {
+                Some(job) => Err(DeviceError::Busy {
+                    job: job.to_owned(),
+                    id: job.rsplit('/').next().unwrap_or("").to_owned(),
+                }),
+                None => Err(DeviceError::UploadInProgress),
+            },
+            413 => Err(DeviceError::BundleTooLarge(message())),
+            415 => Err(DeviceError::Unsupported(message())),
+            _ => Err(other(&what, status, &v)),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! * `validate FILE` — offline, the device's own checks and messages (`atomix_config::report`).
 //! * `provision --device URL [--identity KEY] FILE` — nonce, `ssh-keygen -Y sign`, upload,
 //!   follow the job live; exit 0 only if it succeeded.
+//! * `update --device URL [--reboot] [--identity KEY] BUNDLE` — the same for a RAUC
+//!   bundle, hashed then streamed from its file.
 //! * `status --device URL`, `job --device URL ID`.
 //!
 //! Exit status: 0 success; 1 invalid config or failed job; 2 usage or local error;
@@ -21,7 +23,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use device::{Device, DeviceError, DeviceUrl, Upload};
+use device::{BundleUpload, Device, DeviceError, DeviceUrl, Upload};
 
 #[derive(Debug, Parser)]
 #[command(name = "atomixctl", version, about = "AtomixOS operator CLI")]
@@ -53,6 +55,22 @@ enum Command {
         timeout: u64,
         /// A config.toml, or a bundle (tar or tar.gz) holding one.
         file: PathBuf,
+    },
+    /// Update a device: sign and upload a RAUC bundle, then follow the install job.
+    Update {
+        #[arg(long, value_parser = DeviceUrl::parse)]
+        device: DeviceUrl,
+        /// Reboot the device into the new slot once the bundle is installed.
+        #[arg(long)]
+        reboot: bool,
+        /// The SSH key to sign with (as for provision).
+        #[arg(long, short = 'i')]
+        identity: Option<PathBuf>,
+        /// Give up following the job after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// The RAUC bundle (.raucb).
+        bundle: PathBuf,
     },
     /// Show a device's status.
     Status {
@@ -87,6 +105,20 @@ fn main() -> ExitCode {
             file,
             cli.json,
         ),
+        Command::Update {
+            device,
+            reboot,
+            identity,
+            timeout,
+            bundle,
+        } => update(
+            &Device::new(device.clone()),
+            identity.as_deref(),
+            Duration::from_secs(*timeout),
+            bundle,
+            *reboot,
+            cli.json,
+        ),
         Command::Status { device } => status(&Device::new(device.clone()), cli.json),
         Command::Job { device, id } => job(&Device::new(device.clone()), id, cli.json),
     };
@@ -104,7 +136,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<DeviceError>() {
         Some(DeviceError::Unreachable { .. }) => 3,
         Some(DeviceError::Refused(_)) => 4,
-        Some(DeviceError::Busy { .. }) => 5,
+        Some(DeviceError::Busy { .. } | DeviceError::UploadInProgress) => 5,
         Some(DeviceError::Invalid(_)) => EXIT_FAILED,
         _ => EXIT_ERROR,
     }
@@ -240,6 +272,86 @@ fn provision(
     } else {
         Ok(ExitCode::from(EXIT_FAILED))
     }
+}
+
+/// The largest bundle the device takes (`POST /api/update`).
+const BUNDLE_LIMIT: u64 = 2 << 30;
+
+fn update(
+    device: &Device,
+    identity: Option<&Path>,
+    timeout: Duration,
+    bundle: &Path,
+    reboot: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let shown = bundle.display().to_string();
+    let open = || std::fs::File::open(bundle).with_context(|| format!("cannot read {shown}"));
+    let size = open()?
+        .metadata()
+        .with_context(|| format!("cannot read {shown}"))?
+        .len();
+    if size > BUNDLE_LIMIT {
+        anyhow::bail!(
+            "{shown} is {size} bytes, more than the {BUNDLE_LIMIT} the device takes; nothing was sent"
+        );
+    }
+    let progress = |line: &str| {
+        if !json {
+            eprintln!("{line}");
+        }
+    };
+    // A busy device is told before reading and sending hundreds of MiB for a 409.
+    if let Some(job) = device.health()?["job"].as_str() {
+        return Err(DeviceError::Busy {
+            job: job.to_owned(),
+            id: job.rsplit('/').next().unwrap_or(job).to_owned(),
+        }
+        .into());
+    }
+    let identity = sign::choose(identity, &sign::Sources::from_env())?;
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / f64::from(1 << 20));
+    progress(&format!("hashing {shown} ({} MiB)", mib(size)));
+    let sha256 = sign::sha256_of(std::io::BufReader::new(open()?))
+        .with_context(|| format!("cannot read {shown}"))?;
+    progress(&format!("signing with {}", identity.description));
+    let nonce = device.nonce()?;
+    let signature = sign::sign(&identity, &sign::signed_message_for_digest(&nonce, &sha256))?;
+    let mut shown_tenth = 0;
+    let mut report = |sent: u64| {
+        let tenth = sent.saturating_mul(10).checked_div(size).unwrap_or(10);
+        if tenth > shown_tenth {
+            shown_tenth = tenth;
+            progress(&format!(
+                "uploaded {}% ({} of {} MiB)",
+                tenth * 10,
+                mib(sent),
+                mib(size)
+            ));
+        }
+    };
+    let upload = BundleUpload {
+        file: open()?,
+        size,
+        progress: &mut report,
+    };
+    let job_path = device.post_update(upload, reboot, &nonce, &signature)?;
+    let id = job_path.rsplit('/').next().unwrap_or(&job_path).to_owned();
+    progress(&format!(
+        "uploaded {shown} (sha256 {sha256}) to {}; following job {id}",
+        device.url()
+    ));
+    let finished = follow(device, &job_path, timeout, json, None)?;
+    if json {
+        print_json(&finished)?;
+    } else {
+        print_lines(&show::outcome(&finished))?;
+    }
+    Ok(if finished["state"] == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 /// How long the device may stay unreachable while a job is followed: after a

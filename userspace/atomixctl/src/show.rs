@@ -74,7 +74,31 @@ pub fn event(e: &Value) -> String {
 pub fn outcome(job: &Value) -> Vec<String> {
     let result = &job["result"];
     let mut lines = Vec::new();
+    let update = job["kind"] == "update";
     match job["state"].as_str() {
+        Some("succeeded") if update => {
+            lines.push(format!(
+                "job {} succeeded: the bundle is installed in the other slot, which boots next",
+                text(&job["id"])
+            ));
+            if job["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["step"] == "reboot"))
+            {
+                lines.push("the device is rebooting into it".to_owned());
+            } else {
+                lines.push("reboot the device to run it".to_owned());
+            }
+        }
+        Some("failed") if update => {
+            lines.push(format!(
+                "job {} FAILED at step {}: {}",
+                text(&job["id"]),
+                text(&result["failed_step"]),
+                text(&result["error"])
+            ));
+            lines.push("the slot the device runs from is unchanged".to_owned());
+        }
         Some("succeeded") => lines.push(format!(
             "job {} succeeded: generation {} is current",
             text(&job["id"]),
@@ -111,8 +135,12 @@ pub fn rollback(r: &Value) -> String {
 
 /// A whole job: header, events, outcome.
 pub fn job(j: &Value) -> Vec<String> {
+    let kind = match j["kind"].as_str() {
+        Some("update") => "update, ",
+        _ => "",
+    };
     let mut lines = vec![format!(
-        "job {} ({}, created {}): {}",
+        "job {} ({kind}{}, created {}): {}",
         text(&j["id"]),
         text(&j["origin"]),
         text(&j["created"]),
@@ -175,5 +203,36 @@ mod tests {
             "rollback: completed; generation 3 is current again"
         );
         assert!(rollback(&json!({"state":"failed","generation":null})).contains("FAILED"));
+    }
+
+    #[test]
+    fn update_jobs_say_what_happens_to_the_slots() {
+        let event = |step: &str| json!({"time":"2026-01-01T10:00:01Z","step":step,"level":"info","message":"m"});
+        let j = json!({"id":"u1","kind":"update","state":"succeeded","origin":"api","created":"c",
+            "events":[event("receive"), event("install"), event("cleanup"), event("reboot")],
+            "result":{"generation":2,"failed_step":null,"error":null},
+            "rollback":{"state":"none","generation":null}});
+        let lines = job(&j);
+        assert_eq!(lines[0], "job u1 (update, api, created c): succeeded");
+        assert_eq!(
+            lines[5..],
+            [
+                "job u1 succeeded: the bundle is installed in the other slot, which boots next",
+                "the device is rebooting into it"
+            ]
+        );
+        let mut no_reboot = j.clone();
+        no_reboot["events"] = json!([event("install")]);
+        assert_eq!(outcome(&no_reboot)[1], "reboot the device to run it");
+        let failed = json!({"id":"u2","kind":"update","state":"failed",
+            "result":{"generation":null,"failed_step":"install","error":"`rauc install x` failed: bad"},
+            "rollback":{"state":"none","generation":null}});
+        assert_eq!(
+            outcome(&failed),
+            [
+                "job u2 FAILED at step install: `rauc install x` failed: bad",
+                "the slot the device runs from is unchanged"
+            ]
+        );
     }
 }

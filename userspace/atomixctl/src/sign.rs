@@ -20,11 +20,31 @@ pub const NAMESPACE: &str = "atomix-provision";
 
 /// The exact bytes signed: three lines, each ending in `\n`.
 pub fn signed_message(nonce: &str, body: &[u8]) -> Vec<u8> {
-    let digest: String = Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{NAMESPACE}\n{nonce}\n{digest}\n").into_bytes()
+    signed_message_for_digest(nonce, &hex(&Sha256::digest(body)))
+}
+
+/// The signed bytes for a body known by its SHA-256 (lowercase hex), such as a bundle
+/// too large to read into memory.
+pub fn signed_message_for_digest(nonce: &str, sha256_hex: &str) -> Vec<u8> {
+    format!("{NAMESPACE}\n{nonce}\n{sha256_hex}\n").into_bytes()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 (lowercase hex) of everything `reader` yields, read in 1 MiB pieces.
+pub fn sha256_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(hex(&hasher.finalize())),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The key `ssh-keygen -f` is given, and how it was chosen (for the operator).
@@ -174,8 +194,16 @@ mod tests {
     fn the_message_is_three_lines() {
         let m = signed_message("n1", b"abc");
         assert_eq!(
-            String::from_utf8(m).unwrap(),
+            String::from_utf8(m.clone()).unwrap(),
             "atomix-provision\nn1\nba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
+        );
+        let streamed = sha256_of(&b"abc"[..]).unwrap();
+        assert_eq!(signed_message_for_digest("n1", &streamed), m);
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        assert_eq!(
+            sha256_of(&big[..]).unwrap(),
+            hex(&Sha256::digest(&big)),
+            "across read boundaries"
         );
     }
 

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::values::{
     ContainerName, Hostname, ImageRef, Ipv4Net, LeaseTime, NtpServer, PortSpec, Proto, Publish,
-    SshPublicKey, Timezone, UpdateUrl, VolumeMount,
+    SshPublicKey, Timezone, UpdateInterval, UpdateUrl, VolumeMount,
 };
 
 /// The only schema version this build understands.
@@ -204,11 +204,29 @@ impl Restart {
 }
 
 /// `[update]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Update {
-    /// Enables the RAUC update timer. Default false.
-    #[serde(default)]
-    pub rauc: bool,
+    /// Enables the RAUC update timer (`url` is then required). Default false.
+    #[serde(default = "no")]
+    pub rauc: Spanned<bool>,
+    /// The bundle the timer installs.
     pub url: Option<UpdateUrl>,
+    /// How often the timer runs. Default `24h`.
+    #[serde(default)]
+    pub interval: UpdateInterval,
+}
+
+impl Default for Update {
+    fn default() -> Self {
+        Update {
+            rauc: no(),
+            url: None,
+            interval: UpdateInterval::default(),
+        }
+    }
+}
+
+fn no() -> Spanned<bool> {
+    Spanned::new(0..0, false)
 }

@@ -45,6 +45,18 @@ fn check(c: &Config, out: &mut Vec<Finding>) {
     check_network(c, out);
     check_firewall(c, out);
     check_containers(c, out);
+    check_update(c, out);
+}
+
+/// The timer installs from `url`: enabling it without one is an error at `rauc`.
+fn check_update(c: &Config, out: &mut Vec<Finding>) {
+    if *c.update.rauc.get_ref() && c.update.url.is_none() {
+        out.push(Finding::error(
+            c.update.rauc.span(),
+            "update.url",
+            "rauc = true needs url (the RAUC bundle the update timer installs)",
+        ));
+    }
 }
 
 fn check_network(c: &Config, out: &mut Vec<Finding>) {

@@ -782,6 +782,98 @@ impl fmt::Display for UpdateUrl {
     }
 }
 
+/// How often the RAUC update timer runs: a duration like `"6h"`, `"90min"` or `"1d 12h"`
+/// (humantime syntax), whole seconds, between [`UpdateInterval::MIN`] and
+/// [`UpdateInterval::MAX`]. Rendered in systemd's own syntax ([`UpdateInterval::systemd`]),
+/// never passed through: the two disagree on units such as `M`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UpdateInterval {
+    text: String,
+    secs: u64,
+}
+string_value!(UpdateInterval);
+
+impl UpdateInterval {
+    /// More often would mostly download the same bundle again.
+    pub const MIN: u64 = 5 * 60;
+    /// A year: longer is a typo, and stays far from systemd's limits.
+    pub const MAX: u64 = 365 * 24 * 3600;
+
+    pub fn secs(&self) -> u64 {
+        self.secs
+    }
+
+    /// The interval in systemd's time span syntax, e.g. `1d 12h`.
+    pub fn systemd(&self) -> String {
+        systemd_timespan(self.secs)
+    }
+}
+
+impl Default for UpdateInterval {
+    fn default() -> Self {
+        UpdateInterval {
+            text: "24h".into(),
+            secs: 24 * 3600,
+        }
+    }
+}
+
+impl FromStr for UpdateInterval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = humantime::parse_duration(s)
+            .map_err(|_| format!("{s:?} is not a duration like \"6h\", \"90min\" or \"1d 12h\""))?;
+        if d.subsec_nanos() != 0 {
+            return Err(format!("{s:?}: give whole seconds"));
+        }
+        let secs = d.as_secs();
+        if secs < Self::MIN {
+            return Err(format!(
+                "{s:?} is shorter than the minimum of {}",
+                systemd_timespan(Self::MIN)
+            ));
+        }
+        if secs > Self::MAX {
+            return Err(format!(
+                "{s:?} is longer than the maximum of {}",
+                systemd_timespan(Self::MAX)
+            ));
+        }
+        Ok(UpdateInterval {
+            text: s.to_owned(),
+            secs,
+        })
+    }
+}
+
+impl fmt::Display for UpdateInterval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Seconds as a systemd time span (`systemd.time(7)`): `1d 2h 3min 4s`, zero parts left
+/// out; `0` is `0s`.
+pub fn systemd_timespan(secs: u64) -> String {
+    let parts = [
+        (secs / 86400, "d"),
+        (secs % 86400 / 3600, "h"),
+        (secs % 3600 / 60, "min"),
+        (secs % 60, "s"),
+    ];
+    let words: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if words.is_empty() {
+        "0s".to_owned()
+    } else {
+        words.join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -936,5 +1028,59 @@ mod tests {
             .parse::<UpdateUrl>()
             .is_ok());
         assert!("ftp://x".parse::<UpdateUrl>().is_err());
+    }
+
+    #[test]
+    fn update_intervals() {
+        /// Seconds and systemd's spelling, or the error.
+        type Want = Result<(u64, &'static str), &'static str>;
+        let cases: &[(&str, Want)] = &[
+            ("24h", Ok((86400, "1d"))),
+            ("6h", Ok((21600, "6h"))),
+            ("90min", Ok((5400, "1h 30min"))),
+            ("1d 12h", Ok((129600, "1d 12h"))),
+            ("5m", Ok((300, "5min"))),
+            ("1h 0m 30s", Ok((3630, "1h 30s"))),
+            ("365d", Ok((31536000, "365d"))),
+            (
+                "4min 59s",
+                Err("\"4min 59s\" is shorter than the minimum of 5min"),
+            ),
+            ("366d", Err("\"366d\" is longer than the maximum of 365d")),
+            ("10min 500ms", Err("\"10min 500ms\": give whole seconds")),
+            (
+                "3600",
+                Err("\"3600\" is not a duration like \"6h\", \"90min\" or \"1d 12h\""),
+            ),
+            (
+                "",
+                Err("\"\" is not a duration like \"6h\", \"90min\" or \"1d 12h\""),
+            ),
+            (
+                "6 parsecs",
+                Err("\"6 parsecs\" is not a duration like \"6h\", \"90min\" or \"1d 12h\""),
+            ),
+        ];
+        for (input, want) in cases {
+            match (input.parse::<UpdateInterval>(), want) {
+                (Ok(i), Ok((secs, systemd))) => {
+                    assert_eq!(
+                        (i.secs(), i.systemd().as_str()),
+                        (*secs, *systemd),
+                        "{input}"
+                    );
+                    assert_eq!(i.to_string(), *input, "shown as written");
+                }
+                (Err(e), Err(msg)) => assert_eq!(e, *msg, "{input}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+        let default = UpdateInterval::default();
+        assert_eq!(
+            (default.secs(), default.to_string()),
+            (86400, "24h".to_owned())
+        );
+        assert_eq!(systemd_timespan(0), "0s");
+        assert_eq!(systemd_timespan(90061), "1d 1h 1min 1s");
     }
 }

@@ -1,6 +1,7 @@
 //! Real tools judge the rendered output: `nft -c` in a private network namespace,
 //! `dnsmasq --test`, podman's Quadlet generator and `systemd-analyze verify` (both from a
-//! Debian trixie tree, run under chroot in a private mount namespace).
+//! Debian trixie tree, run under chroot in a private mount namespace) on the generated
+//! container services and on the update timer and its service.
 //!
 //! These need root and what `scripts/setup-config-tools.sh` installs (`scripts/test.sh`
 //! runs it first). A missing tool is a failure naming the setup script, never a skip.
@@ -258,3 +259,74 @@ const EXPECTED_ENV: &[&str] = &[
     r#"--env PCT=50%%"#,
     r#"--env "QUOTE=a\"b""#,
 ];
+
+/// `systemd-analyze verify` from the trixie tree on the unit files in `units` (all of
+/// them, by name). The tree has no RAUC, and verify refuses an ExecStart whose program
+/// is missing: a stub `rauc` is overlaid on the tree's /usr/bin, in the private mount
+/// namespace only. Returns (success, log).
+fn verify_units(units: &Path) -> (bool, String) {
+    let tree = quadlet_tree();
+    let work = tempfile::tempdir().unwrap();
+    let stub = work.path().join("stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    std::fs::write(stub.join("rauc"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        stub.join("rauc"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    copy_dir(units, &work.path().join("units"));
+    let script = format!(
+        "set -e; mount -t overlay overlay -o 'lowerdir={tree}/usr/bin:{stub}' '{tree}/usr/bin'; \
+         mount --bind '{work}' '{tree}/mnt'; \
+         chroot '{tree}' /bin/sh -c 'cd /mnt/units && systemd-analyze verify --man=no *'",
+        work = work.path().display(),
+        stub = stub.display(),
+        tree = tree.display(),
+    );
+    let (ok, stdout, stderr) = run(Command::new(tool("unshare"))
+        .arg("-m")
+        .arg("/bin/sh")
+        .arg("-c")
+        .arg(&script));
+    (ok, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn systemd_accepts_the_update_timer_and_service() {
+    // The judge must object to a value it cannot parse (a warning, not a failure) and
+    // to a command line it cannot split.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad.path().join("atomix-update.timer"),
+        "[Timer]\nOnUnitActiveSec=6 parsecs\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bad.path().join("atomix-update.service"),
+        "[Service]\nType=oneshot\nExecStart=/usr/bin/rauc install \"unbalanced\n",
+    )
+    .unwrap();
+    let (ok, log) = verify_units(bad.path());
+    assert!(
+        !ok && log.contains("parsecs") && log.contains("Unbalanced quoting"),
+        "systemd-analyze accepted broken units:\n{log}"
+    );
+
+    let mut judged = 0;
+    for (name, tree) in fixtures() {
+        if tree.get("systemd/atomix-update.timer").is_none() {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        tree.write_into(&dir.path().join("r")).unwrap();
+        let (ok, log) = verify_units(&dir.path().join("r/systemd"));
+        assert!(ok, "{name}: systemd-analyze verify failed:\n{log}");
+        assert!(
+            log.trim().is_empty(),
+            "{name}: systemd-analyze says:\n{log}"
+        );
+        judged += 1;
+    }
+    assert!(judged >= 2, "the example and quoting.toml enable the timer");
+}

@@ -31,7 +31,8 @@ fn errors_carry_line_column_path_and_reason() {
             minimal("colour = 1\n[update]\nrauc = true\nurll = \"x\"\n"),
             &[
                 "config.toml:10:1: network.lan.colour: unknown field `colour`, expected one of `address`, `dhcp-range`, `dns`",
-                "config.toml:13:1: update.urll: unknown field `urll`, expected `rauc` or `url`",
+                "config.toml:12:8: update.url: rauc = true needs url (the RAUC bundle the update timer installs)",
+                "config.toml:13:1: update.urll: unknown field `urll`, expected one of `rauc`, `url`, `interval`",
             ],
         ),
         (
@@ -111,6 +112,19 @@ fn errors_carry_line_column_path_and_reason() {
             &["config.toml:3:12: device.hostname: \"édge\" is not an RFC 1123 host name: only letters, digits, '-' and '.' are allowed"],
         ),
         (
+            "the update timer: a URL is required, the interval has bounds and a syntax",
+            minimal("[update]\nrauc = true\ninterval = \"4min\"\n"),
+            &[
+                "config.toml:11:8: update.url: rauc = true needs url (the RAUC bundle the update timer installs)",
+                "config.toml:12:12: update.interval: \"4min\" is shorter than the minimum of 5min",
+            ],
+        ),
+        (
+            "an update interval in another syntax",
+            minimal("[update]\nrauc = false\ninterval = \"daily\"\n"),
+            &["config.toml:12:12: update.interval: \"daily\" is not a duration like \"6h\", \"90min\" or \"1d 12h\""],
+        ),
+        (
             "syntax errors stand alone",
             "schema = 1\n[device\nhostname = 3\n".to_owned(),
             &["config.toml:2:8: (document): unclosed table, expected `]`"],
@@ -137,6 +151,16 @@ fn a_valid_config_decodes_to_typed_values() {
         "12h"
     );
     assert!(config.containers[0].rootless);
+    assert!(!config.update.rauc.get_ref());
+    assert_eq!(config.update.interval.secs(), 86400, "24h by default");
+
+    let checked = check(
+        "config.toml",
+        &minimal("[update]\nrauc = true\nurl = \"https://u.example/b.raucb\"\ninterval = \"6h\"\n"),
+    );
+    let update = checked.config.expect("valid").update;
+    assert!(*update.rauc.get_ref());
+    assert_eq!(update.interval.systemd(), "6h");
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! rendered/nftables/atomix.nft    etc/nftables.d/atomix.nft (loaded with nft -f)
 //! rendered/hostname               etc/hostname (and hostnamectl)
 //! rendered/authorized_keys        etc/ssh/authorized_keys/admin
+//! rendered/systemd/atomix-update.* etc/systemd/system/ (the RAUC update timer, enabled)
 //! bundle apps/<container>/...     data/apps/<container>/...
 //! ```
 //!
@@ -35,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::failpoints::Failpoints;
 use crate::input::Accepted;
-use crate::jobs::{Job, JobHandle, JobResult, Level, Rollback, RollbackState, Tracker};
+use crate::jobs::{Job, JobHandle, JobKind, JobResult, Level, Rollback, RollbackState, Tracker};
 use crate::paths::Paths;
 use crate::system::{Action, System};
 
@@ -53,12 +54,13 @@ pub enum Step {
     Firewall,
     Hostname,
     SshKeys,
+    UpdateTimer,
     Switch,
     MarkGood,
 }
 
 impl Step {
-    pub const ALL: [Step; 13] = [
+    pub const ALL: [Step; 14] = [
         Step::Validate,
         Step::Render,
         Step::Persist,
@@ -71,6 +73,7 @@ impl Step {
         Step::Firewall,
         Step::Hostname,
         Step::SshKeys,
+        Step::UpdateTimer,
         Step::Switch,
         Step::MarkGood,
     ];
@@ -88,6 +91,7 @@ impl Step {
             Step::Firewall => "firewall",
             Step::Hostname => "hostname",
             Step::SshKeys => "ssh-keys",
+            Step::UpdateTimer => "update-timer",
             Step::Switch => "switch",
             Step::MarkGood => "mark-good",
         }
@@ -175,6 +179,8 @@ pub fn live_path(rel: &str, admin: &Admin) -> Option<(Step, PathBuf)> {
             Step::SshKeys,
             p(format!("etc/ssh/authorized_keys/{}", admin.name)),
         )
+    } else if let Some(f) = rel.strip_prefix("systemd/") {
+        (Step::UpdateTimer, p(format!("etc/systemd/system/{f}")))
     } else if rel.starts_with("apps/") {
         (Step::Apps, p(format!("data/{rel}")))
     } else {
@@ -194,6 +200,7 @@ fn step_of(path: &Path) -> Option<Step> {
         ("etc/chrony/", Step::Time),
         ("etc/nftables.d/", Step::Firewall),
         ("etc/ssh/authorized_keys/", Step::SshKeys),
+        ("etc/systemd/system/", Step::UpdateTimer),
     ];
     prefixes
         .iter()
@@ -360,6 +367,30 @@ pub fn plan_sync(
     plan.push(StepPlan {
         step: Step::SshKeys,
         ops: files_of(Step::SshKeys, &mut writes),
+    });
+
+    // The timer is stopped before its files go, and (re)started once they are in place,
+    // so a changed interval takes effect.
+    let timer_unit = atomix_config::render::update::TIMER_UNIT;
+    let timer = PathBuf::from(format!("etc/systemd/system/{timer_unit}"));
+    let (had_timer, wants_timer) = (owned.contains(&timer), wanted.contains(&timer));
+    let mut update = Vec::new();
+    if had_timer && !wants_timer {
+        update.push(Op::Run(Action::systemctl(&[
+            "disable", "--now", timer_unit,
+        ])));
+    }
+    update.extend(files_of(Step::UpdateTimer, &mut writes));
+    if had_timer || wants_timer {
+        update.push(Op::Run(Action::systemctl(&["daemon-reload"])));
+    }
+    if wants_timer {
+        update.push(Op::Run(Action::systemctl(&["enable", timer_unit])));
+        update.push(Op::Run(Action::systemctl(&["restart", timer_unit])));
+    }
+    plan.push(StepPlan {
+        step: Step::UpdateTimer,
+        ops: update,
     });
     plan
 }
@@ -801,9 +832,22 @@ impl Applier {
 
     /// Finishes jobs a crash cut off: the store goes back to the job's previous
     /// generation and, if that is "unprovisioned", the live files go too (a provisioned
-    /// previous generation is re-applied by the boot flow right after).
+    /// previous generation is re-applied by the boot flow right after). An update job
+    /// changed no config: it is only marked failed (RAUC's own state says whether the
+    /// install got through; the bundle is removed with the other leftover uploads).
     pub fn recover(&self, tracker: &Tracker) {
         for job in tracker.interrupted() {
+            if job.kind == JobKind::Update {
+                let message = "cut off by a restart; whether RAUC finished the install is unknown: see `rauc status`";
+                crate::logging::warn(&format!("job {}: {message}", job.id));
+                let current = self.store().current().ok().flatten();
+                let rollback = Rollback {
+                    state: RollbackState::None,
+                    generation: None,
+                };
+                tracker.close_interrupted(job, current, rollback, message);
+                continue;
+            }
             let rollback = self.recover_one(&job);
             let target = job
                 .previous_generation
@@ -817,7 +861,7 @@ impl Applier {
                 _ => format!("cut off by a restart; rolled back to {target}"),
             };
             crate::logging::warn(&format!("job {}: {message}", job.id));
-            tracker.close_interrupted(job, rollback, &message);
+            tracker.close_interrupted(job, rollback.generation, rollback, &message);
         }
     }
 
@@ -906,7 +950,7 @@ mod tests {
         let d = desired_of(&accepted(EXAMPLE));
         let plan = plan_sync(Some(&d), &BTreeSet::new(), &admin());
         let steps: Vec<Step> = plan.iter().map(|p| p.step).collect();
-        assert_eq!(steps, Step::ALL[3..11]);
+        assert_eq!(steps, Step::ALL[3..12]);
         assert_eq!(
             ops_text(&plan, Step::SyncQuadlets),
             [
@@ -948,6 +992,48 @@ mod tests {
         assert_eq!(
             ops_text(&plan, Step::SshKeys),
             ["write etc/ssh/authorized_keys/admin"]
+        );
+        assert_eq!(
+            ops_text(&plan, Step::UpdateTimer),
+            [
+                "write etc/systemd/system/atomix-update.service",
+                "write etc/systemd/system/atomix-update.timer",
+                "systemctl daemon-reload",
+                "systemctl enable atomix-update.timer",
+                "systemctl restart atomix-update.timer",
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_stops_the_update_timer_before_removing_it() {
+        let owned: BTreeSet<PathBuf> = [
+            "etc/systemd/system/atomix-update.service",
+            "etc/systemd/system/atomix-update.timer",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let off = EXAMPLE.replace("rauc = true", "rauc = false");
+        let d = desired_of(&accepted(&off));
+        for plan in [
+            plan_sync(Some(&d), &owned, &admin()),
+            plan_sync(None, &owned, &admin()),
+        ] {
+            assert_eq!(
+                ops_text(&plan, Step::UpdateTimer),
+                [
+                    "systemctl disable --now atomix-update.timer",
+                    "remove etc/systemd/system/atomix-update.service",
+                    "remove etc/systemd/system/atomix-update.timer",
+                    "systemctl daemon-reload",
+                ]
+            );
+        }
+        let never = plan_sync(Some(&d), &BTreeSet::new(), &admin());
+        assert!(
+            ops_text(&never, Step::UpdateTimer).is_empty(),
+            "no timer before or after: nothing to do"
         );
     }
 
@@ -1028,7 +1114,7 @@ mod tests {
             live("etc/containers/systemd/web.container").contains("Image=ghcr.io/acme/web:1.4.2")
         );
         assert!(sys.commands().contains(&"rauc status mark-good".to_owned()));
-        assert_eq!(Owned::load(&a.paths).files.len(), 11);
+        assert_eq!(Owned::load(&a.paths).files.len(), 13);
     }
 
     #[test]
@@ -1106,6 +1192,43 @@ mod tests {
     }
 
     #[test]
+    fn turning_the_update_timer_off_is_undone_by_a_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        let timer = dir.path().join("etc/systemd/system/atomix-update.timer");
+        let timer_text = std::fs::read_to_string(&timer).unwrap();
+        assert!(timer_text.contains("OnUnitActiveSec=1d"), "{timer_text}");
+
+        sys.actions.lock().unwrap().clear();
+        let off = EXAMPLE.replace("rauc = true", "rauc = false");
+        let failing = applier(dir.path(), sys.clone(), "switch=error");
+        let (_, job) = run_import(&failing, &tracker, &off);
+        assert_eq!(job.rollback.state, RollbackState::Completed);
+        assert_eq!(std::fs::read_to_string(&timer).unwrap(), timer_text);
+        let cmds = sys.commands();
+        let disabled = cmds
+            .iter()
+            .position(|c| c == "systemctl disable --now atomix-update.timer")
+            .expect("the timer was stopped");
+        let restarted = cmds
+            .iter()
+            .rposition(|c| c == "systemctl restart atomix-update.timer")
+            .expect("and started again by the rollback");
+        assert!(disabled < restarted, "{cmds:?}");
+
+        let (outcome, _) = run_import(&a, &tracker, &off);
+        assert!(outcome.succeeded());
+        assert!(!timer.exists());
+        assert!(!dir
+            .path()
+            .join("etc/systemd/system/atomix-update.service")
+            .exists());
+    }
+
+    #[test]
     fn failures_before_persist_change_nothing_and_a_failed_rollback_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let sys = Arc::new(FakeSystem::default());
@@ -1140,6 +1263,35 @@ mod tests {
         let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
         assert!(outcome.succeeded(), "{outcome:?}");
         assert_eq!(sys.commands().last().unwrap(), "rauc status mark-good");
+    }
+
+    #[test]
+    fn recovery_only_closes_an_update_job_and_touches_no_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        let job = tracker
+            .start_kind(JobKind::Update, Origin::Api, Some(1))
+            .unwrap();
+        let id = job.id.clone();
+        std::mem::forget(job);
+        sys.actions.lock().unwrap().clear();
+
+        let tracker = Tracker::new(a.paths.jobs());
+        a.recover(&tracker);
+        let job = tracker.get(&id).unwrap();
+        assert_eq!((job.kind, job.state), (JobKind::Update, JobState::Failed));
+        assert_eq!(job.rollback.state, RollbackState::None);
+        let result = job.result.unwrap();
+        assert_eq!(result.generation, Some(1));
+        assert!(result.error.unwrap().contains("rauc status"));
+        assert!(sys.commands().is_empty(), "{:?}", sys.commands());
+        assert_eq!(
+            Store::new(a.paths.config_store()).current().unwrap(),
+            Some(1)
+        );
     }
 
     #[test]

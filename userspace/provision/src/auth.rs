@@ -75,9 +75,18 @@ impl NonceStore {
 
 /// The bytes a client signs.
 pub fn signed_message(nonce: &str, body: &[u8]) -> Vec<u8> {
-    let digest = Sha256::digest(body);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{NAMESPACE}\n{nonce}\n{hex}\n").into_bytes()
+    signed_message_for_digest(nonce, &hex(&Sha256::digest(body)))
+}
+
+/// The bytes a client signs, for a body whose SHA-256 (lowercase hex) is known: a body
+/// too large to hold is hashed while it is stored.
+pub fn signed_message_for_digest(nonce: &str, sha256_hex: &str) -> Vec<u8> {
+    format!("{NAMESPACE}\n{nonce}\n{sha256_hex}\n").into_bytes()
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a signature was not accepted. The messages tell the client what to fix.
@@ -129,21 +138,45 @@ pub fn verify(
     message: &[u8],
     armored_b64: &str,
 ) -> Result<String, SignatureError> {
-    use base64::Engine as _;
-    let armored = base64::engine::general_purpose::STANDARD
-        .decode(armored_b64.trim())
-        .map_err(|_| SignatureError::Malformed)?;
-    let sig = SshSig::from_pem(&armored).map_err(|_| SignatureError::Malformed)?;
-    if sig.namespace() != NAMESPACE {
-        return Err(SignatureError::Namespace(sig.namespace().to_owned()));
+    Signature::by_trusted_key(trusted, armored_b64)?.verify(message)
+}
+
+/// A well-formed signature in our namespace by a trusted key, not yet checked against
+/// a message: what can be known from the headers, before a large body arrives.
+#[derive(Debug, Clone)]
+pub struct Signature {
+    sig: SshSig,
+    key: PublicKey,
+}
+
+impl Signature {
+    pub fn by_trusted_key(
+        trusted: &[PublicKey],
+        armored_b64: &str,
+    ) -> Result<Signature, SignatureError> {
+        use base64::Engine as _;
+        let armored = base64::engine::general_purpose::STANDARD
+            .decode(armored_b64.trim())
+            .map_err(|_| SignatureError::Malformed)?;
+        let sig = SshSig::from_pem(&armored).map_err(|_| SignatureError::Malformed)?;
+        if sig.namespace() != NAMESPACE {
+            return Err(SignatureError::Namespace(sig.namespace().to_owned()));
+        }
+        let key = trusted
+            .iter()
+            .find(|k| k.key_data() == sig.public_key())
+            .ok_or(SignatureError::UnknownKey)?
+            .clone();
+        Ok(Signature { sig, key })
     }
-    let key = trusted
-        .iter()
-        .find(|k| k.key_data() == sig.public_key())
-        .ok_or(SignatureError::UnknownKey)?;
-    key.verify(NAMESPACE, message, &sig)
-        .map_err(|_| SignatureError::Mismatch)?;
-    Ok(key.fingerprint(HashAlg::Sha256).to_string())
+
+    /// Checks the signature over `message`; returns the signer's fingerprint.
+    pub fn verify(&self, message: &[u8]) -> Result<String, SignatureError> {
+        self.key
+            .verify(NAMESPACE, message, &self.sig)
+            .map_err(|_| SignatureError::Mismatch)?;
+        Ok(self.key.fingerprint(HashAlg::Sha256).to_string())
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +218,13 @@ mod tests {
         assert_eq!(
             m,
             b"atomix-provision\nab\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+        );
+        assert_eq!(
+            signed_message_for_digest(
+                "ab",
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            ),
+            m
         );
     }
 

@@ -1,8 +1,9 @@
-//! Apply jobs: one at a time (single-flight), each with an event list clients poll,
-//! persisted as `/data/config/jobs/<id>.json` after every change so a job's outcome
-//! survives a restart. A job found queued or running at start was cut off (crash, power
-//! loss): [`Tracker::interrupted`] hands it to the caller, which rolls back and marks
-//! it failed — never left "running".
+//! Jobs: config applies and pushed updates ([`JobKind`]), one at a time (single-flight,
+//! whatever their kind), each with an event list clients poll, persisted as
+//! `/data/config/jobs/<id>.json` after every change so a job's outcome survives a
+//! restart. A job found queued or running at start was cut off (crash, power loss):
+//! [`Tracker::interrupted`] hands it to the caller, which rolls back and marks it
+//! failed — never left "running".
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -29,6 +30,17 @@ pub enum Level {
     Info,
     Warning,
     Error,
+}
+
+/// What a job does. Jobs written before kinds existed are config jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    /// Applies a config (`POST /api/config`, a seed, the boot re-apply).
+    #[default]
+    Config,
+    /// Installs a RAUC bundle pushed with `POST /api/update`.
+    Update,
 }
 
 /// One step's progress.
@@ -74,6 +86,8 @@ pub struct Rollback {
 #[serde(deny_unknown_fields)]
 pub struct Job {
     pub id: String,
+    #[serde(default)]
+    pub kind: JobKind,
     pub state: JobState,
     pub origin: Origin,
     pub created: String,
@@ -138,9 +152,20 @@ impl Tracker {
         }
     }
 
-    /// Starts a job unless one runs. The job is `running` (and on disk) when this returns.
+    /// Starts a config job unless a job runs. The job is `running` (and on disk) when
+    /// this returns.
     pub fn start(
         self: &Arc<Self>,
+        origin: Origin,
+        previous_generation: Option<u64>,
+    ) -> Result<JobHandle, Busy> {
+        self.start_kind(JobKind::Config, origin, previous_generation)
+    }
+
+    /// Starts a job of any kind unless a job (of any kind) runs.
+    pub fn start_kind(
+        self: &Arc<Self>,
+        kind: JobKind,
         origin: Origin,
         previous_generation: Option<u64>,
     ) -> Result<JobHandle, Busy> {
@@ -151,6 +176,7 @@ impl Tracker {
             }
             let job = Job {
                 id: new_id(),
+                kind,
                 state: JobState::Running,
                 origin,
                 created: crate::now_rfc3339(),
@@ -217,8 +243,14 @@ impl Tracker {
         out
     }
 
-    /// Records the end of a job found interrupted.
-    pub fn close_interrupted(&self, mut job: Job, rollback: Rollback, message: &str) {
+    /// Records the end of a job found interrupted; `generation` is the one current now.
+    pub fn close_interrupted(
+        &self,
+        mut job: Job,
+        generation: Option<u64>,
+        rollback: Rollback,
+        message: &str,
+    ) {
         job.events.push(Event {
             time: crate::now_rfc3339(),
             step: "restart".into(),
@@ -227,7 +259,7 @@ impl Tracker {
         });
         job.state = JobState::Failed;
         job.result = Some(JobResult {
-            generation: rollback.generation,
+            generation,
             failed_step: Some("restart".into()),
             error: Some(message.into()),
         });
@@ -286,10 +318,22 @@ impl JobHandle {
 
     /// Ends the job: succeeded when `result.error` is none.
     pub fn finish(mut self, result: JobResult, rollback: Rollback) {
-        self.finish_inner(result, rollback);
+        self.record(result, rollback);
+        self.tracker.release(&self.id);
     }
 
-    fn finish_inner(&mut self, result: JobResult, rollback: Rollback) {
+    /// Ends the job like [`JobHandle::finish`], so clients see its outcome, but keeps
+    /// other jobs out until the returned [`Hold`] is dropped (a reboot requested once an
+    /// update has succeeded must not cut a config job short).
+    pub fn finish_and_hold(mut self, result: JobResult, rollback: Rollback) -> Hold {
+        self.record(result, rollback);
+        Hold {
+            tracker: Arc::clone(&self.tracker),
+            id: self.id.clone(),
+        }
+    }
+
+    fn record(&mut self, result: JobResult, rollback: Rollback) {
         self.finished = true;
         self.tracker.update(&self.id, |j| {
             j.state = if result.error.is_none() {
@@ -300,11 +344,30 @@ impl JobHandle {
             j.result = Some(result);
             j.rollback = rollback;
         });
-        let mut inner = self.tracker.lock();
-        if inner.running.as_deref() == Some(&self.id) {
+    }
+}
+
+/// A finished job still holding the single-flight slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Hold {
+    tracker: Arc<Tracker>,
+    id: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.tracker.release(&self.id);
+    }
+}
+
+impl Tracker {
+    /// Frees the slot a finished job held.
+    fn release(&self, id: &str) {
+        let mut inner = self.lock();
+        if inner.running.as_deref() == Some(id) {
             inner.running = None;
         }
-        inner.finished_order.push_back(self.id.clone());
+        inner.finished_order.push_back(id.to_owned());
         while inner.finished_order.len() > IN_MEMORY {
             if let Some(old) = inner.finished_order.pop_front() {
                 inner.jobs.remove(&old);
@@ -316,7 +379,7 @@ impl JobHandle {
 impl Drop for JobHandle {
     fn drop(&mut self) {
         if !self.finished {
-            self.finish_inner(
+            self.record(
                 JobResult {
                     generation: None,
                     failed_step: None,
@@ -327,6 +390,7 @@ impl Drop for JobHandle {
                     generation: None,
                 },
             );
+            self.tracker.release(&self.id);
         }
     }
 }
@@ -375,6 +439,39 @@ mod tests {
     }
 
     #[test]
+    fn update_jobs_share_the_slot_and_a_held_slot_outlives_the_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracker::new(dir.path().to_path_buf());
+        let update = t.start_kind(JobKind::Update, Origin::Api, Some(2)).unwrap();
+        let id = update.id.clone();
+        assert_eq!(t.start(Origin::Api, Some(2)).unwrap_err(), Busy(id.clone()));
+        let (r, rb) = ok();
+        let hold = update.finish_and_hold(r, rb);
+        let job = t.get(&id).unwrap();
+        assert_eq!(
+            (job.kind, job.state),
+            (JobKind::Update, JobState::Succeeded)
+        );
+        assert_eq!(t.running(), Some(id.clone()), "still held");
+        assert_eq!(t.start(Origin::Api, Some(2)).unwrap_err(), Busy(id.clone()));
+        drop(hold);
+        assert_eq!(t.running(), None);
+        let config = t.start(Origin::Api, Some(2)).unwrap();
+        assert_eq!(t.get(&config.id).unwrap().kind, JobKind::Config);
+    }
+
+    #[test]
+    fn job_files_from_before_kinds_read_as_config_jobs() {
+        let old = r#"{"id":"0123456789abcdef","state":"succeeded","origin":"api","created":"t",
+            "events":[],"result":null,"rollback":{"state":"none","generation":null},
+            "previous_generation":null,"staged_generation":null}"#;
+        let job: Job = serde_json::from_str(old).unwrap();
+        assert_eq!(job.kind, JobKind::Config);
+        let json = serde_json::to_value(&job).unwrap();
+        assert_eq!(json["kind"], "config");
+    }
+
+    #[test]
     fn a_restarted_tracker_finds_interrupted_jobs_and_reads_old_ones_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         let t = Tracker::new(dir.path().to_path_buf());
@@ -395,11 +492,12 @@ mod tests {
             state: RollbackState::Completed,
             generation: Some(3),
         };
-        t2.close_interrupted(found[0].clone(), rollback, "interrupted");
+        t2.close_interrupted(found[0].clone(), Some(3), rollback, "interrupted");
         let job = t2.get(&cut_id).unwrap();
         assert_eq!(job.state, JobState::Failed);
         assert_eq!(job.rollback, rollback);
         assert!(t2.interrupted().is_empty());
+        assert_eq!(job.result.unwrap().generation, Some(3));
         assert!(t2.get("../../etc/passwd").is_none());
         assert!(t2.get("0123456789abcdef").is_none());
     }

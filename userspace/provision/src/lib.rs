@@ -5,7 +5,9 @@
 //! * [`failpoints`] — `ATOMIX_FAILPOINTS`: make a chosen apply step fail, sleep or crash.
 //! * [`input`] — request bodies and seeds to a checked config (or positioned errors).
 //! * [`apply`] — the apply plan (data) and its executor with rollback.
-//! * [`jobs`] — the single-flight job tracker, persisted under `/data/config/jobs/`.
+//! * [`jobs`] — the single-flight job tracker (config and update jobs), persisted under
+//!   `/data/config/jobs/`.
+//! * [`update`] — RAUC bundles pushed over the API: streamed to disk, installed by a job.
 //! * [`auth`] — nonces and SSHSIG verification of requests.
 //! * [`seed`] — finding a seed on `/boot` and on USB mass storage.
 //! * [`boot_flow`] — what to do at boot (a decision table) and doing it.
@@ -29,6 +31,7 @@ pub mod paths;
 pub mod seed;
 pub mod service;
 pub mod system;
+pub mod update;
 
 /// Now, RFC 3339 in UTC (seconds).
 pub fn now_rfc3339() -> String {

@@ -41,6 +41,11 @@ impl Paths {
         self.under("data/config/jobs")
     }
 
+    /// Where pushed RAUC bundles are received, inside RAUC's data directory.
+    pub fn uploads(&self) -> PathBuf {
+        self.under("data/rauc/uploads")
+    }
+
     pub fn marker(&self) -> PathBuf {
         self.data().join(boot_state::MARKER_IN_DATA)
     }

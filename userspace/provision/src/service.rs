@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use crate::apply::{Applier, Outcome};
 use crate::auth::{NonceStore, PublicKey};
 use crate::input::{Accepted, Problem};
-use crate::jobs::{Busy, JobHandle, Tracker};
+use crate::jobs::{Busy, JobHandle, JobKind, Tracker};
 use crate::paths::Paths;
+use crate::update::{self, UploadSlot};
 
 /// The console and API port.
 pub const PORT: u16 = 8080;
@@ -54,6 +55,8 @@ pub struct Service {
     pub fixed_listen: Option<Vec<SocketAddr>>,
     /// `--usb-dir`: a directory standing in for USB media.
     pub usb_dir: Option<PathBuf>,
+    /// One bundle upload at a time.
+    pub upload_slot: UploadSlot,
     listen_tx: watch::Sender<Vec<SocketAddr>>,
 }
 
@@ -82,6 +85,7 @@ impl Service {
             boot,
             fixed_listen,
             usb_dir,
+            upload_slot: UploadSlot::default(),
             listen_tx,
         });
         svc.listen_tx.send_replace(svc.desired_listen());
@@ -163,6 +167,22 @@ impl Service {
         let id = job.id.clone();
         let svc = Arc::clone(self);
         std::thread::spawn(move || svc.import(job, accepted, origin, signer));
+        Ok(id)
+    }
+
+    /// Starts an update job for a verified bundle; the work runs on its own thread. When
+    /// a job runs already, the bundle is dropped (and so removed).
+    pub fn start_update(self: &Arc<Self>, request: update::Request) -> Result<String, Busy> {
+        let current = self.current();
+        let job = self
+            .tracker
+            .start_kind(JobKind::Update, Origin::Api, current)?;
+        let id = job.id.clone();
+        let svc = Arc::clone(self);
+        std::thread::spawn(move || {
+            let a = &svc.applier;
+            update::run(job, a.system.as_ref(), &a.failpoints, request, current)
+        });
         Ok(id)
     }
 

@@ -31,6 +31,8 @@ pub enum Action {
     Hostname { name: String },
     /// `rauc status mark-good`
     RaucMarkGood,
+    /// `rauc install BUNDLE`: writes the other slot and makes it the next boot's.
+    RaucInstall { bundle: PathBuf },
     /// `mount -o ro,nosuid,nodev,noexec DEVICE TARGET`
     MountReadOnly { device: PathBuf, target: PathBuf },
     /// `umount TARGET`
@@ -58,6 +60,7 @@ impl Action {
             ]),
             Action::Hostname { name } => s(&["hostnamectl", "hostname", name]),
             Action::RaucMarkGood => s(&["rauc", "status", "mark-good"]),
+            Action::RaucInstall { bundle } => vec!["rauc".into(), "install".into(), p(bundle)],
             Action::MountReadOnly { device, target } => vec![
                 "mount".into(),
                 "-o".into(),
@@ -107,9 +110,34 @@ impl System for RealSystem {
         if out.status.success() {
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr.trim().lines().last().unwrap_or("").to_owned();
-        Err(err(format!("{}: {last}", out.status)))
+        Err(err(format!(
+            "{}: {}",
+            out.status,
+            failure_detail(
+                &String::from_utf8_lossy(&out.stdout),
+                &String::from_utf8_lossy(&out.stderr)
+            )
+        )))
+    }
+}
+
+/// What a failed command said: its last line on stderr, and the reason `rauc` gives
+/// only on stdout (`LastError: ...`; its stderr just says that installing failed).
+pub fn failure_detail(stdout: &str, stderr: &str) -> String {
+    let last = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("");
+    let reason = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("LastError:"))
+        .map(str::trim)
+        .rfind(|l| !l.is_empty());
+    match reason {
+        Some(r) if last.is_empty() => r.to_owned(),
+        Some(r) => format!("{last}: {r}"),
+        None => last.to_owned(),
     }
 }
 
@@ -206,16 +234,22 @@ mod tests {
         let sys = RecordSystem::new(log.clone());
         sys.run(&Action::systemctl(&["daemon-reload"])).unwrap();
         sys.run(&Action::RaucMarkGood).unwrap();
+        sys.run(&Action::RaucInstall {
+            bundle: "/data/rauc/uploads/x.raucb".into(),
+        })
+        .unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["action"], "systemctl");
         assert_eq!(lines[0]["args"][0], "daemon-reload");
         assert_eq!(lines[1]["action"], "rauc-mark-good");
         assert!(lines[1]["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(lines[2]["action"], "rauc-install");
+        assert_eq!(lines[2]["bundle"], "/data/rauc/uploads/x.raucb");
     }
 
     #[test]
@@ -226,6 +260,30 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.action.starts_with("systemctl --definitely"), "{err}");
+    }
+
+    #[test]
+    fn failure_details_keep_raucs_reason() {
+        // rauc 1.x: progress and the reason on stdout, the verdict on stderr.
+        let stdout = "installing\n  0% Installing\n 20% Checking bundle\n 40% Checking bundle failed.\n100% Installing failed.\nLastError: Failed to verify bundle signature: signature verification failed: certificate signature failure\n";
+        let stderr = "Installing `/data/rauc/uploads/0f.raucb` failed\n";
+        assert_eq!(
+            failure_detail(stdout, stderr),
+            "Installing `/data/rauc/uploads/0f.raucb` failed: Failed to verify bundle signature: signature verification failed: certificate signature failure"
+        );
+        assert_eq!(
+            failure_detail("", "warning\nunit not found\n\n"),
+            "unit not found"
+        );
+        assert_eq!(failure_detail("LastError: no space\n", ""), "no space");
+        assert_eq!(failure_detail("", ""), "");
+        assert_eq!(
+            Action::RaucInstall {
+                bundle: "/data/rauc/uploads/x.raucb".into()
+            }
+            .to_string(),
+            "rauc install /data/rauc/uploads/x.raucb"
+        );
     }
 
     #[test]

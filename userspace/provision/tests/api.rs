@@ -13,7 +13,7 @@ use atomix_provision::failpoints::Failpoints;
 use atomix_provision::paths::Paths;
 use atomix_provision::service::Service;
 use atomix_provision::system::FakeSystem;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
@@ -25,9 +25,14 @@ struct Fixture {
     dir: tempfile::TempDir,
     svc: Arc<Service>,
     key: Key,
+    sys: Arc<FakeSystem>,
 }
 
 fn fixture(failpoints: &str) -> Fixture {
+    fixture_with(failpoints, FakeSystem::default())
+}
+
+fn fixture_with(failpoints: &str, sys: FakeSystem) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "provisioning", "ed25519");
     let paths = Paths::new(dir.path().join("root"));
@@ -48,14 +53,15 @@ fn fixture(failpoints: &str) -> Fixture {
         steps: vec![],
     };
     boot_state::write_record(&paths.boot_record(), &record).unwrap();
+    let sys = Arc::new(sys);
     let applier = Applier {
         paths,
-        system: Arc::new(FakeSystem::default()),
+        system: sys.clone(),
         failpoints: Failpoints::parse(failpoints).unwrap(),
         admin: Admin::from_passwd(""),
     };
     let svc = Service::new(applier, None, None);
-    Fixture { dir, svc, key }
+    Fixture { dir, svc, key, sys }
 }
 
 async fn call(
@@ -419,4 +425,263 @@ async fn the_console_and_its_assets_are_served_same_origin_only() {
     }
     let (status, _, _) = call(&f.svc, "GET", "/console.txt", &[], vec![]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
+
+/// A stand-in for a RAUC bundle (the fake system never reads it).
+fn bundle_bytes() -> Vec<u8> {
+    (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect()
+}
+
+/// POST /api/update`query` with `body`, signed by `key` over `signed`.
+async fn post_update(
+    f: &Fixture,
+    key: &Key,
+    query: &str,
+    signed: &[u8],
+    body: &[u8],
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let n = nonce(&f.svc).await;
+    let sig = signature_header(key, &n, signed);
+    call(
+        &f.svc,
+        "POST",
+        &format!("/api/update{query}"),
+        &[OCTETS, ("x-atomix-nonce", &n), ("x-atomix-signature", &sig)],
+        body.to_vec(),
+    )
+    .await
+}
+
+/// Files in the uploads directory.
+fn uploads(f: &Fixture) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(f.dir.path().join("root/data/rauc/uploads"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn update_refusals_store_nothing_and_install_nothing() {
+    let f = fixture("");
+    let bundle = bundle_bytes();
+    let (status, _, v) = post_update(&f, &f.key, "?reboot=soon", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "reboot=soon: give reboot=true or reboot=false");
+
+    let (status, _, v) = call(
+        &f.svc,
+        "POST",
+        "/api/update",
+        &[("content-type", "application/x-tar")],
+        bundle.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        v["error"],
+        "unsupported content type \"application/x-tar\": send the RAUC bundle as application/octet-stream"
+    );
+
+    let huge = [OCTETS, ("content-length", "2147483649")];
+    let (status, _, v) = call(&f.svc, "POST", "/api/update", &huge, bundle.clone()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(v["error"], "the bundle is larger than 2147483648 bytes");
+
+    let (status, _, v) = call(&f.svc, "POST", "/api/update", &[OCTETS], bundle.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        v["error"].as_str().unwrap().contains("x-atomix-nonce"),
+        "{v}"
+    );
+
+    let stranger = keygen(f.dir.path(), "stranger", "ed25519");
+    let (status, _, v) = post_update(&f, &stranger, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(v["error"].as_str().unwrap().contains("not trusted"), "{v}");
+    assert!(
+        uploads(&f).is_empty(),
+        "an untrusted signer's body is not stored"
+    );
+
+    // Signed over other bytes: stored, checked, refused and removed.
+    let mut other = bundle.clone();
+    other[1000] ^= 1;
+    let (status, _, v) = post_update(&f, &f.key, "", &other, &bundle).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        v["error"].as_str().unwrap().contains("does not match"),
+        "{v}"
+    );
+    assert!(
+        f.dir.path().join("root/data/rauc/uploads").is_dir(),
+        "it was stored"
+    );
+    assert!(uploads(&f).is_empty(), "{:?}", uploads(&f));
+
+    assert!(f.sys.commands().is_empty(), "{:?}", f.sys.commands());
+    assert!(f.svc.tracker.running().is_none());
+    assert!(
+        !f.dir.path().join("root/data/config/jobs").exists(),
+        "no job"
+    );
+}
+
+#[tokio::test]
+async fn a_signed_bundle_is_installed_by_a_job_and_removed() {
+    let f = fixture("");
+    let admin = keygen(f.dir.path(), "admin", "ed25519");
+    let config = config_with_admin(&admin, "edge-010");
+    let (status, _, v) = post_config(&f.svc, &f.key, "application/toml", config.as_bytes()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        wait_job(&f.svc, v["job"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    f.sys.actions.lock().unwrap().clear();
+
+    // Once provisioned, the config's admin key signs updates too.
+    let bundle = bundle_bytes();
+    let (status, headers, v) = post_update(&f, &admin, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let url = v["job"].as_str().unwrap().to_owned();
+    assert_eq!(headers["location"], url.as_str());
+    let job = wait_job(&f.svc, &url).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "update");
+    assert_eq!(job["origin"], "api");
+    assert_eq!(job["result"]["generation"], 1, "the config is unchanged");
+    assert_eq!(job["rollback"]["state"], "none");
+    let steps: Vec<&str> = job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["receive", "install", "install", "cleanup"]);
+    let sha = {
+        use sha2::Digest as _;
+        atomix_provision::auth::hex(&sha2::Sha256::digest(&bundle))
+    };
+    let received = job["events"][0]["message"].as_str().unwrap();
+    assert!(
+        received.starts_with(&format!(
+            "{} bytes, sha256 {sha}, signed by SHA256:",
+            bundle.len()
+        )),
+        "{received}"
+    );
+
+    let cmds = f.sys.commands();
+    let uploads_dir = f.dir.path().join("root/data/rauc/uploads");
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    let installed = cmds[0].strip_prefix("rauc install ").unwrap();
+    assert!(
+        Path::new(installed).starts_with(&uploads_dir) && installed.ends_with(".raucb"),
+        "{installed}"
+    );
+    assert!(!Path::new(installed).exists());
+    assert!(uploads(&f).is_empty());
+    let (_, _, health) = call(&f.svc, "GET", "/api/health", &[], vec![]).await;
+    assert_eq!(health["job"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_failing_install_fails_the_job_with_raucs_message() {
+    let f = fixture_with("", FakeSystem::failing_on("rauc install"));
+    let bundle = bundle_bytes();
+    let (status, _, v) = post_update(&f, &f.key, "?reboot=true", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let job = wait_job(&f.svc, v["job"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["result"]["failed_step"], "install");
+    let error = job["result"]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("`rauc install ") && error.ends_with("` failed: fake failure"),
+        "{error}"
+    );
+    assert!(uploads(&f).is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !f.sys.commands().iter().any(|c| c.contains("reboot")),
+        "a failed update does not reboot"
+    );
+}
+
+#[tokio::test]
+async fn updates_and_config_applies_are_single_flight() {
+    let f = fixture("install=sleep(1500)");
+    let bundle = bundle_bytes();
+    let (status, _, first) = post_update(&f, &f.key, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, _, v) = post_update(&f, &f.key, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["job"], first["job"]);
+    let (status, _, v) = post_config(&f.svc, &f.key, "application/toml", EXAMPLE.as_bytes()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["job"], first["job"]);
+    assert_eq!(uploads(&f).len(), 1, "only the running job's bundle");
+    let job = wait_job(&f.svc, first["job"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(f.sys.commands().len(), 1, "{:?}", f.sys.commands());
+    assert!(uploads(&f).is_empty());
+
+    // And an update waits for a running apply.
+    let f = fixture("units=sleep(1500)");
+    let (status, _, apply) =
+        post_config(&f.svc, &f.key, "application/toml", EXAMPLE.as_bytes()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, v) = post_update(&f, &f.key, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["job"], apply["job"]);
+    assert!(uploads(&f).is_empty());
+    wait_job(&f.svc, apply["job"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn one_upload_at_a_time_and_a_cut_off_upload_leaves_nothing() {
+    use http_body_util::channel::Channel;
+    let f = fixture("");
+    let bundle = bundle_bytes();
+    let n = nonce(&f.svc).await;
+    let sig = signature_header(&f.key, &n, &bundle);
+    let (mut tx, body) = Channel::<Bytes, std::io::Error>::new(1);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/update")
+        .header(OCTETS.0, OCTETS.1)
+        .header("x-atomix-nonce", &n)
+        .header("x-atomix-signature", &sig)
+        .body(Body::new(body))
+        .unwrap();
+    let first = tokio::spawn(app(Arc::clone(&f.svc)).oneshot(req));
+    tx.send_data(Bytes::copy_from_slice(&bundle[..1000]))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if !uploads(&f).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(uploads(&f).len(), 1, "the first upload is being stored");
+
+    let (status, _, v) = post_update(&f, &f.key, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(
+        v["error"],
+        "another bundle upload is in progress; try again once it has finished"
+    );
+
+    // The client goes away mid-body: no job, no file.
+    tx.abort(std::io::Error::other("connection reset"));
+    let resp = first.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(uploads(&f).is_empty(), "{:?}", uploads(&f));
+    assert!(f.sys.commands().is_empty());
+
+    // The slot is free again.
+    let (status, _, v) = post_update(&f, &f.key, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    wait_job(&f.svc, v["job"].as_str().unwrap()).await;
 }

@@ -341,3 +341,166 @@ fn a_bundle_in_boot_provisions_a_fresh_flash_with_its_image_archive() {
     assert!(!root.join("data/atomix/fresh-flash").exists());
     stop(s);
 }
+
+/// A stand-in for a RAUC bundle, a few MiB (`--system record` never reads it).
+fn bundle_bytes() -> Vec<u8> {
+    (0..800_000u32)
+        .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+        .collect()
+}
+
+/// POST /api/update`query` with `body`, signed by `key` over `signed`.
+fn post_update(s: &Server, key: &Key, query: &str, signed: &[u8], body: &[u8]) -> common::Reply {
+    let n = http(s.addr, "GET", "/api/nonce", &[], b"").json()["nonce"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sig = signature_header(key, &n, signed);
+    http(
+        s.addr,
+        "POST",
+        &format!("/api/update{query}"),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("X-Atomix-Nonce", &n),
+            ("X-Atomix-Signature", &sig),
+        ],
+        body,
+    )
+}
+
+fn uploads(root: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(root.join("data/rauc/uploads"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_pushed_bundle_is_stored_installed_removed_and_the_device_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let root = root(dir.path(), &key, false);
+    let s = start(&root, "install=sleep(2000)", &[]);
+    let bundle = bundle_bytes();
+
+    let reply = post_update(&s, &key, "?reboot=true", &bundle, &bundle);
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let url = reply.header("location").unwrap().to_owned();
+    assert_eq!(reply.json()["job"], url.as_str());
+
+    // While the install is held: the bundle is on disk, whole, and nothing else runs.
+    let stored = uploads(&root);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(stored[0].extension().is_some_and(|e| e == "raucb"));
+    assert!(
+        std::fs::read(&stored[0]).unwrap() == bundle,
+        "stored byte for byte"
+    );
+    let busy = post_update(&s, &key, "", &bundle, &bundle);
+    assert_eq!(busy.status, 409);
+    assert_eq!(busy.json()["job"], url.as_str());
+    let busy = post_config(&s, &key, EXAMPLE.as_bytes());
+    assert_eq!(busy.status, 409);
+    assert_eq!(busy.json()["job"], url.as_str());
+    assert_eq!(uploads(&root), stored, "the refused upload left nothing");
+
+    let job = wait_job(&s, &url);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "update");
+    let steps: Vec<&str> = job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["receive", "install", "install", "cleanup", "reboot"]
+    );
+    let is_reboot =
+        |a: &Value| a["action"] == "systemctl" && a["args"] == serde_json::json!(["reboot"]);
+    assert!(
+        !actions(&root).iter().any(is_reboot),
+        "a client polling sees the success before the reboot"
+    );
+    assert!(uploads(&root).is_empty(), "removed once installed");
+    let installs: Vec<Value> = actions(&root)
+        .into_iter()
+        .filter(|a| a["action"] == "rauc-install")
+        .collect();
+    assert_eq!(installs.len(), 1);
+    assert_eq!(installs[0]["bundle"], stored[0].to_str().unwrap());
+
+    // The reboot comes after the job was recorded as succeeded.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = actions(&root);
+        if let Some(reboot) = log.iter().position(is_reboot) {
+            let install = log
+                .iter()
+                .position(|a| a["action"] == "rauc-install")
+                .unwrap();
+            assert!(install < reboot);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reboot was requested: {log:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(s);
+}
+
+#[test]
+fn a_bundle_with_a_bad_signature_installs_nothing_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let root = root(dir.path(), &key, false);
+    // A bundle left by an upload cut off by a crash is removed at start.
+    let leftover = root.join("data/rauc/uploads/0123456789abcdef.raucb");
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, b"half a bundle").unwrap();
+    let s = start(&root, "", &[]);
+    assert!(!leftover.exists());
+
+    let bundle = bundle_bytes();
+    let mut tampered = bundle.clone();
+    tampered[12345] ^= 0x40;
+    let reply = post_update(&s, &key, "", &bundle, &tampered);
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        reply.json()["error"],
+        "the signature does not match the nonce and body"
+    );
+    let stranger = keygen(dir.path(), "stranger", "ed25519");
+    let reply = post_update(&s, &stranger, "", &bundle, &bundle);
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        reply.json()["error"],
+        "the signing key is not trusted by this device"
+    );
+
+    assert!(uploads(&root).is_empty(), "{:?}", uploads(&root));
+    assert!(
+        !actions(&root).iter().any(|a| a["action"] == "rauc-install"),
+        "nothing was installed"
+    );
+    assert!(health(&s)["job"].is_null());
+    assert!(
+        !root.join("data/config/jobs").exists(),
+        "no job was started"
+    );
+
+    // The same bundle, signed over what is sent, goes through.
+    let reply = post_update(&s, &key, "", &tampered, &tampered);
+    assert_eq!(reply.status, 202);
+    let job = wait_job(&s, reply.header("location").unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    stop(s);
+}

@@ -18,12 +18,15 @@
 //! hostname                            one line
 //! timezone                            one line, an IANA zone
 //! authorized_keys                     the admin user's SSH keys
+//! systemd/atomix-update.timer         with update.rauc: runs the service every interval
+//! systemd/atomix-update.service       with update.rauc: rauc install <update.url>
 //! ```
 //!
 //! Every file that allows comments starts with a header naming the config's sha256.
 
 pub mod quadlet;
 pub mod system;
+pub mod update;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -50,6 +53,7 @@ pub fn render(config: &Config, sha256: &str) -> RenderedTree {
     let mut tree = RenderedTree::default();
     quadlet::render_into(config, sha256, &mut tree);
     system::render_into(config, sha256, &mut tree);
+    update::render_into(config, sha256, &mut tree);
     tree
 }
 

@@ -17,7 +17,7 @@ use atomix_provision::{api, boot_flow, listen, logging};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SystemKind {
-    /// Run systemctl, networkctl, nft, hostnamectl, rauc, mount.
+    /// Run systemctl, networkctl, nft, hostnamectl, rauc (mark-good, install), mount.
     Real,
     /// Append each action to ROOT/run/atomix/actions.log instead.
     Record,
@@ -72,6 +72,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let fixed = (!args.listen.is_empty()).then(|| args.listen.clone());
     let svc = Service::new(applier, fixed, args.usb_dir.clone());
     svc.applier.recover(&svc.tracker);
+    // No upload or update job survives a restart: what they left is garbage.
+    atomix_provision::update::clear_leftovers(&svc.paths.uploads());
     svc.refresh_listen();
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,147 @@
+//! Shared by the end-to-end tests: the real `atomix-provision serve --system record` on
+//! loopback with a temporary root, keys made by the real `ssh-keygen`, and the real
+//! `atomixctl`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const EXAMPLE: &str = include_str!("../../../../examples/config.toml");
+pub const ATOMIXCTL: &str = env!("CARGO_BIN_EXE_atomixctl");
+
+/// The service binary. Cargo builds other packages' binaries only for their own tests,
+/// so it is built here (a no-op when fresh) into the same target directory.
+pub fn provision_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "atomix-provision",
+                    "--bin",
+                    "atomix-provision",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "cargo build -p atomix-provision");
+            // target/debug/deps/provision-HASH -> target/debug/atomix-provision
+            let exe = std::env::current_exe().unwrap();
+            let bin = exe
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("atomix-provision");
+            assert!(bin.is_file(), "{} was not built", bin.display());
+            bin
+        })
+        .clone()
+}
+
+pub struct Key {
+    pub private: PathBuf,
+    pub public: String,
+}
+
+pub fn keygen(dir: &Path, name: &str) -> Key {
+    let private = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-C", name, "-t", "ed25519", "-f"])
+        .arg(&private)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
+    Key { private, public }
+}
+
+/// The example config with `key` as its admin key and another host name.
+pub fn config_with_admin(key: &Key, hostname: &str) -> String {
+    let line = EXAMPLE
+        .lines()
+        .find(|l| l.trim_start().starts_with("\"ssh-ed25519"))
+        .unwrap();
+    EXAMPLE
+        .replace(line, &format!("  \"{}\",", key.public.trim()))
+        .replace("edge-042", hostname)
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// `serve --system record` on a free loopback port, trusting `key` for provisioning.
+pub fn start(dir: &Path, key: &Key, failpoints: &str) -> Server {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    let keys = dir.join("provisioning-keys");
+    std::fs::write(&keys, &key.public).unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = Command::new(provision_bin())
+        .args(["serve", "--system", "record", "--root"])
+        .arg(&root)
+        .args(["--listen", &addr.to_string(), "--keys"])
+        .arg(&keys)
+        .env("ATOMIX_FAILPOINTS", failpoints)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start atomix-provision serve");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "the service did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, addr, root }
+}
+
+pub fn atomixctl(args: &[&str]) -> Output {
+    Command::new(ATOMIXCTL)
+        .args(args)
+        // The key is always chosen by the test, never the environment's.
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("atomixctl runs")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited")
+}
+
+pub fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o.stdout)))
+}
