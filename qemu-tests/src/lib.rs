@@ -580,7 +580,8 @@ impl Device {
                 .arg(format!("{}.sig", message.display())),
         );
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
+            // Bundles are hundreds of MiB: a second per MiB on top.
+            .timeout_global(Some(Duration::from_secs(30 + (body.len() >> 20) as u64)))
             .http_status_as_error(false)
             .build()
             .into();

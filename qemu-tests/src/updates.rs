@@ -49,8 +49,9 @@ impl Image {
         eprintln!("building update bundle {build_id} in {}", out.display());
         host(&mut cmd);
         fs::write(&stamp, self.build_id()).unwrap();
-        // Only the bundle is needed: drop the image of that build.
+        // Only the bundle is needed: drop the image and the stages of that build.
         let _ = fs::remove_file(out.join("atomixos-rock64.img"));
+        let _ = fs::remove_dir_all(out.join("work"));
         bundle
     }
 }
