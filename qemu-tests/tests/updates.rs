@@ -98,6 +98,22 @@ fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
     );
     let rauc = device.ssh(&admin, "sudo rauc status --detailed");
     assert!(rauc.contains("Booted from: rootfs.1 (B)"), "{rauc}");
+
+    // The timer firing again finds the build running and installs nothing.
+    device.step("atomix-update.service again, on v2");
+    device.ssh(&admin, "sudo systemctl start atomix-update.service");
+    let log = device.ssh(
+        &admin,
+        "sudo journalctl -b --no-pager -u atomix-update.service",
+    );
+    assert!(
+        log.contains(&format!("not installed: build {v2} is the running one")),
+        "{log}"
+    );
+    assert_eq!(
+        slot_state(&device, &admin),
+        "BOOT_ORDER=\"B A\" BOOT_A_LEFT=3 BOOT_B_LEFT=3"
+    );
 }
 
 #[test]

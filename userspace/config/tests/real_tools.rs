@@ -262,19 +262,21 @@ const EXPECTED_ENV: &[&str] = &[
 
 /// `systemd-analyze verify` from the trixie tree on the unit files in `units` (all of
 /// them, by name). The tree has no RAUC, and verify refuses an ExecStart whose program
-/// is missing: a stub `rauc` is overlaid on the tree's /usr/bin, in the private mount
-/// namespace only. Returns (success, log).
+/// is missing: stubs of `rauc` and `atomix-provision` are overlaid on the tree's
+/// /usr/bin, in the private mount namespace only. Returns (success, log).
 fn verify_units(units: &Path) -> (bool, String) {
     let tree = quadlet_tree();
     let work = tempfile::tempdir().unwrap();
     let stub = work.path().join("stub");
     std::fs::create_dir_all(&stub).unwrap();
-    std::fs::write(stub.join("rauc"), "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(
-        stub.join("rauc"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    for program in ["rauc", "atomix-provision"] {
+        std::fs::write(stub.join(program), "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            stub.join(program),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
     copy_dir(units, &work.path().join("units"));
     let script = format!(
         "set -e; mount -t overlay overlay -o 'lowerdir={tree}/usr/bin:{stub}' '{tree}/usr/bin'; \

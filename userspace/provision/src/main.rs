@@ -26,6 +26,9 @@ enum Command {
     FactoryReset(cmd::factory_reset::Args),
     /// The A/B slot state on the boot disk; RAUC's bootloader backend.
     Slot(cmd::slot::Args),
+    /// Install the update bundle at URL unless it runs already or is in the other slot
+    /// (what atomix-update.service runs).
+    UpdateInstall(cmd::update_install::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(&args),
         Command::FactoryReset(args) => cmd::factory_reset::run(&args),
         Command::Slot(args) => cmd::slot::run(&args),
+        Command::UpdateInstall(args) => cmd::update_install::run(&args),
     };
     match result {
         Ok(code) => code,

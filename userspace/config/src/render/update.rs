@@ -1,6 +1,8 @@
 //! The RAUC update timer, rendered only with `update.rauc = true`:
 //! `atomix-update.timer` starts `atomix-update.service`, which runs
-//! `rauc install <update.url>` (RAUC writes the other slot; it boots next time).
+//! `atomix-provision update-install <update.url>`: `rauc install` of the bundle unless
+//! its build runs already or sits in the other slot (RAUC writes the other slot; it
+//! boots next time).
 
 use super::quadlet::{quote_word, UnitFile};
 use super::{header, RenderedTree};
@@ -85,7 +87,10 @@ impl UpdateTimer {
                         ("Type", "oneshot".to_owned()),
                         (
                             "ExecStart",
-                            format!("/usr/bin/rauc install {}", quote_word(&self.url, true)),
+                            format!(
+                                "/usr/bin/atomix-provision update-install {}",
+                                quote_word(&self.url, true)
+                            ),
                         ),
                     ],
                 ),
@@ -151,7 +156,7 @@ After=network-online.target
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/rauc install https://updates.example.com/rock64.raucb
+ExecStart=/usr/bin/atomix-provision update-install https://updates.example.com/rock64.raucb
 "
             )
         );
@@ -170,7 +175,7 @@ ExecStart=/usr/bin/rauc install https://updates.example.com/rock64.raucb
         let service = tree.get(super::SERVICE).unwrap();
         assert!(
             service.contains(
-                "\nExecStart=/usr/bin/rauc install \"https://u.example/b.raucb?token=a%%20b&x=$$HOME;\\\"\"\n"
+                "\nExecStart=/usr/bin/atomix-provision update-install \"https://u.example/b.raucb?token=a%%20b&x=$$HOME;\\\"\"\n"
             ),
             "{service}"
         );

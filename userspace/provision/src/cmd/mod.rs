@@ -4,6 +4,7 @@ pub mod factory_reset;
 pub mod render;
 pub mod serve;
 pub mod slot;
+pub mod update_install;
 pub mod validate;
 
 use std::path::Path;
