@@ -398,16 +398,7 @@ fn upload_error(e: UploadError) -> AppError {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
+use crate::apply::chain;
 
 async fn job(
     State(svc): State<Arc<Service>>,

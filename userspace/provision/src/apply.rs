@@ -422,7 +422,8 @@ pub struct Executor<'a> {
     pub system: &'a dyn System,
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, `outer: inner: ...`.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
