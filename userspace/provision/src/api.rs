@@ -25,6 +25,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::apply::chain;
 use crate::auth::{self, Signature};
 use crate::input::{self, Kind, Problem, Rejected};
 use crate::jobs::Job;
@@ -397,8 +398,6 @@ fn upload_error(e: UploadError) -> AppError {
         }
     }
 }
-
-use crate::apply::chain;
 
 async fn job(
     State(svc): State<Arc<Service>>,
