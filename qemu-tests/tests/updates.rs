@@ -214,3 +214,32 @@ fn a_power_cut_during_the_install_leaves_the_old_slot_booting() {
     );
     assert_eq!(device.ssh(&admin, "hostname").trim(), "qemu-update-cut");
 }
+
+#[test]
+fn an_unprovisioned_device_never_walks_onto_the_empty_slot() {
+    // Nothing marks slot A good while the device waits unprovisioned: its tries run out
+    // boot after boot, and slot B (created empty by the first boot) must never be taken.
+    let mut device = Device::flashed("unprovisioned-tries");
+    device.boot();
+    device.wait_for_console("AtomixOS: slot A chosen, tries left now A 2 B 3", BOOT);
+    device.wait_for_health(device.wan_port, BOOT);
+    for expected in [
+        "AtomixOS: slot A chosen, tries left now A 1 B 3",
+        "AtomixOS: slot A chosen, tries left now A 0 B 3",
+        "AtomixOS: slot A chosen, tries left now A 2 B 3",
+    ] {
+        device.power_cut();
+        device.boot();
+        let console = device.wait_for_console(expected, BOOT);
+        assert!(!console.contains("slot B chosen"), "{console}");
+    }
+    let console = device.console();
+    assert!(
+        console.contains("has tries left and a kernel: tries reset to 3"),
+        "{console}"
+    );
+    // And the device still comes up into the console.
+    let health = device.wait_for_health(device.wan_port, BOOT);
+    assert_eq!(health["slot"], "a", "{health}");
+    assert_eq!(health["provisioned"], false, "{health}");
+}
