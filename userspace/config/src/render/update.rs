@@ -18,6 +18,8 @@ pub const TIMER_UNIT: &str = "atomix-update.timer";
 /// The first run after boot: late enough that the network (and a re-applied config) is
 /// up, early enough that a device rebooted to fix something gets its update soon.
 pub const BOOT_DELAY_SECS: u64 = 5 * 60;
+/// The longest an install may take (a few hundred MiB over a slow link, then the writes).
+pub const INSTALL_TIMEOUT_SECS: u64 = 2 * 60 * 60;
 /// Each run is delayed by a random part of interval / this, so a fleet powered on
 /// together does not download together.
 pub const SPREAD_DIVISOR: u64 = 10;
@@ -85,6 +87,8 @@ impl UpdateTimer {
                     "Service",
                     vec![
                         ("Type", "oneshot".to_owned()),
+                        // A stalled download must not block every later run until reboot.
+                        ("TimeoutStartSec", systemd_timespan(INSTALL_TIMEOUT_SECS)),
                         (
                             "ExecStart",
                             format!(
@@ -156,6 +160,7 @@ After=network-online.target
 
 [Service]
 Type=oneshot
+TimeoutStartSec=2h
 ExecStart=/usr/bin/atomix-provision update-install https://updates.example.com/rock64.raucb
 "
             )
