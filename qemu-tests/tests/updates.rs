@@ -29,6 +29,27 @@ fn slot_state(device: &Device, admin: &Path) -> String {
     status.lines().next().unwrap_or_default().to_owned()
 }
 
+/// Starts `atomix-update.service` (what the timer starts) and waits for it; its journal
+/// on failure.
+fn start_update_service(device: &mut Device, admin: &Path) {
+    device.step("systemctl start atomix-update.service");
+    if device
+        .ssh_unchecked(
+            admin,
+            "sudo systemctl start atomix-update.service && echo started",
+        )
+        .is_none_or(|out| !out.contains("started"))
+    {
+        let log = device
+            .ssh_unchecked(
+                admin,
+                "sudo journalctl -b --no-pager -u atomix-update.service",
+            )
+            .unwrap_or_default();
+        panic!("atomix-update.service failed:\n{log}");
+    }
+}
+
 /// `rauc install URL` on the device, with its output on failure.
 fn rauc_install(device: &mut Device, admin: &Path, url: &str) {
     device.step(&format!("rauc install {url}"));
@@ -66,8 +87,7 @@ fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
         "enabled"
     );
     // What the timer would start, now rather than in 5 minutes.
-    device.step("systemctl start atomix-update.service");
-    device.ssh(&admin, "sudo systemctl start atomix-update.service");
+    start_update_service(&mut device, &admin);
     assert_eq!(
         slot_state(&device, &admin),
         "BOOT_ORDER=\"B A\" BOOT_A_LEFT=3 BOOT_B_LEFT=3",
@@ -100,8 +120,7 @@ fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
     assert!(rauc.contains("Booted from: rootfs.1 (B)"), "{rauc}");
 
     // The timer firing again finds the build running and installs nothing.
-    device.step("atomix-update.service again, on v2");
-    device.ssh(&admin, "sudo systemctl start atomix-update.service");
+    start_update_service(&mut device, &admin);
     let log = device.ssh(
         &admin,
         "sudo journalctl -b --no-pager -u atomix-update.service",
