@@ -204,19 +204,9 @@ impl Device {
         let (status, v) = Self::read(response);
         let message = || v["error"].as_str().unwrap_or("").to_owned();
         match status {
-            202 => v["job"].as_str().map(str::to_owned).ok_or_else(|| {
-                other(
-                    "POST /api/config",
-                    202,
-                    &serde_json::json!({"error": "no job in the answer"}),
-                )
-            }),
+            202 => accepted_job("POST /api/config", &v),
             401 => Err(DeviceError::Refused(message())),
-            409 => {
-                let job = v["job"].as_str().unwrap_or("").to_owned();
-                let id = job.rsplit('/').next().unwrap_or("").to_owned();
-                Err(DeviceError::Busy { job, id })
-            }
+            409 => Err(busy(v["job"].as_str().unwrap_or(""))),
             413 => Err(DeviceError::TooLarge(message())),
             415 => Err(DeviceError::Unsupported(message())),
             422 => Err(DeviceError::Invalid(problems(&v))),
@@ -292,19 +282,10 @@ impl Device {
         let (status, v) = Self::read(response);
         let message = || v["error"].as_str().unwrap_or("").to_owned();
         match status {
-            202 => v["job"].as_str().map(str::to_owned).ok_or_else(|| {
-                other(
-                    &what,
-                    202,
-                    &serde_json::json!({"error": "no job in the answer"}),
-                )
-            }),
+            202 => accepted_job(&what, &v),
             401 => Err(DeviceError::Refused(message())),
             409 => match v["job"].as_str() {
-                Some(job) => Err(DeviceError::Busy {
-                    job: job.to_owned(),
-                    id: job.rsplit('/').next().unwrap_or("").to_owned(),
-                }),
+                Some(job) => Err(busy(job)),
                 None => Err(DeviceError::UploadInProgress),
             },
             413 => Err(DeviceError::BundleTooLarge(message())),
@@ -317,6 +298,25 @@ impl Device {
 /// ureq's response type, named once.
 mod http_response {
     pub type Response = ureq::http::Response<ureq::Body>;
+}
+
+/// A 202's job path.
+fn accepted_job(what: &str, v: &Value) -> Result<String, DeviceError> {
+    v["job"].as_str().map(str::to_owned).ok_or_else(|| {
+        other(
+            what,
+            202,
+            &serde_json::json!({"error": "no job in the answer"}),
+        )
+    })
+}
+
+/// A 409: the job that runs, by path and id.
+fn busy(job: &str) -> DeviceError {
+    DeviceError::Busy {
+        job: job.to_owned(),
+        id: job.rsplit('/').next().unwrap_or("").to_owned(),
+    }
 }
 
 fn other(what: &str, status: u16, v: &Value) -> DeviceError {
