@@ -24,7 +24,9 @@ PACKAGES=(
     # Running arm64 binaries on the host.
     qemu-user-static binfmt-support
     # The image builder and QEMU boots.
-    mmdebstrap debian-archive-keyring u-boot-tools bmap-tools openssh-client
+    # arch-test is only a Recommends of mmdebstrap, but an arm64 mmdebstrap on an amd64
+    # host stops without it ("install arch-test for foreign architecture support").
+    mmdebstrap arch-test debian-archive-keyring u-boot-tools bmap-tools openssh-client
     # Signed RAUC update bundles (atomix-image bundle).
     rauc openssl
     qemu-system-arm qemu-utils
