@@ -14,7 +14,9 @@ use flate2::read::GzDecoder;
 /// Size and count limits for bundles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest `config.toml`, in bytes.
+    /// Largest `config.toml`, in bytes. A real config is a few KiB (the annotated
+    /// example is under 8 KiB); the limit bounds what validating a hostile one costs
+    /// (`benches/worst_inputs.rs`: its parse tree is the largest part).
     pub config_bytes: u64,
     /// Largest uncompressed bundle (the whole tar stream), in bytes.
     pub bundle_bytes: u64,
@@ -25,7 +27,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            config_bytes: 1 << 20,
+            config_bytes: 256 << 10,
             bundle_bytes: 16 << 20,
             entries: 1024,
         }
