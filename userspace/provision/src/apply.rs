@@ -34,6 +34,7 @@ use atomix_config::generations::{Origin, SourceRecord, Store};
 use atomix_config::render::RenderedTree;
 use serde::{Deserialize, Serialize};
 
+use crate::beneath::Beneath;
 use crate::failpoints::Failpoints;
 use crate::input::Accepted;
 use crate::jobs::{Job, JobHandle, JobKind, JobResult, Level, Rollback, RollbackState, Tracker};
@@ -434,41 +435,80 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Live trees that containers can write (read-write volumes): every file operation in
+/// them goes through [`Beneath`], which never follows a symbolic link.
+pub const CONTAINER_WRITABLE: &[&str] = &["data/apps"];
+
 impl Executor<'_> {
     fn original(&self, path: &Path) -> PathBuf {
         self.paths.run().join("originals").join(path)
     }
 
-    /// Keeps the image's copy of a file about to be replaced (once).
-    fn save_original(&self, path: &Path, full: &Path) -> Result<(), String> {
-        let saved = self.original(path);
-        if saved.exists() {
-            return Ok(());
+    /// The container-writable tree `path` is in, and the path inside it.
+    fn untrusted<'p>(&self, path: &'p Path) -> Option<(Beneath, &'p Path)> {
+        CONTAINER_WRITABLE.iter().find_map(|tree| {
+            let rel = path.strip_prefix(tree).ok()?;
+            Some((Beneath::new(self.paths.under(tree)), rel))
+        })
+    }
+
+    /// Reads a live file; None if it does not exist.
+    fn read_live(&self, path: &Path) -> Result<Option<Vec<u8>>, String> {
+        if let Some((tree, rel)) = self.untrusted(path) {
+            return tree.read(rel).map_err(|e| chain(&e));
         }
-        match std::fs::read(full) {
-            Ok(bytes) => boot_state::write_atomic(&saved, &bytes).map_err(|e| chain(&e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        let full = self.paths.under(path);
+        match std::fs::read(&full) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {}: {e}", full.display())),
         }
     }
 
+    fn write_live(&self, path: &Path, contents: &[u8]) -> Result<(), String> {
+        if let Some((tree, rel)) = self.untrusted(path) {
+            return tree.write(rel, contents).map_err(|e| chain(&e));
+        }
+        boot_state::write_atomic(&self.paths.under(path), contents).map_err(|e| chain(&e))
+    }
+
+    fn remove_live(&self, path: &Path) -> Result<(), String> {
+        if let Some((tree, rel)) = self.untrusted(path) {
+            return tree.remove(rel).map_err(|e| chain(&e));
+        }
+        let full = self.paths.under(path);
+        match std::fs::remove_file(&full) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", full.display())),
+        }
+    }
+
+    /// Keeps the image's copy of a file about to be replaced (once).
+    fn save_original(&self, path: &Path) -> Result<(), String> {
+        let saved = self.original(path);
+        if saved.exists() {
+            return Ok(());
+        }
+        match self.read_live(path)? {
+            Some(bytes) => boot_state::write_atomic(&saved, &bytes).map_err(|e| chain(&e)),
+            None => Ok(()),
+        }
+    }
+
     /// Removes a file this service wrote, or puts the image's copy back.
-    fn remove_or_restore(&self, path: &Path, full: &Path) -> Result<(), String> {
+    fn remove_or_restore(&self, path: &Path) -> Result<(), String> {
         let saved = self.original(path);
         match std::fs::read(&saved) {
             Ok(bytes) => {
-                boot_state::write_atomic(full, &bytes).map_err(|e| chain(&e))?;
+                self.write_live(path, &bytes)?;
                 let _ = std::fs::remove_file(&saved);
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read {}: {e}", saved.display())),
         }
-        match std::fs::remove_file(full) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove {}: {e}", full.display())),
-        }
+        self.remove_live(path)
     }
 
     /// Runs one step; the owned list is updated (and saved) as files come and go.
@@ -478,20 +518,18 @@ impl Executor<'_> {
             for op in &plan.ops {
                 match op {
                     Op::Write { path, contents } => {
-                        let full = self.paths.under(path);
                         if !owned.files.contains(path) {
-                            self.save_original(path, &full)?;
+                            self.save_original(path)?;
                         }
                         // Recorded before the write: a crash in between must not leave
                         // a file nobody removes.
                         owned.files.insert(path.clone());
                         owned.save(self.paths)?;
-                        boot_state::write_atomic(&full, contents).map_err(|e| chain(&e))?;
+                        self.write_live(path, contents)?;
                         written += 1;
                     }
                     Op::Remove { path } => {
-                        let full = self.paths.under(path);
-                        self.remove_or_restore(path, &full)?;
+                        self.remove_or_restore(path)?;
                         owned.files.remove(path);
                         owned.save(self.paths)?;
                         removed += 1;
@@ -1333,5 +1371,109 @@ mod tests {
         );
         assert_eq!(store.current().unwrap(), Some(1));
         assert_eq!(store.list().unwrap(), [1]);
+    }
+
+    fn with_apps(files: &[(&str, &str)]) -> Accepted {
+        let text = format!(
+            "{}\n[[containers]]\nname = \"web\"\nimage = \"docker.io/library/nginx\"\nvolumes = [\"/data/apps/web:/usr/share/nginx/html:ro\"]\n",
+            EXAMPLE
+                .split("[[containers]]")
+                .next()
+                .unwrap()
+        );
+        let apps = files
+            .iter()
+            .map(|(p, c)| (format!("apps/web/{p}"), c.as_bytes().to_vec()))
+            .collect();
+        check_text(text, apps).expect("valid config")
+    }
+
+    /// A container with the apps dir as a read-write volume swaps a directory or a file
+    /// for a symbolic link to the host between two applies: the next apply (and its
+    /// rollback) report the link by its path and touch nothing outside.
+    #[test]
+    fn a_symlink_planted_under_the_apps_dir_is_reported_not_followed() {
+        type Files = &'static [(&'static str, &'static str)];
+        let cases: &[(&str, &str, Files)] = &[
+            // (what is replaced by a link, where the link points, the second bundle)
+            (
+                "sub",
+                "outside",
+                &[("sub/index.html", "new"), ("file.txt", "new")],
+            ),
+            (
+                "file.txt",
+                "outside/file.txt",
+                &[("sub/index.html", "new"), ("file.txt", "new")],
+            ),
+            // The second bundle drops the files: their removal goes through the link.
+            ("sub", "outside", &[("file.txt", "old")]),
+        ];
+        for (replaced, target, second) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let a = applier(dir.path(), Arc::new(FakeSystem::default()), "");
+            let tracker = Tracker::new(a.paths.jobs());
+            let outside = dir.path().join("outside");
+            std::fs::create_dir_all(&outside).unwrap();
+            std::fs::write(outside.join("index.html"), "host").unwrap();
+            std::fs::write(outside.join("file.txt"), "host").unwrap();
+
+            let run = |acc: Accepted| {
+                let store = Store::new(a.paths.config_store());
+                let job = tracker
+                    .start(Origin::Api, store.current().unwrap())
+                    .unwrap();
+                let id = job.id.clone();
+                let outcome = a.import(job, acc, Origin::Api, None);
+                (outcome, tracker.get(&id).unwrap())
+            };
+            let (first, _) = run(with_apps(&[("sub/index.html", "old"), ("file.txt", "old")]));
+            assert!(first.succeeded(), "{first:?}");
+            let apps = dir.path().join("data/apps/web");
+            assert_eq!(
+                std::fs::read_to_string(apps.join("sub/index.html")).unwrap(),
+                "old"
+            );
+
+            // What the container does through its volume.
+            let planted = apps.join(replaced);
+            if planted.is_dir() {
+                std::fs::remove_dir_all(&planted).unwrap();
+            } else {
+                std::fs::remove_file(&planted).unwrap();
+            }
+            std::os::unix::fs::symlink(dir.path().join(target), &planted).unwrap();
+
+            let (outcome, job) = run(with_apps(second));
+            let result = job.result.unwrap();
+            assert_eq!(result.failed_step.as_deref(), Some("apps"), "{replaced}");
+            let want = format!(
+                "{} is a symbolic link (a container may have planted it): not followed",
+                planted.display()
+            );
+            assert_eq!(result.error.as_deref(), Some(want.as_str()), "{replaced}");
+            // The rollback meets the same link: it says so rather than claiming success.
+            assert_eq!(outcome.rollback.state, RollbackState::Failed, "{replaced}");
+            assert!(
+                job.events
+                    .iter()
+                    .any(|e| e.message.contains(&want) && e.step == "rollback"),
+                "{replaced}: {:?}",
+                job.events
+            );
+            for f in ["index.html", "file.txt"] {
+                assert_eq!(
+                    std::fs::read_to_string(outside.join(f)).unwrap(),
+                    "host",
+                    "{replaced}: outside/{f}"
+                );
+            }
+            let left: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+            assert_eq!(
+                left.len(),
+                2,
+                "{replaced}: nothing created outside: {left:?}"
+            );
+        }
     }
 }
