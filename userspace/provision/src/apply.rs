@@ -131,9 +131,26 @@ impl Admin {
 /// One operation; paths are relative to the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Write { path: PathBuf, contents: Vec<u8> },
-    Remove { path: PathBuf },
-    Symlink { path: PathBuf, target: PathBuf },
+    Write {
+        path: PathBuf,
+        contents: Vec<u8>,
+    },
+    /// Removes a file this service wrote (or puts back the image's copy it replaced).
+    Remove {
+        path: PathBuf,
+    },
+    /// Puts back the image's copy (file or link) of a file this service replaced.
+    Restore {
+        path: PathBuf,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
+    /// Sets the running host name to what the file (just restored) holds.
+    HostnameFromFile {
+        path: PathBuf,
+    },
     Run(Action),
 }
 
@@ -202,6 +219,9 @@ fn step_of(path: &Path) -> Option<Step> {
         ("etc/nftables.d/", Step::Firewall),
         ("etc/ssh/authorized_keys/", Step::SshKeys),
         ("etc/systemd/system/", Step::UpdateTimer),
+        ("etc/timezone", Step::Time),
+        ("etc/localtime", Step::Time),
+        ("etc/hostname", Step::Hostname),
     ];
     prefixes
         .iter()
@@ -209,10 +229,13 @@ fn step_of(path: &Path) -> Option<Step> {
         .map(|(_, step)| *step)
 }
 
-/// Files that exist in the image too: overwritten, never removed (on the overlay root a
-/// removal would hide the image's own copy).
+const HOSTNAME: &str = "etc/hostname";
+const LOCALTIME: &str = "etc/localtime";
+
+/// Files that exist in the image too: overwritten, and put back (never removed: on the
+/// overlay root a removal would hide the image's own copy).
 fn image_file(path: &Path) -> bool {
-    ["etc/hostname", "etc/timezone", "etc/localtime"]
+    [HOSTNAME, "etc/timezone", LOCALTIME]
         .iter()
         .any(|p| path == Path::new(p))
 }
@@ -238,6 +261,9 @@ pub fn plan_sync(
     let mut writes: BTreeMap<Step, Vec<Op>> = BTreeMap::new();
     let mut wanted = BTreeSet::new();
     if let Some(d) = desired {
+        if d.tree.get("timezone").is_some() {
+            wanted.insert(PathBuf::from(LOCALTIME));
+        }
         let files = d.tree.files.iter().chain(d.apps.iter());
         for (rel, contents) in files {
             if let Some((step, path)) = live_path(rel, admin) {
@@ -250,15 +276,16 @@ pub fn plan_sync(
         }
     }
     let mut removes: BTreeMap<Step, Vec<Op>> = BTreeMap::new();
-    for path in owned
-        .iter()
-        .filter(|p| !wanted.contains(*p) && !image_file(p))
-    {
+    for path in owned.iter().filter(|p| !wanted.contains(*p)) {
         if let Some(step) = step_of(path) {
-            removes
-                .entry(step)
-                .or_default()
-                .push(Op::Remove { path: path.clone() });
+            let path = path.clone();
+            // The image's own files are put back, never removed: on the overlay root
+            // a removal would hide the image's copy.
+            removes.entry(step).or_default().push(if image_file(&path) {
+                Op::Restore { path }
+            } else {
+                Op::Remove { path }
+            });
         }
     }
     let files_of = |step: Step, writes: &mut BTreeMap<Step, Vec<Op>>| {
@@ -331,7 +358,7 @@ pub fn plan_sync(
     let mut time = files_of(Step::Time, &mut writes);
     if let Some(zone) = desired.and_then(|d| d.tree.get("timezone")) {
         time.push(Op::Symlink {
-            path: "etc/localtime".into(),
+            path: LOCALTIME.into(),
             target: Path::new("/usr/share/zoneinfo").join(zone.trim()),
         });
     }
@@ -359,6 +386,11 @@ pub fn plan_sync(
         hostname.push(Op::Run(Action::Hostname {
             name: name.trim().to_owned(),
         }));
+    } else if owned.contains(Path::new(HOSTNAME)) {
+        // Back to the image's host name, which only the restored file knows.
+        hostname.push(Op::HostnameFromFile {
+            path: HOSTNAME.into(),
+        });
     }
     plan.push(StepPlan {
         step: Step::Hostname,
@@ -496,8 +528,56 @@ impl Executor<'_> {
         }
     }
 
-    /// Removes a file this service wrote, or puts the image's copy back.
+    /// Where the target of an image's link that this service replaced is kept.
+    fn original_link(&self, path: &Path) -> PathBuf {
+        let mut p = self.original(path).into_os_string();
+        p.push(".symlink");
+        PathBuf::from(p)
+    }
+
+    /// Keeps the image's link (its target) or file at `path` before it is replaced.
+    fn save_original_link(&self, path: &Path) -> Result<(), String> {
+        let (saved, full) = (self.original_link(path), self.paths.under(path));
+        if saved.exists() || self.original(path).exists() {
+            return Ok(());
+        }
+        match std::fs::read_link(&full) {
+            Ok(target) => boot_state::write_atomic(&saved, target.as_os_str().as_encoded_bytes())
+                .map_err(|e| chain(&e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // Not a link: a file, kept as one.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => self.save_original(path),
+            Err(e) => Err(format!("cannot read {}: {e}", full.display())),
+        }
+    }
+
+    /// Replaces `path` by a link to `target` (a temporary link renamed over it).
+    fn symlink(&self, path: &Path, target: &Path) -> Result<(), String> {
+        let full = self.paths.under(path);
+        let tmp = full.with_extension("atomix-tmp");
+        let _ = std::fs::remove_file(&tmp);
+        if let Some(dir) = full.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::os::unix::fs::symlink(target, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &full))
+            .map_err(|e| format!("cannot link {}: {e}", full.display()))
+    }
+
+    /// Removes a file this service wrote, or puts the image's copy (file or link) back.
     fn remove_or_restore(&self, path: &Path) -> Result<(), String> {
+        let link = self.original_link(path);
+        match std::fs::read(&link) {
+            Ok(target) => {
+                let target = PathBuf::from(String::from_utf8_lossy(&target).into_owned());
+                self.symlink(path, &target)?;
+                let _ = std::fs::remove_file(&link);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", link.display())),
+        }
         let saved = self.original(path);
         match std::fs::read(&saved) {
             Ok(bytes) => {
@@ -528,23 +608,29 @@ impl Executor<'_> {
                         self.write_live(path, contents)?;
                         written += 1;
                     }
-                    Op::Remove { path } => {
+                    Op::Remove { path } | Op::Restore { path } => {
                         self.remove_or_restore(path)?;
                         owned.files.remove(path);
                         owned.save(self.paths)?;
                         removed += 1;
                     }
                     Op::Symlink { path, target } => {
-                        let full = self.paths.under(path);
-                        let tmp = full.with_extension("atomix-tmp");
-                        let _ = std::fs::remove_file(&tmp);
-                        if let Some(dir) = full.parent() {
-                            std::fs::create_dir_all(dir)
-                                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                        if !owned.files.contains(path) {
+                            self.save_original_link(path)?;
                         }
-                        std::os::unix::fs::symlink(target, &tmp)
-                            .and_then(|()| std::fs::rename(&tmp, &full))
-                            .map_err(|e| format!("cannot link {}: {e}", full.display()))?;
+                        owned.files.insert(path.clone());
+                        owned.save(self.paths)?;
+                        self.symlink(path, target)?;
+                    }
+                    Op::HostnameFromFile { path } => {
+                        let name = self.read_live(path)?.unwrap_or_default();
+                        let name = String::from_utf8_lossy(&name).trim().to_owned();
+                        if !name.is_empty() {
+                            self.system
+                                .run(&Action::Hostname { name })
+                                .map_err(|e| e.to_string())?;
+                            actions += 1;
+                        }
                     }
                     Op::Run(action) => {
                         let action = match action {
@@ -970,6 +1056,10 @@ mod tests {
             .map(|op| match op {
                 Op::Write { path, .. } => format!("write {}", path.display()),
                 Op::Remove { path } => format!("remove {}", path.display()),
+                Op::Restore { path } => format!("restore {}", path.display()),
+                Op::HostnameFromFile { path } => {
+                    format!("hostnamectl hostname from {}", path.display())
+                }
                 Op::Symlink { path, target } => {
                     format!("link {} {}", path.display(), target.display())
                 }
@@ -1109,9 +1199,13 @@ mod tests {
                 "nft add table inet atomix ; delete table inet atomix"
             ]
         );
-        assert!(
-            ops_text(&defaults, Step::Hostname).is_empty(),
-            "the image's /etc/hostname is never removed"
+        assert_eq!(
+            ops_text(&defaults, Step::Hostname),
+            [
+                "restore etc/hostname",
+                "hostnamectl hostname from etc/hostname"
+            ],
+            "the image's /etc/hostname is put back, never removed"
         );
     }
 
@@ -1153,7 +1247,8 @@ mod tests {
             live("etc/containers/systemd/web.container").contains("Image=ghcr.io/acme/web:1.4.2")
         );
         assert!(sys.commands().contains(&"rauc status mark-good".to_owned()));
-        assert_eq!(Owned::load(&a.paths).files.len(), 13);
+        // The 13 written files and the etc/localtime link.
+        assert_eq!(Owned::load(&a.paths).files.len(), 14);
     }
 
     #[test]
@@ -1164,6 +1259,11 @@ mod tests {
         let image_default = dir.path().join("etc/dnsmasq.d/atomix-lan.conf");
         std::fs::create_dir_all(image_default.parent().unwrap()).unwrap();
         std::fs::write(&image_default, "# image default\n").unwrap();
+        // The image's host name, time zone and localtime link.
+        let etc = dir.path().join("etc");
+        std::fs::write(etc.join("hostname"), "atomix\n").unwrap();
+        std::fs::write(etc.join("timezone"), "Etc/UTC\n").unwrap();
+        std::os::unix::fs::symlink("/usr/share/zoneinfo/Etc/UTC", etc.join("localtime")).unwrap();
         let tracker = Tracker::new(a.paths.jobs());
         let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
         assert_eq!(job.state, JobState::Failed);
@@ -1187,7 +1287,23 @@ mod tests {
             .path()
             .join("etc/containers/systemd/web.container")
             .exists());
-        assert!(Owned::load(&a.paths).files.iter().all(|p| image_file(p)));
+        assert_eq!(Owned::load(&a.paths).files, BTreeSet::new());
+        assert_eq!(
+            std::fs::read_to_string(&image_default).unwrap(),
+            "# image default\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(etc.join("hostname")).unwrap(),
+            "atomix\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(etc.join("timezone")).unwrap(),
+            "Etc/UTC\n"
+        );
+        assert_eq!(
+            std::fs::read_link(etc.join("localtime")).unwrap(),
+            Path::new("/usr/share/zoneinfo/Etc/UTC")
+        );
         let cmds = sys.commands();
         assert!(
             cmds.contains(&"systemctl stop web.service".to_owned()),
@@ -1475,5 +1591,73 @@ mod tests {
                 "{replaced}: nothing created outside: {left:?}"
             );
         }
+    }
+
+    /// A first apply that fails after the host name and time zone were set goes back to
+    /// the image's: files, the localtime link and the running host name.
+    #[test]
+    fn a_failed_first_apply_puts_back_the_images_host_name_and_time_zone() {
+        for step in [
+            Step::SshKeys,
+            Step::UpdateTimer,
+            Step::Switch,
+            Step::MarkGood,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let sys = Arc::new(FakeSystem::default());
+            let a = applier(dir.path(), sys.clone(), &format!("{}=error", step.name()));
+            let etc = dir.path().join("etc");
+            std::fs::create_dir_all(&etc).unwrap();
+            std::fs::write(etc.join("hostname"), "atomix\n").unwrap();
+            std::os::unix::fs::symlink("/usr/share/zoneinfo/Etc/UTC", etc.join("localtime"))
+                .unwrap();
+            // The image has no etc/timezone: the one the apply wrote goes again.
+            let tracker = Tracker::new(a.paths.jobs());
+            let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+            assert_eq!(job.state, JobState::Failed, "{step}");
+            assert_eq!(outcome.rollback.state, RollbackState::Completed, "{step}");
+            assert_eq!(
+                std::fs::read_to_string(etc.join("hostname")).unwrap(),
+                "atomix\n",
+                "{step}"
+            );
+            assert!(!etc.join("timezone").exists(), "{step}");
+            assert_eq!(
+                std::fs::read_link(etc.join("localtime")).unwrap(),
+                Path::new("/usr/share/zoneinfo/Etc/UTC"),
+                "{step}"
+            );
+            let cmds = sys.commands();
+            let hostnames: Vec<&String> = cmds
+                .iter()
+                .filter(|c| c.starts_with("hostnamectl"))
+                .collect();
+            assert_eq!(
+                hostnames,
+                [
+                    "hostnamectl hostname edge-042",
+                    "hostnamectl hostname atomix"
+                ],
+                "{step}: the rollback sets the image's host name again"
+            );
+            assert_eq!(Owned::load(&a.paths).files, BTreeSet::new(), "{step}");
+            let originals: Vec<_> = walk(&a.paths.run().join("originals"));
+            assert!(
+                originals.is_empty(),
+                "{step}: saved originals left: {originals:?}"
+            );
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
     }
 }
