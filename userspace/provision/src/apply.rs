@@ -799,6 +799,14 @@ impl Applier {
         let mut staged = None;
         let result = (|| {
             self.step(&job, Step::Validate, || {
+                // The names validation accepted (bundle::read_bundle checks them with
+                // the same function): files that cannot be written are refused here,
+                // before anything is.
+                atomix_config::bundle::check_names(
+                    accepted.apps.keys().map(String::as_str),
+                    std::iter::empty(),
+                )
+                .map_err(|e| e.to_string())?;
                 Ok(((), format!("valid, {} warnings", accepted.warnings.len())))
             })?;
             let desired = self.step(&job, Step::Render, || {
@@ -1659,5 +1667,38 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Bundle files whose names no apply can write (a file where another needs a
+    /// directory, a name past NAME_MAX) are refused at validate, before anything is
+    /// written, with the rule validation uses.
+    #[test]
+    fn the_apply_refuses_bundle_names_validation_refuses() {
+        let long = format!("{}.html", "x".repeat(250));
+        let cases: &[(&[&str], String)] = &[
+            (
+                &["a", "a/b"],
+                "apps/web/a/b: refused: apps/web/a is a file in the bundle: a file and a directory cannot share a name".into(),
+            ),
+            (
+                &[long.as_str()],
+                format!("apps/web/{long}: refused: a name component is longer than 240 bytes"),
+            ),
+        ];
+        for (names, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let a = applier(dir.path(), Arc::new(FakeSystem::default()), "");
+            let tracker = Tracker::new(a.paths.jobs());
+            let files: Vec<(&str, &str)> = names.iter().map(|n| (*n, "x")).collect();
+            let store = Store::new(a.paths.config_store());
+            let job = tracker.start(Origin::Api, None).unwrap();
+            let id = job.id.clone();
+            a.import(job, with_apps(&files), Origin::Api, None);
+            let result = tracker.get(&id).unwrap().result.unwrap();
+            assert_eq!(result.failed_step.as_deref(), Some("validate"));
+            assert_eq!(result.error.as_ref(), Some(want));
+            assert_eq!(store.list().unwrap(), Vec::<u64>::new());
+            assert!(!dir.path().join("data/apps").exists());
+        }
     }
 }
