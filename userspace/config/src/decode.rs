@@ -154,7 +154,7 @@ pub fn decode(text: &str) -> Decoded {
             findings.push(Finding::error(
                 text.len()..text.len(),
                 "",
-                format!("decoding stopped after {round} errors: correct these and check again"),
+                "too many errors to look for them all: correct these and check again",
             ));
             break;
         }
@@ -198,11 +198,10 @@ pub fn decode(text: &str) -> Decoded {
             let mut key_path = original_path.clone();
             key_path.push(Seg::Key(field.to_owned()));
             let shown = path_string(&key_path);
-            let already = removed.iter().any(|r| {
-                r == &shown
-                    || r.starts_with(&format!("{shown}."))
-                    || r.starts_with(&format!("{shown}["))
-            });
+            let (dot, bracket) = (format!("{shown}."), format!("{shown}["));
+            let already = removed
+                .iter()
+                .any(|r| r == &shown || r.starts_with(&dot) || r.starts_with(&bracket));
             if !already && !is_placeholder(&span) {
                 findings.push(Finding::error(
                     span.clone(),

@@ -238,3 +238,25 @@ fn findings_past_the_cap_are_counted_not_kept() {
         "config.toml:18:1: (document): 499 more errors not shown (only the first 1000 errors found are)"
     );
 }
+
+#[test]
+fn decoding_a_large_config_of_errors_stops_and_says_so() {
+    let block = "[[containers]]\nname = \"A\"\nimage = \"docker.io/x/y\"\n";
+    let text = minimal(&block.repeat((200 << 10) / block.len()));
+    let checked = check("config.toml", &text);
+    let errors: Vec<String> = checked.errors().map(ToString::to_string).collect();
+    assert!(errors.len() > 5 && errors.len() < 100, "{}", errors.len());
+    assert!(
+        errors[0]
+            .starts_with("config.toml:11:8: containers[0].name: \"A\" is not a container name"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        errors.last().unwrap(),
+        &format!(
+            "config.toml:{}:1: (document): too many errors to look for them all: correct these and check again",
+            text.lines().count() + 1
+        )
+    );
+}
