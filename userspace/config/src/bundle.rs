@@ -14,7 +14,9 @@ use flate2::read::GzDecoder;
 /// Size and count limits for bundles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest `config.toml`, in bytes.
+    /// Largest `config.toml`, in bytes. A real config is a few KiB (the annotated
+    /// example is under 8 KiB); the limit bounds what validating a hostile one costs
+    /// (`benches/worst_inputs.rs`: its parse tree is the largest part).
     pub config_bytes: u64,
     /// Largest uncompressed bundle (the whole tar stream), in bytes.
     pub bundle_bytes: u64,
@@ -25,7 +27,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            config_bytes: 1 << 20,
+            config_bytes: 256 << 10,
             bundle_bytes: 16 << 20,
             entries: 1024,
         }
@@ -37,8 +39,10 @@ impl Default for Limits {
 pub enum BundleError {
     #[error("{member}: refused: {reason}")]
     Refused { member: String, reason: String },
-    #[error("the bundle is larger than {limit} bytes uncompressed")]
-    TooLarge { limit: u64 },
+    /// `member` is the one being read when the count passed the limit (or, when that
+    /// happened between members, "the member after X").
+    #[error("the bundle is larger than {limit} bytes uncompressed: {member} crosses the limit")]
+    TooLarge { limit: u64, member: String },
     #[error("the bundle has more than {limit} entries")]
     TooManyEntries { limit: usize },
     #[error("the bundle has no config.toml at its root")]
@@ -142,11 +146,14 @@ pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Bundle, BundleError> 
         read: 0,
         limit: limits.bundle_bytes,
     };
-    let io_error = |e: io::Error| -> BundleError {
+    // The member being read, for naming the one that crosses the size limit.
+    let mut current = String::from("the first member");
+    let io_error = |e: io::Error, member: &str| -> BundleError {
         let over = e.get_ref().is_some_and(|i| i.is::<LimitExceeded>());
         if over {
             BundleError::TooLarge {
                 limit: limits.bundle_bytes,
+                member: member.to_owned(),
             }
         } else {
             BundleError::Corrupt {
@@ -159,14 +166,17 @@ pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Bundle, BundleError> 
     let mut config = None;
     let mut files = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
-    for (count, entry) in archive.entries().map_err(io_error)?.enumerate() {
+    let mut dirs = std::collections::BTreeSet::new();
+    let entries = archive.entries().map_err(|e| io_error(e, &current))?;
+    for (count, entry) in entries.enumerate() {
         if count >= limits.entries {
             return Err(BundleError::TooManyEntries {
                 limit: limits.entries,
             });
         }
-        let mut entry = entry.map_err(io_error)?;
+        let mut entry = entry.map_err(|e| io_error(e, &current))?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        current = raw.clone();
         let refuse = |reason: &str| BundleError::Refused {
             member: raw.clone(),
             reason: reason.to_owned(),
@@ -192,9 +202,11 @@ pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Bundle, BundleError> 
                     "only config.toml and apps/<container>/... belong in a bundle",
                 ));
             }
+            dirs.insert(path);
+            current = format!("the member after {raw}");
             continue;
         }
-        let size = entry.header().size().map_err(io_error)?;
+        let size = entry.header().size().map_err(|e| io_error(e, &raw))?;
         if path == "config.toml" {
             if size > limits.config_bytes {
                 return Err(refuse(&format!(
@@ -206,7 +218,7 @@ pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Bundle, BundleError> 
             (&mut entry)
                 .take(limits.config_bytes + 1)
                 .read_to_end(&mut data)
-                .map_err(io_error)?;
+                .map_err(|e| io_error(e, &raw))?;
             config = Some(String::from_utf8(data).map_err(|_| BundleError::ConfigNotUtf8)?);
         } else if let Some(rest) = path.strip_prefix("apps/") {
             let container = rest.split('/').next().unwrap_or("");
@@ -217,7 +229,7 @@ pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Bundle, BundleError> 
             (&mut entry)
                 .take(limits.bundle_bytes + 1)
                 .read_to_end(&mut data)
-                .map_err(io_error)?;
+                .map_err(|e| io_error(e, &raw))?;
             files.insert(path, data);
         } else {
             return Err(refuse(
@@ -225,8 +237,64 @@ pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Bundle, BundleError> 
             ));
         }
     }
+    check_names(
+        files.keys().map(String::as_str),
+        dirs.iter().map(String::as_str),
+    )?;
     let config = config.ok_or(BundleError::NoConfig)?;
     Ok(Bundle { config, files })
+}
+
+/// The longest component of a member's name, in bytes: the file system's NAME_MAX (255)
+/// less room for the temporary name a file is written under (`.NAME.tmpPID`).
+pub const MAX_NAME_BYTES: usize = 240;
+
+/// The longest member name, in bytes: PATH_MAX (4096) less room for the directory it is
+/// kept in (`/data/config/generations/N/`).
+pub const MAX_PATH_BYTES: usize = 3072;
+
+/// The rules for the names of a bundle's files and directories, which both reading a
+/// bundle (what `validate` accepts) and the apply (what it writes) check: each name as
+/// [`member_path`] leaves it, and no file where another member needs a directory.
+pub fn check_names<'a>(
+    files: impl IntoIterator<Item = &'a str>,
+    dirs: impl IntoIterator<Item = &'a str>,
+) -> Result<(), BundleError> {
+    let refuse = |member: &str, reason: String| BundleError::Refused {
+        member: member.to_owned(),
+        reason,
+    };
+    let files: std::collections::BTreeSet<&str> = files.into_iter().collect();
+    for (name, is_dir) in files
+        .iter()
+        .map(|f| (*f, false))
+        .chain(dirs.into_iter().map(|d| (d, true)))
+    {
+        match member_path(name) {
+            Ok(normal) if normal == name => {}
+            Ok(_) => return Err(refuse(name, "not a normalised name".into())),
+            Err(reason) => return Err(refuse(name, reason.into())),
+        }
+        if is_dir && files.contains(name) {
+            return Err(refuse(
+                name,
+                "a file and a directory cannot share a name".into(),
+            ));
+        }
+        // Every directory on the way must not be a file of the bundle.
+        for (i, _) in name.match_indices('/') {
+            let dir = &name[..i];
+            if files.contains(dir) {
+                return Err(refuse(
+                    name,
+                    format!(
+                        "{dir} is a file in the bundle: a file and a directory cannot share a name"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Normalises a member path (drops `./` and a trailing `/`), refusing what could escape.
@@ -242,13 +310,20 @@ fn member_path(raw: &str) -> Result<String, &'static str> {
         match c {
             "" | "." => {}
             ".." => return Err("'..' is not allowed"),
+            c if c.len() > MAX_NAME_BYTES => {
+                return Err("a name component is longer than 240 bytes")
+            }
             c => parts.push(c),
         }
     }
     if parts.is_empty() {
         return Err("empty member name");
     }
-    Ok(parts.join("/"))
+    let path = parts.join("/");
+    if path.len() > MAX_PATH_BYTES {
+        return Err("the name is longer than 3072 bytes");
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -390,8 +465,8 @@ mod tests {
             "the compressed bundle is under the limit"
         );
         assert_eq!(
-            read_bundle(&gz, small).unwrap_err(),
-            BundleError::TooLarge { limit: 32 << 10 }
+            read_bundle(&gz, small).unwrap_err().to_string(),
+            "the bundle is larger than 32768 bytes uncompressed: apps/web/big crosses the limit"
         );
 
         let cfg = vec![b'#'; 2 << 20];
@@ -410,5 +485,97 @@ mod tests {
         let many: Vec<Member<'_>> = names.iter().map(|n| Member::File(n, b"")).collect();
         let err = read_bundle(&tar(&many), Limits::default()).unwrap_err();
         assert_eq!(err, BundleError::TooManyEntries { limit: 1024 });
+    }
+
+    fn long_tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn names_the_file_system_cannot_hold_are_refused() {
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let just = "x".repeat(MAX_NAME_BYTES);
+        let deep = format!("apps/web/{}", vec![just.as_str(); 13].join("/"));
+        let cases = [
+            (
+                format!("apps/web/{long}"),
+                "a name component is longer than 240 bytes",
+            ),
+            (deep.clone(), "the name is longer than 3072 bytes"),
+        ];
+        for (name, want) in &cases {
+            let t = long_tar(&[("config.toml", b""), (name, b"x")]);
+            let err = read_bundle(&t, Limits::default()).unwrap_err();
+            assert_eq!(err.to_string(), format!("{name}: refused: {want}"));
+            let err = check_names([name.as_str()], []).unwrap_err();
+            assert_eq!(err.to_string(), format!("{name}: refused: {want}"));
+        }
+        let ok = format!("apps/web/{just}");
+        let t = long_tar(&[("config.toml", b""), (&ok, b"x")]);
+        assert!(read_bundle(&t, Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn a_file_and_a_directory_cannot_share_a_name() {
+        let cases: Vec<(Vec<Member<'_>>, &str)> = vec![
+            (
+                vec![Member::File("apps/web/a", b"1"), Member::File("apps/web/a/b", b"2")],
+                "apps/web/a/b: refused: apps/web/a is a file in the bundle: a file and a directory cannot share a name",
+            ),
+            (
+                vec![Member::File("apps/web/a/b/c", b"2"), Member::File("apps/web/a", b"1")],
+                "apps/web/a/b/c: refused: apps/web/a is a file in the bundle: a file and a directory cannot share a name",
+            ),
+            (
+                vec![Member::Dir("apps/web/a/b/"), Member::File("apps/web/a", b"1")],
+                "apps/web/a/b: refused: apps/web/a is a file in the bundle: a file and a directory cannot share a name",
+            ),
+        ];
+        for (mut members, want) in cases {
+            members.push(Member::File("config.toml", b""));
+            let err = read_bundle(&tar(&members), Limits::default()).unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+        // Names that only look alike are fine.
+        let t = tar(&[
+            Member::File("config.toml", b""),
+            Member::File("apps/web/a", b"1"),
+            Member::File("apps/web/a-b/c", b"2"),
+            Member::File("apps/web/ab/c", b"3"),
+        ]);
+        assert!(read_bundle(&t, Limits::default()).is_ok());
+        assert_eq!(
+            check_names(["apps/web/a", "apps/web/a/b"], []).unwrap_err().to_string(),
+            "apps/web/a/b: refused: apps/web/a is a file in the bundle: a file and a directory cannot share a name"
+        );
+        assert!(check_names(["apps/web/./a"], []).is_err());
+    }
+
+    #[test]
+    fn the_size_refusal_names_the_member_between_members_too() {
+        let big = vec![b'a'; 40 << 10];
+        let small = Limits {
+            bundle_bytes: 32 << 10,
+            ..Limits::default()
+        };
+        let t = tar(&[
+            Member::File("config.toml", &big[..(31 << 10)]),
+            Member::Dir("apps/"),
+            Member::Dir("apps/web/"),
+            Member::File("apps/web/x", &big),
+        ]);
+        // 512 + 31744 bytes of config.toml, 512 of apps/: the header of apps/web/
+        // crosses 32768.
+        assert_eq!(
+            read_bundle(&t, small).unwrap_err().to_string(),
+            "the bundle is larger than 32768 bytes uncompressed: the member after apps/ crosses the limit"
+        );
     }
 }

@@ -48,6 +48,17 @@ image = "placeholder"
 /// would cost rounds x size; past this many errors the rest are not looked for.
 const MAX_ROUNDS: usize = 256;
 
+/// The same bound on the work of all rounds together, in bytes of text re-decoded: a
+/// config of a few KiB gets every round, one of 256 KiB (the limit) 32.
+const MAX_ROUND_BYTES: usize = 8 << 20;
+
+/// Syntax errors whose TOML path is looked for (each search walks the whole tree); the
+/// rest are reported with their position only.
+const MAX_LOCATED: usize = 64;
+
+/// Texts up to this size have all their syntax errors reported, larger ones the first.
+const MAX_RECOVERED_TEXT: usize = 64 << 10;
+
 /// A TOML path segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -89,13 +100,32 @@ pub struct Decoded {
 /// Decodes config.toml text. Syntax errors are reported alone: the tree after a syntax
 /// error is a guess, and findings about a guess would mislead.
 pub fn decode(text: &str) -> Decoded {
+    // A large text with syntax errors gets its first one only: recovering parses on, and
+    // a hostile 256 KiB of errors would be some 75 000 of them, over 20 MiB.
+    if text.len() > MAX_RECOVERED_TEXT {
+        if let Err(e) = DeTable::parse(text) {
+            let span = e.span().unwrap_or(0..0);
+            let message = format!(
+                "{} (in a config over {} KiB only the first syntax error is reported)",
+                e.message().trim_end(),
+                MAX_RECOVERED_TEXT >> 10
+            );
+            return Decoded {
+                config: None,
+                findings: vec![Finding::error(span, "", message)],
+            };
+        }
+    }
     let (original, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
         let findings = syntax_errors
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let span = e.span().unwrap_or(0..0);
-                let path = locate(&original, &span)
+                let path = (i < MAX_LOCATED)
+                    .then(|| locate(&original, &span))
+                    .flatten()
                     .map(|(p, _)| path_string(&p))
                     .unwrap_or_default();
                 Finding::error(span, path, e.message().trim_end().to_owned())
@@ -110,13 +140,31 @@ pub fn decode(text: &str) -> Decoded {
         let parsed = DeTable::parse(PLACEHOLDER).expect("the placeholder config is valid TOML");
         respan_table(parsed.into_inner())
     };
-    let mut tree = original.clone();
+    // The first round decodes the original itself (a valid config needs no copy to
+    // edit); only an error makes the working copy.
+    let mut original = Some(original);
+    let mut tree: Option<Spanned<DeTable<'_>>> = None;
     let mut findings = Vec::new();
     // Paths (as text) we took out of the tree: a later "missing field" about them is
     // a consequence, not news.
     let mut removed: Vec<String> = Vec::new();
-    for _ in 0..MAX_ROUNDS {
-        let error = match Config::deserialize(Deserializer::from(tree.clone())) {
+    let rounds = MAX_ROUNDS.min(MAX_ROUND_BYTES / text.len().max(1)).max(1);
+    for round in 0.. {
+        if round == rounds {
+            findings.push(Finding::error(
+                text.len()..text.len(),
+                "",
+                "too many errors to look for them all: correct these and check again",
+            ));
+            break;
+        }
+        let attempt = match &tree {
+            Some(t) => t.clone(),
+            None => original
+                .take()
+                .expect("the original is decoded in the first round"),
+        };
+        let error = match Config::deserialize(Deserializer::from(attempt)) {
             Ok(config) => {
                 return Decoded {
                     config: Some(config),
@@ -125,26 +173,35 @@ pub fn decode(text: &str) -> Decoded {
             }
             Err(e) => e,
         };
+        if original.is_none() {
+            // The first round consumed it: parse again (the text is valid TOML).
+            let (again, _) = DeTable::parse_recoverable(text);
+            tree = Some(again.clone());
+            original = Some(again);
+        }
+        let (original, tree) = (
+            original.as_ref().expect("parsed"),
+            tree.as_mut().expect("copied"),
+        );
         let span = error.span().unwrap_or(0..0);
         let message = error.message().trim_end().to_owned();
         if let Some(field) = missing_field(&message) {
             // The span is that of the table lacking the key.
-            let table_path = locate_table(&tree, &span, Some(field));
+            let table_path = locate_table(tree, &span, Some(field));
             let Some(table_path) = table_path else {
                 findings.push(Finding::error(span, "", message));
                 break;
             };
             // In the original the key may be present (we removed it as invalid).
             let original_path =
-                locate_table(&original, &span, None).unwrap_or_else(|| table_path.clone());
+                locate_table(original, &span, None).unwrap_or_else(|| table_path.clone());
             let mut key_path = original_path.clone();
             key_path.push(Seg::Key(field.to_owned()));
             let shown = path_string(&key_path);
-            let already = removed.iter().any(|r| {
-                r == &shown
-                    || r.starts_with(&format!("{shown}."))
-                    || r.starts_with(&format!("{shown}["))
-            });
+            let (dot, bracket) = (format!("{shown}."), format!("{shown}["));
+            let already = removed
+                .iter()
+                .any(|r| r == &shown || r.starts_with(&dot) || r.starts_with(&bracket));
             if !already && !is_placeholder(&span) {
                 findings.push(Finding::error(
                     span.clone(),
@@ -162,13 +219,30 @@ pub fn decode(text: &str) -> Decoded {
             }
             continue;
         }
-        let Some((path, _)) = locate(&original, &span) else {
+        let Some((path, _)) = locate(original, &span) else {
             findings.push(Finding::error(span, "", message));
             break;
         };
         let shown = path_string(&path);
         if !is_placeholder(&span) {
-            findings.push(Finding::error(span.clone(), shown.clone(), message));
+            findings.push(Finding::error(span.clone(), shown.clone(), message.clone()));
+        }
+        // The other unknown keys of the same table are reported and removed in this
+        // round too: a table of many unknown keys costs one round, not one each.
+        if let Some((field, expected)) = unknown_field(&message) {
+            let tail = &message["unknown field ``".len() + field.len()..];
+            let parent = &path[..path.len().saturating_sub(1)];
+            for (key_span, key) in take_unknown_siblings(tree.get_mut(), &span, &expected) {
+                let mut key_path = parent.to_vec();
+                key_path.push(Seg::Key(key.clone()));
+                let shown = path_string(&key_path);
+                findings.push(Finding::error(
+                    key_span,
+                    shown.clone(),
+                    format!("unknown field `{key}`{tail}"),
+                ));
+                removed.push(shown);
+            }
         }
         removed.push(shown);
         if !remove_at(tree.get_mut(), &span) {
@@ -179,6 +253,63 @@ pub fn decode(text: &str) -> Decoded {
         config: None,
         findings,
     }
+}
+
+/// The field and the expected fields of serde's "unknown field `x`, expected one of `a`,
+/// `b`" (or "expected `a` or `b`", or "there are no fields").
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest.split('`').skip(1).step_by(2).collect();
+    Some((field, expected))
+}
+
+/// In the table that holds the key at `span`, removes every other key not `expected`;
+/// returns their spans and names.
+fn take_unknown_siblings(
+    root: &mut DeTable<'_>,
+    span: &Range<usize>,
+    expected: &[&str],
+) -> Vec<(Range<usize>, String)> {
+    fn in_table(
+        t: &mut DeTable<'_>,
+        span: &Range<usize>,
+        expected: &[&str],
+    ) -> Option<Vec<(Range<usize>, String)>> {
+        if t.keys().any(|k| k.span() == *span) {
+            let mut taken = Vec::new();
+            let old = std::mem::take(t);
+            *t = old
+                .into_iter()
+                .filter(|(k, _)| {
+                    let unknown = k.span() != *span
+                        && !is_placeholder(&k.span())
+                        && !expected.contains(&k.get_ref().as_ref());
+                    if unknown {
+                        taken.push((k.span(), k.get_ref().to_string()));
+                    }
+                    !unknown
+                })
+                .collect();
+            return Some(taken);
+        }
+        t.iter_mut()
+            .find_map(|(_, v)| in_value(v.get_mut(), span, expected))
+    }
+    fn in_value(
+        v: &mut DeValue<'_>,
+        span: &Range<usize>,
+        expected: &[&str],
+    ) -> Option<Vec<(Range<usize>, String)>> {
+        match v {
+            DeValue::Table(t) => in_table(t, span, expected),
+            DeValue::Array(a) => a
+                .iter_mut()
+                .find_map(|i| in_value(i.get_mut(), span, expected)),
+            _ => None,
+        }
+    }
+    in_table(root, span, expected).unwrap_or_default()
 }
 
 fn missing_field(message: &str) -> Option<&str> {

@@ -81,6 +81,71 @@ impl Finding {
     }
 }
 
+/// How many findings of each severity a check keeps. A hostile 256 KiB config can hold
+/// about 25 000 findings (one per item of a long array); keeping them all costs several
+/// MiB and an answer nobody reads, so past this many the rest are only counted.
+pub const MAX_FINDINGS: usize = 1000;
+
+/// Findings as the checks make them: at most [`MAX_FINDINGS`] of each severity are kept,
+/// the rest counted and summed up in one last finding.
+#[derive(Debug, Default)]
+pub struct Findings {
+    items: Vec<Finding>,
+    /// Not kept, by severity (errors, warnings).
+    dropped: [usize; 2],
+    kept: [usize; 2],
+}
+
+impl Findings {
+    pub fn new() -> Self {
+        Findings::default()
+    }
+
+    /// Keeps (or counts) a finding; one pointing into a placeholder (a missing key,
+    /// reported already) is dropped.
+    pub fn push(&mut self, f: Finding) {
+        if crate::decode::is_placeholder(&f.span) {
+            return;
+        }
+        let i = f.severity as usize;
+        if self.kept[i] < MAX_FINDINGS {
+            self.kept[i] += 1;
+            self.items.push(f);
+        } else {
+            self.dropped[i] += 1;
+        }
+    }
+
+    pub fn extend(&mut self, findings: impl IntoIterator<Item = Finding>) {
+        for f in findings {
+            self.push(f);
+        }
+    }
+
+    /// The kept findings, then one per severity saying how many were not kept, placed
+    /// at `end` (the end of the text).
+    pub fn into_vec(mut self, end: usize) -> Vec<Finding> {
+        for (i, severity) in [(0, Severity::Error), (1, Severity::Warning)] {
+            let n = self.dropped[i];
+            if n > 0 {
+                let what = match severity {
+                    Severity::Error => "errors",
+                    Severity::Warning => "warnings",
+                };
+                self.items.push(Finding {
+                    severity,
+                    span: end..end,
+                    path: String::new(),
+                    message: format!(
+                        "{n} more {what} not shown (only the first {MAX_FINDINGS} {what} found are)"
+                    ),
+                });
+            }
+        }
+        self.items
+    }
+}
+
 /// Maps byte offsets of one text to 1-based lines and character columns.
 #[derive(Debug)]
 pub struct LineIndex<'a> {
@@ -106,6 +171,31 @@ impl<'a> LineIndex<'a> {
         (line + 1, column)
     }
 
+    /// Positions of many offsets in one pass over the text: counting each column from
+    /// its line's start would be quadratic on a long line (a 256 KiB inline array with a
+    /// finding per item).
+    pub fn positions(&self, offsets: &[usize]) -> Vec<(usize, usize)> {
+        let mut order: Vec<usize> = (0..offsets.len()).collect();
+        order.sort_by_key(|&i| offsets[i]);
+        let mut out = vec![(0, 0); offsets.len()];
+        // (offset, line index, column) of the previous position.
+        let mut last: Option<(usize, usize, usize)> = None;
+        for i in order {
+            let mut offset = offsets[i].min(self.text.len());
+            while !self.text.is_char_boundary(offset) {
+                offset -= 1;
+            }
+            let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
+            let column = match last {
+                Some((o, l, c)) if l == line => c + self.text[o..offset].chars().count(),
+                _ => self.text[self.line_starts[line]..offset].chars().count() + 1,
+            };
+            last = Some((offset, line, column));
+            out[i] = (line + 1, column);
+        }
+        out
+    }
+
     /// Turns findings into diagnostics for `file`, errors first, each group in
     /// document order, so the output is stable.
     pub fn diagnostics(&self, file: &str, mut findings: Vec<Finding>) -> Vec<Diagnostic> {
@@ -118,18 +208,18 @@ impl<'a> LineIndex<'a> {
             ))
         });
         findings.dedup();
+        let offsets: Vec<usize> = findings.iter().map(|f| f.span.start).collect();
+        let positions = self.positions(&offsets);
         findings
             .into_iter()
-            .map(|f| {
-                let (line, column) = self.position(f.span.start);
-                Diagnostic {
-                    severity: f.severity,
-                    file: file.to_owned(),
-                    line,
-                    column,
-                    path: f.path,
-                    message: f.message,
-                }
+            .zip(positions)
+            .map(|(f, (line, column))| Diagnostic {
+                severity: f.severity,
+                file: file.to_owned(),
+                line,
+                column,
+                path: f.path,
+                message: f.message,
             })
             .collect()
     }
@@ -156,6 +246,9 @@ mod tests {
         for (offset, expected) in cases {
             assert_eq!(index.position(offset), expected, "offset {offset}");
         }
+        let offsets: Vec<usize> = cases.iter().rev().map(|(o, _)| *o).collect();
+        let expected: Vec<(usize, usize)> = cases.iter().rev().map(|(_, p)| *p).collect();
+        assert_eq!(index.positions(&offsets), expected);
     }
 
     #[test]

@@ -65,10 +65,12 @@ pub fn check(file: &str, text: &str) -> Checked {
 /// (`apps/...`), which its `oci-archive:` images may name.
 pub fn check_bundle(file: &str, text: &str, bundle_files: &BTreeSet<&str>) -> Checked {
     let decoded = decode::decode(text);
-    let mut findings = decoded.findings;
+    let mut found = diagnostic::Findings::new();
+    found.extend(decoded.findings);
     if let Some(config) = &decoded.config {
-        findings.extend(validate::validate(config, bundle_files));
+        validate::validate(config, bundle_files, &mut found);
     }
+    let findings = found.into_vec(text.len());
     let diagnostics = diagnostic::LineIndex::new(text).diagnostics(file, findings);
     let valid = diagnostics.iter().all(|d| d.severity != Severity::Error);
     Checked {

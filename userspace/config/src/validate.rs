@@ -1,11 +1,11 @@
 //! Cross-field checks: what no single value's type can know (duplicates, clashes,
 //! addresses outside their subnet, values systemd cannot carry).
 
-use crate::decode::is_placeholder;
-use crate::diagnostic::Finding;
+use crate::diagnostic::{Finding, Findings};
 use crate::schema::{Config, Zone, SCHEMA_VERSION};
-use crate::values::{PortSpec, Proto, VolumeSource};
+use crate::values::{Proto, VolumeSource};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 /// Host ports the device itself serves on the LAN, which containers must not take.
 pub const LAN_SERVICE_PORTS: &[(u16, Proto, &str)] = &[
@@ -16,15 +16,12 @@ pub const LAN_SERVICE_PORTS: &[(u16, Proto, &str)] = &[
 /// Checks a decoded config, with the names of the files that came with it in a bundle
 /// (`apps/...`; none for a plain config.toml); findings pointing into placeholders (keys
 /// that were missing, reported already) are dropped.
-pub fn validate(config: &Config, bundle_files: &BTreeSet<&str>) -> Vec<Finding> {
-    let mut out = Vec::new();
-    check(config, &mut out);
-    check_archives(config, bundle_files, &mut out);
-    out.retain(|f| !is_placeholder(&f.span));
-    out
+pub fn validate(config: &Config, bundle_files: &BTreeSet<&str>, out: &mut Findings) {
+    check(config, out);
+    check_archives(config, bundle_files, out);
 }
 
-fn check(c: &Config, out: &mut Vec<Finding>) {
+fn check(c: &Config, out: &mut Findings) {
     if *c.schema.get_ref() != SCHEMA_VERSION {
         out.push(Finding::error(
             c.schema.span(),
@@ -49,7 +46,7 @@ fn check(c: &Config, out: &mut Vec<Finding>) {
 }
 
 /// The timer installs from `url`: enabling it without one is an error at `rauc`.
-fn check_update(c: &Config, out: &mut Vec<Finding>) {
+fn check_update(c: &Config, out: &mut Findings) {
     if *c.update.rauc.get_ref() && c.update.url.is_none() {
         out.push(Finding::error(
             c.update.rauc.span(),
@@ -59,7 +56,7 @@ fn check_update(c: &Config, out: &mut Vec<Finding>) {
     }
 }
 
-fn check_network(c: &Config, out: &mut Vec<Finding>) {
+fn check_network(c: &Config, out: &mut Findings) {
     let wan = &c.network.wan;
     let lan = &c.network.lan;
     let lan_net = *lan.address.get_ref();
@@ -184,8 +181,8 @@ fn check_network(c: &Config, out: &mut Vec<Finding>) {
     }
 }
 
-fn check_firewall(c: &Config, out: &mut Vec<Finding>) {
-    let mut seen: Vec<(Zone, Proto, PortSpec, Option<String>)> = Vec::new();
+fn check_firewall(c: &Config, out: &mut Findings) {
+    let mut seen: BTreeSet<(Zone, Proto, u16, u16, Option<String>)> = BTreeSet::new();
     for (i, rule) in c.firewall.allow.iter().enumerate() {
         let path = format!("firewall.allow[{i}].port");
         let port = *rule.port.get_ref();
@@ -203,17 +200,16 @@ fn check_firewall(c: &Config, out: &mut Vec<Finding>) {
         let key = (
             rule.zone,
             rule.proto,
-            port,
+            port.first,
+            port.last,
             rule.source.map(|s| s.network().to_string()),
         );
-        if seen.contains(&key) {
+        if !seen.insert(key) {
             out.push(Finding::warning(
                 rule.port.span(),
                 path,
                 "the same rule is given twice",
             ));
-        } else {
-            seen.push(key);
         }
     }
 }
@@ -230,7 +226,7 @@ fn systemd_unsafe(s: &str) -> bool {
 }
 
 /// An `oci-archive:` image must come in the bundle with the config.
-fn check_archives(c: &Config, bundle_files: &BTreeSet<&str>, out: &mut Vec<Finding>) {
+fn check_archives(c: &Config, bundle_files: &BTreeSet<&str>, out: &mut Findings) {
     for (i, ctr) in c.containers.iter().enumerate() {
         let Some(member) = ctr.image.get_ref().bundle_archive() else {
             continue;
@@ -245,10 +241,97 @@ fn check_archives(c: &Config, bundle_files: &BTreeSet<&str>, out: &mut Vec<Findi
     }
 }
 
-fn check_containers(c: &Config, out: &mut Vec<Finding>) {
+/// Host ports taken so far by published ports, for finding clashes in n log n: a port
+/// published on every address clashes with any other use of it, one published on an
+/// address with uses on that address or on every address.
+#[derive(Default)]
+struct HostPorts {
+    /// (port, proto) -> the first use on every address and the first per address, each
+    /// as (order of insertion, container index).
+    taken: BTreeMap<(u16, Proto), PortUses>,
+    count: usize,
+}
+
+#[derive(Default)]
+struct PortUses {
+    first: Option<(usize, usize)>,
+    any_address: Option<(usize, usize)>,
+    by_address: BTreeMap<Ipv4Addr, (usize, usize)>,
+}
+
+impl HostPorts {
+    /// The container that already publishes this host port, else records it for `ctr`.
+    fn take(&mut self, ip: Option<Ipv4Addr>, port: u16, proto: Proto, ctr: usize) -> Option<usize> {
+        let uses = self.taken.entry((port, proto)).or_default();
+        let clash = match ip {
+            None => uses.first,
+            Some(ip) => [uses.any_address, uses.by_address.get(&ip).copied()]
+                .into_iter()
+                .flatten()
+                .min(),
+        };
+        if let Some((_, other)) = clash {
+            return Some(other);
+        }
+        let entry = (self.count, ctr);
+        self.count += 1;
+        uses.first.get_or_insert(entry);
+        match ip {
+            None => {
+                uses.any_address.get_or_insert(entry);
+            }
+            Some(ip) => {
+                uses.by_address.entry(ip).or_insert(entry);
+            }
+        }
+        None
+    }
+}
+
+/// The ports `firewall.allow` opens on the WAN, per protocol, as a table of all 65536
+/// ports filled from the rules' ranges in one pass (rules x ports would be quadratic).
+struct WanOpen {
+    tcp: Vec<bool>,
+    udp: Vec<bool>,
+}
+
+impl WanOpen {
+    fn new(c: &Config) -> Self {
+        let mut delta = [vec![0i64; 65537], vec![0i64; 65537]];
+        for r in c.firewall.allow.iter().filter(|r| r.zone == Zone::Wan) {
+            let d = &mut delta[usize::from(r.proto == Proto::Udp)];
+            let p = r.port.get_ref();
+            d[usize::from(p.first)] += 1;
+            d[usize::from(p.last) + 1] -= 1;
+        }
+        let open = |d: &[i64]| {
+            let mut sum = 0;
+            d[..65536]
+                .iter()
+                .map(|x| {
+                    sum += x;
+                    sum > 0
+                })
+                .collect()
+        };
+        WanOpen {
+            tcp: open(&delta[0]),
+            udp: open(&delta[1]),
+        }
+    }
+
+    fn contains(&self, proto: Proto, port: u16) -> bool {
+        match proto {
+            Proto::Tcp => self.tcp[usize::from(port)],
+            Proto::Udp => self.udp[usize::from(port)],
+        }
+    }
+}
+
+fn check_containers(c: &Config, out: &mut Findings) {
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    // (host ip or None, port, proto) -> (container index, span)
-    let mut host_ports: Vec<(Option<std::net::Ipv4Addr>, u16, Proto, usize)> = Vec::new();
+    let mut host_ports = HostPorts::default();
+    let wan_open = WanOpen::new(c);
     let mut volume_modes: BTreeMap<&str, (bool, usize)> = BTreeMap::new();
     for (i, ctr) in c.containers.iter().enumerate() {
         let name = ctr.name.get_ref().as_str();
@@ -283,12 +366,7 @@ fn check_containers(c: &Config, out: &mut Vec<Finding>) {
             if pb.host_port == 53 && c.network.lan.dns {
                 out.push(Finding::error(p.span(), path.clone(), format!("host port 53/{} is the LAN DNS server's (set network.lan.dns = false to free it)", pb.proto)));
             }
-            let clash = host_ports.iter().find(|(ip, port, proto, _)| {
-                *port == pb.host_port
-                    && *proto == pb.proto
-                    && (ip.is_none() || pb.host_ip.is_none() || *ip == pb.host_ip)
-            });
-            if let Some((_, _, _, other)) = clash {
+            if let Some(other) = host_ports.take(pb.host_ip, pb.host_port, pb.proto, i) {
                 out.push(Finding::error(
                     p.span(),
                     path.clone(),
@@ -297,8 +375,6 @@ fn check_containers(c: &Config, out: &mut Vec<Finding>) {
                         pb.host_port, pb.proto
                     ),
                 ));
-            } else {
-                host_ports.push((pb.host_ip, pb.host_port, pb.proto, i));
             }
             if ctr.rootless && pb.host_port < 1024 {
                 out.push(Finding::warning(
@@ -313,11 +389,7 @@ fn check_containers(c: &Config, out: &mut Vec<Finding>) {
             let on_wan = pb
                 .host_ip
                 .is_none_or(|ip| !ip.is_loopback() && ip != c.network.lan.address.get_ref().addr);
-            let allowed = c.firewall.allow.iter().any(|r| {
-                r.zone == Zone::Wan
-                    && r.proto == pb.proto
-                    && r.port.get_ref().contains(pb.host_port)
-            });
+            let allowed = wan_open.contains(pb.proto, pb.host_port);
             if on_wan && !allowed {
                 out.push(Finding::warning(
                     p.span(),

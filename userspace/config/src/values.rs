@@ -437,6 +437,16 @@ impl FromStr for VolumeMount {
                 "container path {dest:?} must be a clean absolute path"
             ));
         }
+        // A unit file trims a value's trailing white space, and a trailing backslash
+        // joins the next line to it.
+        if let Some(p) = [parts[0], dest]
+            .into_iter()
+            .find(|p| p.ends_with(|c: char| c == '\\' || c.is_whitespace()))
+        {
+            return Err(format!(
+                "{p:?} ends in a backslash or white space, which a systemd unit cannot carry"
+            ));
+        }
         let options: Vec<String> = match options {
             None => Vec::new(),
             Some(o) => o.split(',').map(str::to_owned).collect(),

@@ -332,3 +332,252 @@ fn systemd_accepts_the_update_timer_and_service() {
     }
     assert!(judged >= 2, "the example and quoting.toml enable the timer");
 }
+
+/// Strings a value may hold that systemd or Quadlet would read differently if passed
+/// through as they are.
+const HOSTILE: &[&str] = &[
+    "plain",
+    "two words",
+    "  leading and trailing  ",
+    "quote\"inside",
+    "single'quote",
+    "back\\slash",
+    "trailing\\",
+    "\\\\double",
+    "100%",
+    "%n%%%",
+    "$HOME",
+    "${HOME}",
+    "$$",
+    "$",
+    "semi;colon",
+    "a ; b",
+    "ünïcödé ✓ 日本語",
+    "mixed\\\"'$%;",
+    "=",
+    "-dash",
+    "#hash",
+    "a\\nb",
+    "\\x41",
+    "{braces} *glob? `tick` !bang &amp |pipe <lt>",
+    "ends with space ",
+];
+
+/// The words of a command line as systemd reads `ExecStart=`: continuation lines
+/// joined, words split and unquoted with C escapes, then `%%` to `%` and `$$` to `$`
+/// (any other specifier, and a lone `$`, which systemd would expand, are marked).
+fn exec_words(unit: &str) -> Vec<String> {
+    let mut line = String::new();
+    let mut in_exec = false;
+    for l in unit.lines() {
+        if !in_exec {
+            match l.strip_prefix("ExecStart=") {
+                Some(rest) => {
+                    in_exec = true;
+                    line.push_str(rest);
+                }
+                None => continue,
+            }
+        } else {
+            line.push_str(l);
+        }
+        match line.strip_suffix('\\') {
+            Some(joined) => line = format!("{joined} "),
+            None => break,
+        }
+    }
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut word = String::new();
+        let mut quote = None;
+        while let Some(c) = chars.next() {
+            match (c, quote) {
+                (c, None) if c.is_whitespace() => break,
+                ('"' | '\'', None) => quote = Some(c),
+                (c, Some(q)) if c == q => quote = None,
+                ('\\', _) => {
+                    let e = chars.next().expect("an escape at the end of the line");
+                    match e {
+                        'n' => word.push('\n'),
+                        't' => word.push('\t'),
+                        's' => word.push(' '),
+                        'x' => {
+                            let hex: String = chars.by_ref().take(2).collect();
+                            word.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
+                        }
+                        'u' | 'U' => {
+                            let n = if e == 'u' { 4 } else { 8 };
+                            let hex: String = chars.by_ref().take(n).collect();
+                            word.push(
+                                char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap(),
+                            );
+                        }
+                        '\\' | '"' | '\'' => word.push(e),
+                        other => panic!("escape \\{other} in {line}"),
+                    }
+                }
+                (c, _) => word.push(c),
+            }
+        }
+        let mut out = String::new();
+        let mut it = word.chars().peekable();
+        while let Some(c) = it.next() {
+            match c {
+                // Quadlet's own arguments use specifiers (`%t/%N.cid`): any but `%%`
+                // is kept marked, so a value of ours that still held one differs.
+                '%' => match it.next() {
+                    Some('%') => out.push('%'),
+                    other => out.push_str(&format!("<specifier %{}>", other.unwrap_or(' '))),
+                },
+                '$' => match it.next() {
+                    Some('$') => out.push('$'),
+                    other => out.push_str(&format!("<expanded ${}>", other.unwrap_or(' '))),
+                },
+                c => out.push(c),
+            }
+        }
+        words.push(out);
+    }
+    words
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+fn hostile_config(volumes: &[&str]) -> String {
+    let exec: Vec<String> = HOSTILE.iter().map(|s| toml_str(s)).collect();
+    let env: Vec<String> = HOSTILE
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("V{i} = {}", toml_str(s)))
+        .collect();
+    let vols: Vec<String> = volumes
+        .iter()
+        .map(|s| toml_str(&format!("/data/apps/web:/dst/{s}")))
+        .collect();
+    format!(
+        "schema = 1\n[device]\nhostname = \"h\"\n[admin]\nssh-authorized-keys = [\"{}\"]\n\
+         [network.lan]\naddress = \"192.168.100.1/24\"\n\
+         [[containers]]\nname = \"web\"\nimage = \"docker.io/library/busybox:1.36\"\n\
+         exec = [{}]\nvolumes = [{}]\n[containers.environment]\n{}\n",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEe4xPVymZRl70Tj2o+I5S1YxR/KVel/B+JV/0KIat6V ops@laptop",
+        exec.join(", "),
+        vols.join(", "),
+        env.join("\n"),
+    )
+}
+
+/// Every hostile string either reaches the generated service exactly (as an argument
+/// of Exec=, an Environment= value, a Volume= path, the update URL) or is refused by
+/// validation at its line.
+#[test]
+fn hostile_values_arrive_unchanged_or_are_refused_at_their_line() {
+    // Volume paths: each alone first; refused ones must be refused at the volume's line.
+    let mut carried = Vec::new();
+    for s in HOSTILE {
+        let text = hostile_config(&[s]);
+        let checked = atomix_config::check("config.toml", &text);
+        if checked.is_valid() {
+            carried.push(*s);
+        } else {
+            let line = text
+                .lines()
+                .position(|l| l.starts_with("volumes = "))
+                .unwrap()
+                + 1;
+            assert!(
+                checked
+                    .errors()
+                    .all(|d| d.line == line && d.path.starts_with("containers[0].volumes")),
+                "volume {s:?}: {:#?}",
+                checked.diagnostics
+            );
+            println!(
+                "volume path refused: {s:?}: {}",
+                checked.errors().next().unwrap()
+            );
+        }
+    }
+    let text = hostile_config(&carried);
+    let checked = atomix_config::check("config.toml", &text);
+    let config = checked
+        .config
+        .unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
+    let tree = render(&config, &config_sha256(&text));
+    let dir = tempfile::tempdir().unwrap();
+    tree.write_into(&dir.path().join("r")).unwrap();
+    let (ok, services, log) = quadlet(&dir.path().join("r/quadlet/rootful"), false);
+    assert!(ok, "quadlet or systemd-analyze verify failed:\n{log}");
+    let words = exec_words(&services[0].1);
+    let image = words
+        .iter()
+        .position(|w| w == "docker.io/library/busybox:1.36")
+        .unwrap();
+    assert_eq!(words[image + 1..], *HOSTILE, "Exec= arguments");
+    for (i, s) in HOSTILE.iter().enumerate() {
+        let want = format!("V{i}={s}");
+        assert!(
+            words.windows(2).any(|w| w[0] == "--env" && w[1] == want),
+            "Environment {want:?} not in {words:#?}"
+        );
+    }
+    for s in &carried {
+        let want = format!("/data/apps/web:/dst/{s}");
+        assert!(
+            words.windows(2).any(|w| w[0] == "-v" && w[1] == want),
+            "Volume {want:?} not in {words:#?}"
+        );
+    }
+    println!(
+        "{} strings through Exec= and Environment=, {} through Volume=",
+        HOSTILE.len(),
+        carried.len()
+    );
+
+    // The update URL reaches the update service's ExecStart (no Quadlet in between).
+    let mut urls = 0;
+    for s in HOSTILE {
+        let url = format!("https://u.example/b.raucb?{s}");
+        let text = format!(
+            "{}[update]\nrauc = true\nurl = {}\n",
+            hostile_config(&[]),
+            toml_str(&url)
+        );
+        let checked = atomix_config::check("config.toml", &text);
+        let Some(config) = checked.config else {
+            let line = text.lines().count();
+            // Refused at its line (and, as a consequence, `rauc = true` lacks a url).
+            let at_line = checked
+                .errors()
+                .find(|d| d.line == line && d.path == "update.url");
+            assert!(
+                at_line.is_some() && checked.errors().all(|d| d.path == "update.url"),
+                "url {url:?}: {:#?}",
+                checked.diagnostics
+            );
+            println!("update URL refused: {}", at_line.unwrap());
+            continue;
+        };
+        let tree = render(&config, &config_sha256(&text));
+        let service = tree.get("systemd/atomix-update.service").unwrap();
+        let words = exec_words(service);
+        assert_eq!(words.last(), Some(&url), "{service}");
+        let dir = tempfile::tempdir().unwrap();
+        tree.write_into(&dir.path().join("r")).unwrap();
+        let (ok, log) = verify_units(&dir.path().join("r/systemd"));
+        assert!(
+            ok && log.trim().is_empty(),
+            "{url:?}: systemd-analyze verify:\n{log}"
+        );
+        urls += 1;
+    }
+    println!("{urls} strings through the update URL");
+}

@@ -181,3 +181,82 @@ fn an_image_archive_must_come_in_the_bundle() {
     let checked = atomix_config::check_bundle("config.toml", &text, &elsewhere);
     assert!(!checked.is_valid());
 }
+
+#[test]
+fn unknown_keys_of_one_table_are_all_reported() {
+    assert_eq!(
+        lines(&minimal(
+            "[time]\nfoo = 1\nntp-servers = []\nbar = 2\n\"b z\" = 3\n"
+        )),
+        [
+            "config.toml:11:1: time.foo: unknown field `foo`, expected `ntp-servers`",
+            "config.toml:13:1: time.bar: unknown field `bar`, expected `ntp-servers`",
+            "config.toml:14:1: time.\"b z\": unknown field `b z`, expected `ntp-servers`",
+        ]
+    );
+}
+
+#[test]
+fn host_port_clashes_by_address() {
+    let text = minimal(
+        "[[containers]]\nname = \"a\"\nimage = \"docker.io/library/nginx\"\n\
+         publish = [\"127.0.0.1:8000:80\", \"192.168.100.1:8000:80\", \"127.0.0.1:8000:81\", \"8000:82\"]\n\
+         [[containers]]\nname = \"b\"\nimage = \"docker.io/library/nginx\"\n\
+         publish = [\"8001:80\", \"127.0.0.1:8001:80\", \"8001:80/udp\"]\n",
+    );
+    let errors: Vec<String> = lines(&text)
+        .into_iter()
+        .filter(|l| !l.contains("warning"))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "config.toml:13:58: containers[0].publish[2]: host port 8000/tcp is already published by containers[0]",
+            "config.toml:13:79: containers[0].publish[3]: host port 8000/tcp is already published by containers[0]",
+            "config.toml:17:23: containers[1].publish[1]: host port 8001/tcp is already published by containers[1]",
+        ]
+    );
+}
+
+#[test]
+fn findings_past_the_cap_are_counted_not_kept() {
+    let publish = vec!["\"8000:80\""; 1500].join(", ");
+    let text = minimal(&format!(
+        "[[firewall.allow]]\nzone = \"wan\"\nproto = \"tcp\"\nport = 8000\n\
+         [[containers]]\nname = \"a\"\nimage = \"docker.io/library/nginx\"\npublish = [{publish}]\n"
+    ));
+    let checked = check("config.toml", &text);
+    let errors: Vec<String> = checked.errors().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), atomix_config::diagnostic::MAX_FINDINGS + 1);
+    assert!(
+        errors[0].starts_with("config.toml:17:23: containers[0].publish[1]: host port 8000/tcp is already published by containers[0]"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        errors.last().unwrap(),
+        "config.toml:18:1: (document): 499 more errors not shown (only the first 1000 errors found are)"
+    );
+}
+
+#[test]
+fn decoding_a_large_config_of_errors_stops_and_says_so() {
+    let block = "[[containers]]\nname = \"A\"\nimage = \"docker.io/x/y\"\n";
+    let text = minimal(&block.repeat((200 << 10) / block.len()));
+    let checked = check("config.toml", &text);
+    let errors: Vec<String> = checked.errors().map(ToString::to_string).collect();
+    assert!(errors.len() > 5 && errors.len() < 100, "{}", errors.len());
+    assert!(
+        errors[0]
+            .starts_with("config.toml:11:8: containers[0].name: \"A\" is not a container name"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        errors.last().unwrap(),
+        &format!(
+            "config.toml:{}:1: (document): too many errors to look for them all: correct these and check again",
+            text.lines().count() + 1
+        )
+    );
+}

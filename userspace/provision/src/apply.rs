@@ -34,6 +34,7 @@ use atomix_config::generations::{Origin, SourceRecord, Store};
 use atomix_config::render::RenderedTree;
 use serde::{Deserialize, Serialize};
 
+use crate::beneath::Beneath;
 use crate::failpoints::Failpoints;
 use crate::input::Accepted;
 use crate::jobs::{Job, JobHandle, JobKind, JobResult, Level, Rollback, RollbackState, Tracker};
@@ -130,9 +131,26 @@ impl Admin {
 /// One operation; paths are relative to the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Write { path: PathBuf, contents: Vec<u8> },
-    Remove { path: PathBuf },
-    Symlink { path: PathBuf, target: PathBuf },
+    Write {
+        path: PathBuf,
+        contents: Vec<u8>,
+    },
+    /// Removes a file this service wrote (or puts back the image's copy it replaced).
+    Remove {
+        path: PathBuf,
+    },
+    /// Puts back the image's copy (file or link) of a file this service replaced.
+    Restore {
+        path: PathBuf,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
+    /// Sets the running host name to what the file (just restored) holds.
+    HostnameFromFile {
+        path: PathBuf,
+    },
     Run(Action),
 }
 
@@ -201,6 +219,9 @@ fn step_of(path: &Path) -> Option<Step> {
         ("etc/nftables.d/", Step::Firewall),
         ("etc/ssh/authorized_keys/", Step::SshKeys),
         ("etc/systemd/system/", Step::UpdateTimer),
+        ("etc/timezone", Step::Time),
+        ("etc/localtime", Step::Time),
+        ("etc/hostname", Step::Hostname),
     ];
     prefixes
         .iter()
@@ -208,10 +229,13 @@ fn step_of(path: &Path) -> Option<Step> {
         .map(|(_, step)| *step)
 }
 
-/// Files that exist in the image too: overwritten, never removed (on the overlay root a
-/// removal would hide the image's own copy).
+const HOSTNAME: &str = "etc/hostname";
+const LOCALTIME: &str = "etc/localtime";
+
+/// Files that exist in the image too: overwritten, and put back (never removed: on the
+/// overlay root a removal would hide the image's own copy).
 fn image_file(path: &Path) -> bool {
-    ["etc/hostname", "etc/timezone", "etc/localtime"]
+    [HOSTNAME, "etc/timezone", LOCALTIME]
         .iter()
         .any(|p| path == Path::new(p))
 }
@@ -237,6 +261,9 @@ pub fn plan_sync(
     let mut writes: BTreeMap<Step, Vec<Op>> = BTreeMap::new();
     let mut wanted = BTreeSet::new();
     if let Some(d) = desired {
+        if d.tree.get("timezone").is_some() {
+            wanted.insert(PathBuf::from(LOCALTIME));
+        }
         let files = d.tree.files.iter().chain(d.apps.iter());
         for (rel, contents) in files {
             if let Some((step, path)) = live_path(rel, admin) {
@@ -249,15 +276,16 @@ pub fn plan_sync(
         }
     }
     let mut removes: BTreeMap<Step, Vec<Op>> = BTreeMap::new();
-    for path in owned
-        .iter()
-        .filter(|p| !wanted.contains(*p) && !image_file(p))
-    {
+    for path in owned.iter().filter(|p| !wanted.contains(*p)) {
         if let Some(step) = step_of(path) {
-            removes
-                .entry(step)
-                .or_default()
-                .push(Op::Remove { path: path.clone() });
+            let path = path.clone();
+            // The image's own files are put back, never removed: on the overlay root
+            // a removal would hide the image's copy.
+            removes.entry(step).or_default().push(if image_file(&path) {
+                Op::Restore { path }
+            } else {
+                Op::Remove { path }
+            });
         }
     }
     let files_of = |step: Step, writes: &mut BTreeMap<Step, Vec<Op>>| {
@@ -330,7 +358,7 @@ pub fn plan_sync(
     let mut time = files_of(Step::Time, &mut writes);
     if let Some(zone) = desired.and_then(|d| d.tree.get("timezone")) {
         time.push(Op::Symlink {
-            path: "etc/localtime".into(),
+            path: LOCALTIME.into(),
             target: Path::new("/usr/share/zoneinfo").join(zone.trim()),
         });
     }
@@ -358,6 +386,11 @@ pub fn plan_sync(
         hostname.push(Op::Run(Action::Hostname {
             name: name.trim().to_owned(),
         }));
+    } else if owned.contains(Path::new(HOSTNAME)) {
+        // Back to the image's host name, which only the restored file knows.
+        hostname.push(Op::HostnameFromFile {
+            path: HOSTNAME.into(),
+        });
     }
     plan.push(StepPlan {
         step: Step::Hostname,
@@ -434,41 +467,128 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Live trees that containers can write (read-write volumes): every file operation in
+/// them goes through [`Beneath`], which never follows a symbolic link.
+pub const CONTAINER_WRITABLE: &[&str] = &["data/apps"];
+
 impl Executor<'_> {
     fn original(&self, path: &Path) -> PathBuf {
         self.paths.run().join("originals").join(path)
     }
 
-    /// Keeps the image's copy of a file about to be replaced (once).
-    fn save_original(&self, path: &Path, full: &Path) -> Result<(), String> {
-        let saved = self.original(path);
-        if saved.exists() {
-            return Ok(());
+    /// The container-writable tree `path` is in, and the path inside it.
+    fn untrusted<'p>(&self, path: &'p Path) -> Option<(Beneath, &'p Path)> {
+        CONTAINER_WRITABLE.iter().find_map(|tree| {
+            let rel = path.strip_prefix(tree).ok()?;
+            Some((Beneath::new(self.paths.under(tree)), rel))
+        })
+    }
+
+    /// Reads a live file; None if it does not exist.
+    fn read_live(&self, path: &Path) -> Result<Option<Vec<u8>>, String> {
+        if let Some((tree, rel)) = self.untrusted(path) {
+            return tree.read(rel).map_err(|e| chain(&e));
         }
-        match std::fs::read(full) {
-            Ok(bytes) => boot_state::write_atomic(&saved, &bytes).map_err(|e| chain(&e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        let full = self.paths.under(path);
+        match std::fs::read(&full) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {}: {e}", full.display())),
         }
     }
 
-    /// Removes a file this service wrote, or puts the image's copy back.
-    fn remove_or_restore(&self, path: &Path, full: &Path) -> Result<(), String> {
+    fn write_live(&self, path: &Path, contents: &[u8]) -> Result<(), String> {
+        if let Some((tree, rel)) = self.untrusted(path) {
+            return tree.write(rel, contents).map_err(|e| chain(&e));
+        }
+        boot_state::write_atomic(&self.paths.under(path), contents).map_err(|e| chain(&e))
+    }
+
+    fn remove_live(&self, path: &Path) -> Result<(), String> {
+        if let Some((tree, rel)) = self.untrusted(path) {
+            return tree.remove(rel).map_err(|e| chain(&e));
+        }
+        let full = self.paths.under(path);
+        match std::fs::remove_file(&full) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", full.display())),
+        }
+    }
+
+    /// Keeps the image's copy of a file about to be replaced (once).
+    fn save_original(&self, path: &Path) -> Result<(), String> {
+        let saved = self.original(path);
+        if saved.exists() {
+            return Ok(());
+        }
+        match self.read_live(path)? {
+            Some(bytes) => boot_state::write_atomic(&saved, &bytes).map_err(|e| chain(&e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Where the target of an image's link that this service replaced is kept.
+    fn original_link(&self, path: &Path) -> PathBuf {
+        let mut p = self.original(path).into_os_string();
+        p.push(".symlink");
+        PathBuf::from(p)
+    }
+
+    /// Keeps the image's link (its target) or file at `path` before it is replaced.
+    fn save_original_link(&self, path: &Path) -> Result<(), String> {
+        let (saved, full) = (self.original_link(path), self.paths.under(path));
+        if saved.exists() || self.original(path).exists() {
+            return Ok(());
+        }
+        match std::fs::read_link(&full) {
+            Ok(target) => boot_state::write_atomic(&saved, target.as_os_str().as_encoded_bytes())
+                .map_err(|e| chain(&e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // Not a link: a file, kept as one.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => self.save_original(path),
+            Err(e) => Err(format!("cannot read {}: {e}", full.display())),
+        }
+    }
+
+    /// Replaces `path` by a link to `target` (a temporary link renamed over it).
+    fn symlink(&self, path: &Path, target: &Path) -> Result<(), String> {
+        let full = self.paths.under(path);
+        let tmp = full.with_extension("atomix-tmp");
+        let _ = std::fs::remove_file(&tmp);
+        if let Some(dir) = full.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::os::unix::fs::symlink(target, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &full))
+            .map_err(|e| format!("cannot link {}: {e}", full.display()))
+    }
+
+    /// Removes a file this service wrote, or puts the image's copy (file or link) back.
+    fn remove_or_restore(&self, path: &Path) -> Result<(), String> {
+        let link = self.original_link(path);
+        match std::fs::read(&link) {
+            Ok(target) => {
+                let target = PathBuf::from(String::from_utf8_lossy(&target).into_owned());
+                self.symlink(path, &target)?;
+                let _ = std::fs::remove_file(&link);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", link.display())),
+        }
         let saved = self.original(path);
         match std::fs::read(&saved) {
             Ok(bytes) => {
-                boot_state::write_atomic(full, &bytes).map_err(|e| chain(&e))?;
+                self.write_live(path, &bytes)?;
                 let _ = std::fs::remove_file(&saved);
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read {}: {e}", saved.display())),
         }
-        match std::fs::remove_file(full) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove {}: {e}", full.display())),
-        }
+        self.remove_live(path)
     }
 
     /// Runs one step; the owned list is updated (and saved) as files come and go.
@@ -478,35 +598,39 @@ impl Executor<'_> {
             for op in &plan.ops {
                 match op {
                     Op::Write { path, contents } => {
-                        let full = self.paths.under(path);
                         if !owned.files.contains(path) {
-                            self.save_original(path, &full)?;
+                            self.save_original(path)?;
                         }
                         // Recorded before the write: a crash in between must not leave
                         // a file nobody removes.
                         owned.files.insert(path.clone());
                         owned.save(self.paths)?;
-                        boot_state::write_atomic(&full, contents).map_err(|e| chain(&e))?;
+                        self.write_live(path, contents)?;
                         written += 1;
                     }
-                    Op::Remove { path } => {
-                        let full = self.paths.under(path);
-                        self.remove_or_restore(path, &full)?;
+                    Op::Remove { path } | Op::Restore { path } => {
+                        self.remove_or_restore(path)?;
                         owned.files.remove(path);
                         owned.save(self.paths)?;
                         removed += 1;
                     }
                     Op::Symlink { path, target } => {
-                        let full = self.paths.under(path);
-                        let tmp = full.with_extension("atomix-tmp");
-                        let _ = std::fs::remove_file(&tmp);
-                        if let Some(dir) = full.parent() {
-                            std::fs::create_dir_all(dir)
-                                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                        if !owned.files.contains(path) {
+                            self.save_original_link(path)?;
                         }
-                        std::os::unix::fs::symlink(target, &tmp)
-                            .and_then(|()| std::fs::rename(&tmp, &full))
-                            .map_err(|e| format!("cannot link {}: {e}", full.display()))?;
+                        owned.files.insert(path.clone());
+                        owned.save(self.paths)?;
+                        self.symlink(path, target)?;
+                    }
+                    Op::HostnameFromFile { path } => {
+                        let name = self.read_live(path)?.unwrap_or_default();
+                        let name = String::from_utf8_lossy(&name).trim().to_owned();
+                        if !name.is_empty() {
+                            self.system
+                                .run(&Action::Hostname { name })
+                                .map_err(|e| e.to_string())?;
+                            actions += 1;
+                        }
                     }
                     Op::Run(action) => {
                         let action = match action {
@@ -675,6 +799,14 @@ impl Applier {
         let mut staged = None;
         let result = (|| {
             self.step(&job, Step::Validate, || {
+                // The names validation accepted (bundle::read_bundle checks them with
+                // the same function): files that cannot be written are refused here,
+                // before anything is.
+                atomix_config::bundle::check_names(
+                    accepted.apps.keys().map(String::as_str),
+                    std::iter::empty(),
+                )
+                .map_err(|e| e.to_string())?;
                 Ok(((), format!("valid, {} warnings", accepted.warnings.len())))
             })?;
             let desired = self.step(&job, Step::Render, || {
@@ -932,6 +1064,10 @@ mod tests {
             .map(|op| match op {
                 Op::Write { path, .. } => format!("write {}", path.display()),
                 Op::Remove { path } => format!("remove {}", path.display()),
+                Op::Restore { path } => format!("restore {}", path.display()),
+                Op::HostnameFromFile { path } => {
+                    format!("hostnamectl hostname from {}", path.display())
+                }
                 Op::Symlink { path, target } => {
                     format!("link {} {}", path.display(), target.display())
                 }
@@ -1071,9 +1207,13 @@ mod tests {
                 "nft add table inet atomix ; delete table inet atomix"
             ]
         );
-        assert!(
-            ops_text(&defaults, Step::Hostname).is_empty(),
-            "the image's /etc/hostname is never removed"
+        assert_eq!(
+            ops_text(&defaults, Step::Hostname),
+            [
+                "restore etc/hostname",
+                "hostnamectl hostname from etc/hostname"
+            ],
+            "the image's /etc/hostname is put back, never removed"
         );
     }
 
@@ -1115,7 +1255,8 @@ mod tests {
             live("etc/containers/systemd/web.container").contains("Image=ghcr.io/acme/web:1.4.2")
         );
         assert!(sys.commands().contains(&"rauc status mark-good".to_owned()));
-        assert_eq!(Owned::load(&a.paths).files.len(), 13);
+        // The 13 written files and the etc/localtime link.
+        assert_eq!(Owned::load(&a.paths).files.len(), 14);
     }
 
     #[test]
@@ -1126,6 +1267,11 @@ mod tests {
         let image_default = dir.path().join("etc/dnsmasq.d/atomix-lan.conf");
         std::fs::create_dir_all(image_default.parent().unwrap()).unwrap();
         std::fs::write(&image_default, "# image default\n").unwrap();
+        // The image's host name, time zone and localtime link.
+        let etc = dir.path().join("etc");
+        std::fs::write(etc.join("hostname"), "atomix\n").unwrap();
+        std::fs::write(etc.join("timezone"), "Etc/UTC\n").unwrap();
+        std::os::unix::fs::symlink("/usr/share/zoneinfo/Etc/UTC", etc.join("localtime")).unwrap();
         let tracker = Tracker::new(a.paths.jobs());
         let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
         assert_eq!(job.state, JobState::Failed);
@@ -1149,7 +1295,23 @@ mod tests {
             .path()
             .join("etc/containers/systemd/web.container")
             .exists());
-        assert!(Owned::load(&a.paths).files.iter().all(|p| image_file(p)));
+        assert_eq!(Owned::load(&a.paths).files, BTreeSet::new());
+        assert_eq!(
+            std::fs::read_to_string(&image_default).unwrap(),
+            "# image default\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(etc.join("hostname")).unwrap(),
+            "atomix\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(etc.join("timezone")).unwrap(),
+            "Etc/UTC\n"
+        );
+        assert_eq!(
+            std::fs::read_link(etc.join("localtime")).unwrap(),
+            Path::new("/usr/share/zoneinfo/Etc/UTC")
+        );
         let cmds = sys.commands();
         assert!(
             cmds.contains(&"systemctl stop web.service".to_owned()),
@@ -1333,5 +1495,210 @@ mod tests {
         );
         assert_eq!(store.current().unwrap(), Some(1));
         assert_eq!(store.list().unwrap(), [1]);
+    }
+
+    fn with_apps(files: &[(&str, &str)]) -> Accepted {
+        let text = format!(
+            "{}\n[[containers]]\nname = \"web\"\nimage = \"docker.io/library/nginx\"\nvolumes = [\"/data/apps/web:/usr/share/nginx/html:ro\"]\n",
+            EXAMPLE
+                .split("[[containers]]")
+                .next()
+                .unwrap()
+        );
+        let apps = files
+            .iter()
+            .map(|(p, c)| (format!("apps/web/{p}"), c.as_bytes().to_vec()))
+            .collect();
+        check_text(text, apps).expect("valid config")
+    }
+
+    /// A container with the apps dir as a read-write volume swaps a directory or a file
+    /// for a symbolic link to the host between two applies: the next apply (and its
+    /// rollback) report the link by its path and touch nothing outside.
+    #[test]
+    fn a_symlink_planted_under_the_apps_dir_is_reported_not_followed() {
+        type Files = &'static [(&'static str, &'static str)];
+        let cases: &[(&str, &str, Files)] = &[
+            // (what is replaced by a link, where the link points, the second bundle)
+            (
+                "sub",
+                "outside",
+                &[("sub/index.html", "new"), ("file.txt", "new")],
+            ),
+            (
+                "file.txt",
+                "outside/file.txt",
+                &[("sub/index.html", "new"), ("file.txt", "new")],
+            ),
+            // The second bundle drops the files: their removal goes through the link.
+            ("sub", "outside", &[("file.txt", "old")]),
+        ];
+        for (replaced, target, second) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let a = applier(dir.path(), Arc::new(FakeSystem::default()), "");
+            let tracker = Tracker::new(a.paths.jobs());
+            let outside = dir.path().join("outside");
+            std::fs::create_dir_all(&outside).unwrap();
+            std::fs::write(outside.join("index.html"), "host").unwrap();
+            std::fs::write(outside.join("file.txt"), "host").unwrap();
+
+            let run = |acc: Accepted| {
+                let store = Store::new(a.paths.config_store());
+                let job = tracker
+                    .start(Origin::Api, store.current().unwrap())
+                    .unwrap();
+                let id = job.id.clone();
+                let outcome = a.import(job, acc, Origin::Api, None);
+                (outcome, tracker.get(&id).unwrap())
+            };
+            let (first, _) = run(with_apps(&[("sub/index.html", "old"), ("file.txt", "old")]));
+            assert!(first.succeeded(), "{first:?}");
+            let apps = dir.path().join("data/apps/web");
+            assert_eq!(
+                std::fs::read_to_string(apps.join("sub/index.html")).unwrap(),
+                "old"
+            );
+
+            // What the container does through its volume.
+            let planted = apps.join(replaced);
+            if planted.is_dir() {
+                std::fs::remove_dir_all(&planted).unwrap();
+            } else {
+                std::fs::remove_file(&planted).unwrap();
+            }
+            std::os::unix::fs::symlink(dir.path().join(target), &planted).unwrap();
+
+            let (outcome, job) = run(with_apps(second));
+            let result = job.result.unwrap();
+            assert_eq!(result.failed_step.as_deref(), Some("apps"), "{replaced}");
+            let want = format!(
+                "{} is a symbolic link (a container may have planted it): not followed",
+                planted.display()
+            );
+            assert_eq!(result.error.as_deref(), Some(want.as_str()), "{replaced}");
+            // The rollback meets the same link: it says so rather than claiming success.
+            assert_eq!(outcome.rollback.state, RollbackState::Failed, "{replaced}");
+            assert!(
+                job.events
+                    .iter()
+                    .any(|e| e.message.contains(&want) && e.step == "rollback"),
+                "{replaced}: {:?}",
+                job.events
+            );
+            for f in ["index.html", "file.txt"] {
+                assert_eq!(
+                    std::fs::read_to_string(outside.join(f)).unwrap(),
+                    "host",
+                    "{replaced}: outside/{f}"
+                );
+            }
+            let left: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+            assert_eq!(
+                left.len(),
+                2,
+                "{replaced}: nothing created outside: {left:?}"
+            );
+        }
+    }
+
+    /// A first apply that fails after the host name and time zone were set goes back to
+    /// the image's: files, the localtime link and the running host name.
+    #[test]
+    fn a_failed_first_apply_puts_back_the_images_host_name_and_time_zone() {
+        for step in [
+            Step::SshKeys,
+            Step::UpdateTimer,
+            Step::Switch,
+            Step::MarkGood,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let sys = Arc::new(FakeSystem::default());
+            let a = applier(dir.path(), sys.clone(), &format!("{}=error", step.name()));
+            let etc = dir.path().join("etc");
+            std::fs::create_dir_all(&etc).unwrap();
+            std::fs::write(etc.join("hostname"), "atomix\n").unwrap();
+            std::os::unix::fs::symlink("/usr/share/zoneinfo/Etc/UTC", etc.join("localtime"))
+                .unwrap();
+            // The image has no etc/timezone: the one the apply wrote goes again.
+            let tracker = Tracker::new(a.paths.jobs());
+            let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+            assert_eq!(job.state, JobState::Failed, "{step}");
+            assert_eq!(outcome.rollback.state, RollbackState::Completed, "{step}");
+            assert_eq!(
+                std::fs::read_to_string(etc.join("hostname")).unwrap(),
+                "atomix\n",
+                "{step}"
+            );
+            assert!(!etc.join("timezone").exists(), "{step}");
+            assert_eq!(
+                std::fs::read_link(etc.join("localtime")).unwrap(),
+                Path::new("/usr/share/zoneinfo/Etc/UTC"),
+                "{step}"
+            );
+            let cmds = sys.commands();
+            let hostnames: Vec<&String> = cmds
+                .iter()
+                .filter(|c| c.starts_with("hostnamectl"))
+                .collect();
+            assert_eq!(
+                hostnames,
+                [
+                    "hostnamectl hostname edge-042",
+                    "hostnamectl hostname atomix"
+                ],
+                "{step}: the rollback sets the image's host name again"
+            );
+            assert_eq!(Owned::load(&a.paths).files, BTreeSet::new(), "{step}");
+            let originals: Vec<_> = walk(&a.paths.run().join("originals"));
+            assert!(
+                originals.is_empty(),
+                "{step}: saved originals left: {originals:?}"
+            );
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    /// Bundle files whose names no apply can write (a file where another needs a
+    /// directory, a name past NAME_MAX) are refused at validate, before anything is
+    /// written, with the rule validation uses.
+    #[test]
+    fn the_apply_refuses_bundle_names_validation_refuses() {
+        let long = format!("{}.html", "x".repeat(250));
+        let cases: &[(&[&str], String)] = &[
+            (
+                &["a", "a/b"],
+                "apps/web/a/b: refused: apps/web/a is a file in the bundle: a file and a directory cannot share a name".into(),
+            ),
+            (
+                &[long.as_str()],
+                format!("apps/web/{long}: refused: a name component is longer than 240 bytes"),
+            ),
+        ];
+        for (names, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let a = applier(dir.path(), Arc::new(FakeSystem::default()), "");
+            let tracker = Tracker::new(a.paths.jobs());
+            let files: Vec<(&str, &str)> = names.iter().map(|n| (*n, "x")).collect();
+            let store = Store::new(a.paths.config_store());
+            let job = tracker.start(Origin::Api, None).unwrap();
+            let id = job.id.clone();
+            a.import(job, with_apps(&files), Origin::Api, None);
+            let result = tracker.get(&id).unwrap().result.unwrap();
+            assert_eq!(result.failed_step.as_deref(), Some("validate"));
+            assert_eq!(result.error.as_ref(), Some(want));
+            assert_eq!(store.list().unwrap(), Vec::<u64>::new());
+            assert!(!dir.path().join("data/apps").exists());
+        }
     }
 }

@@ -269,15 +269,26 @@ impl Tracker {
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut Job)) {
+        self.update_and(id, f, false);
+    }
+
+    /// Updates a job and, if `release`, frees the single-flight slot under the same
+    /// lock: a client that sees the job finished can start the next one at once.
+    fn update_and(&self, id: &str, f: impl FnOnce(&mut Job), release: bool) {
         let snapshot = {
             let mut inner = self.lock();
-            let Some(job) = inner.jobs.get_mut(id) else {
-                return;
-            };
-            f(job);
-            job.clone()
+            let snapshot = inner.jobs.get_mut(id).map(|job| {
+                f(job);
+                job.clone()
+            });
+            if release {
+                Self::release_locked(&mut inner, id);
+            }
+            snapshot
         };
-        self.persist(&snapshot);
+        if let Some(snapshot) = snapshot {
+            self.persist(&snapshot);
+        }
     }
 }
 
@@ -318,32 +329,35 @@ impl JobHandle {
 
     /// Ends the job: succeeded when `result.error` is none.
     pub fn finish(mut self, result: JobResult, rollback: Rollback) {
-        self.record(result, rollback);
-        self.tracker.release(&self.id);
+        self.record(result, rollback, true);
     }
 
     /// Ends the job like [`JobHandle::finish`], so clients see its outcome, but keeps
     /// other jobs out until the returned [`Hold`] is dropped (a reboot requested once an
     /// update has succeeded must not cut a config job short).
     pub fn finish_and_hold(mut self, result: JobResult, rollback: Rollback) -> Hold {
-        self.record(result, rollback);
+        self.record(result, rollback, false);
         Hold {
             tracker: Arc::clone(&self.tracker),
             id: self.id.clone(),
         }
     }
 
-    fn record(&mut self, result: JobResult, rollback: Rollback) {
+    fn record(&mut self, result: JobResult, rollback: Rollback, release: bool) {
         self.finished = true;
-        self.tracker.update(&self.id, |j| {
-            j.state = if result.error.is_none() {
-                JobState::Succeeded
-            } else {
-                JobState::Failed
-            };
-            j.result = Some(result);
-            j.rollback = rollback;
-        });
+        self.tracker.update_and(
+            &self.id,
+            |j| {
+                j.state = if result.error.is_none() {
+                    JobState::Succeeded
+                } else {
+                    JobState::Failed
+                };
+                j.result = Some(result);
+                j.rollback = rollback;
+            },
+            release,
+        );
     }
 }
 
@@ -363,7 +377,10 @@ impl Drop for Hold {
 impl Tracker {
     /// Frees the slot a finished job held.
     fn release(&self, id: &str) {
-        let mut inner = self.lock();
+        Self::release_locked(&mut self.lock(), id);
+    }
+
+    fn release_locked(inner: &mut Inner, id: &str) {
         if inner.running.as_deref() == Some(id) {
             inner.running = None;
         }
@@ -389,8 +406,8 @@ impl Drop for JobHandle {
                     state: RollbackState::Failed,
                     generation: None,
                 },
+                true,
             );
-            self.tracker.release(&self.id);
         }
     }
 }

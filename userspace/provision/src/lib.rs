@@ -20,6 +20,7 @@
 pub mod api;
 pub mod apply;
 pub mod auth;
+pub mod beneath;
 pub mod boot_flow;
 pub mod console;
 pub mod failpoints;

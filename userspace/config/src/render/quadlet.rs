@@ -130,7 +130,8 @@ impl ContainerUnit {
             container.push(("PublishPort", p.clone()));
         }
         for v in &self.volumes {
-            container.push(("Volume", escape_specifiers(v)));
+            // Quadlet copies Volume= into ExecStart as it is, where systemd expands `$`.
+            container.push(("Volume", escape_specifiers(v).replace('$', "$$")));
         }
         if !self.exec.is_empty() {
             let words: Vec<String> = self.exec.iter().map(|a| quote_word(a, true)).collect();
