@@ -306,13 +306,15 @@ async fn next_chunk(
 /// arrives.
 async fn read_body(
     mut body: Body,
+    declared: Option<u64>,
     limit: u64,
     what: &str,
     pace: Pace,
 ) -> Result<(Bytes, String), AppError> {
     let start = tokio::time::Instant::now();
     let mut last = start;
-    let mut buf = Vec::new();
+    // Sized from Content-Length when given, so growing never doubles the memory held.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     let mut hasher = Sha256::new();
     while let Some(chunk) = next_chunk(&mut body, pace, start, last, buf.len() as u64).await? {
         last = tokio::time::Instant::now();
@@ -358,6 +360,7 @@ async fn validate(
     drop(waiting);
     let (bytes, _) = read_body(
         body,
+        declared_length(&headers),
         size_limit(Some(kind)),
         "the body",
         Pace::Within(VALIDATE_BODY_TIME),
@@ -550,7 +553,14 @@ async fn config(
         Ok((auth, kind, slot))
     });
     let ((auth, kind, _slot), body) = refuse_early(&headers, body, early).await?;
-    let (bytes, digest) = read_body(body, limit, "the body", Pace::MinRate).await?;
+    let (bytes, digest) = read_body(
+        body,
+        declared_length(&headers),
+        limit,
+        "the body",
+        Pace::MinRate,
+    )
+    .await?;
     auth.check_digest(&digest)?;
     let accepted = tokio::task::spawn_blocking(move || input::check(&bytes, kind))
         .await

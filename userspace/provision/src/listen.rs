@@ -18,8 +18,9 @@
 //! * a connection with no request being handled is closed after [`IDLE_TIMEOUT`]
 //!   (a body trickled to a route that ignores it, a client that stops reading its
 //!   answer). Bodies a handler reads have their own rate rules (`api::read_body`).
-//! * stopping a listener (the narrowing, SIGTERM) closes idle connections at once, lets
-//!   requests in progress finish for [`STOP_GRACE`], then closes whatever is left.
+//! * stopping a listener (the narrowing, SIGTERM) closes connections with no request in
+//!   progress at once (a head still arriving included), lets requests in progress
+//!   finish for [`STOP_GRACE`], then closes whatever is left.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +49,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
 /// How long a stopping listener lets requests in progress finish.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// A stopping listener closes a connection with no request in progress once its last
+/// answer is this old.
+const STOP_IDLE: Duration = Duration::from_millis(250);
 
 /// Who a connection counts against: an IPv4 address, or the /64 of an IPv6 address
 /// (a host on a LAN has as many addresses of its /64 as it likes).
@@ -278,13 +282,15 @@ async fn accept_loop(
 
 /// One connection: HTTP/1 with the head timeout and size cap, closed when idle too long,
 /// when evicted, or when its listener stops.
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<I>(
+    stream: I,
     peer: SocketAddr,
     app: Router,
     admitted: Admitted,
     mut drain: watch::Receiver<bool>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let idle_since = Arc::new(Mutex::new(Instant::now()));
     let active = Arc::clone(&admitted.active);
     let service = {
@@ -314,7 +320,7 @@ async fn serve_connection(
     }
     let mut grace_end: Option<tokio::time::Instant> =
         draining.then(|| tokio::time::Instant::now() + STOP_GRACE);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
@@ -330,15 +336,29 @@ async fn serve_connection(
                 if grace_end.is_some_and(|end| tokio::time::Instant::now() >= end) {
                     break;
                 }
-                let idle = admitted.active.load(Ordering::Acquire) == 0
-                    && idle_since.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= IDLE_TIMEOUT;
-                if idle {
+                // Stopping: a connection with no request in progress (idle, or a head
+                // still arriving) goes at once; its last answer has had time to leave.
+                let idle_for = idle_since.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                let limit = if draining { STOP_IDLE } else { IDLE_TIMEOUT };
+                if admitted.active.load(Ordering::Acquire) == 0 && idle_for >= limit {
                     break;
                 }
             }
         }
     }
     drop(admitted);
+}
+
+/// Serves one connection over any byte stream (what the request fuzz target drives) with
+/// the same rules as a listener's, until the client has gone.
+pub async fn serve_stream<I>(stream: I, peer: SocketAddr, app: Router)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conns = Connections::new(1, 1);
+    let admitted = conns.admit(peer.ip()).expect("an empty table has room");
+    let (_drain_tx, drain_rx) = watch::channel(false);
+    serve_connection(stream, peer, app, admitted, drain_rx).await;
 }
 
 struct Running {
