@@ -288,11 +288,6 @@ pub fn run(
         ),
     );
     failpoints.hold(INSTALL);
-    job.event(
-        INSTALL,
-        Level::Info,
-        format!("rauc install {}", bundle.path.display()),
-    );
     let revoked = key
         .as_ref()
         .is_some_and(|key| !trusted_now().iter().any(|k| k.key_data() == key.key_data()));
@@ -301,6 +296,11 @@ pub fn run(
             "the signer's key {signer} is no longer trusted by this device (it was revoked during the upload); nothing was installed"
         ))
     } else {
+        job.event(
+            INSTALL,
+            Level::Info,
+            format!("rauc install {}", bundle.path.display()),
+        );
         system
             .run(&Action::RaucInstall {
                 bundle: bundle.path.clone(),
@@ -548,6 +548,59 @@ mod tests {
         assert_eq!(job.rollback.state, RollbackState::None);
         assert!(!sys.commands().iter().any(|c| c.contains("reboot")));
         assert_eq!(job.events.last().unwrap().step, CLEANUP);
+    }
+
+    #[test]
+    fn a_signer_revoked_during_the_upload_installs_nothing() {
+        let key: crate::auth::PublicKey =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEe4xPVymZRl70Tj2o+I5S1YxR/KVel/B+JV/0KIat6V"
+                .parse()
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = Tracker::new(dir.path().join("jobs"));
+        let sys = FakeSystem::default();
+        let run_with = |trusted: Vec<crate::auth::PublicKey>| {
+            let bundle = bundle_in(&dir.path().join("uploads"));
+            let path = bundle.path.clone();
+            let job = tracker
+                .start_kind(JobKind::Update, Origin::Api, None)
+                .unwrap();
+            let id = job.id.clone();
+            let request = Request {
+                bundle,
+                signer: "SHA256:k".into(),
+                key: Some(key.clone()),
+                reboot: false,
+            };
+            let trusted_now = move || trusted.clone();
+            run(
+                job,
+                &sys,
+                &Failpoints::default(),
+                request,
+                None,
+                &trusted_now,
+            );
+            assert!(!path.exists(), "the bundle is removed either way");
+            tracker.get(&id).unwrap()
+        };
+        let job = run_with(vec![]);
+        assert_eq!(job.state, JobState::Failed);
+        let result = job.result.unwrap();
+        assert_eq!(result.failed_step.as_deref(), Some(INSTALL));
+        assert!(
+            result
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("no longer trusted"),
+            "{result:?}"
+        );
+        assert!(sys.commands().is_empty(), "{:?}", sys.commands());
+        // Still trusted: installed.
+        let job = run_with(vec![key.clone()]);
+        assert_eq!(job.state, JobState::Succeeded);
+        assert!(sys.commands()[0].starts_with("rauc install "));
     }
 
     #[test]
