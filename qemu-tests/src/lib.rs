@@ -588,7 +588,9 @@ impl Device {
         let mut response = agent
             .post(&format!("http://127.0.0.1:{port}{path}"))
             .header("Content-Type", content_type)
+            .header("Expect", "100-continue")
             .header("X-Atomix-Nonce", &nonce)
+            .header("X-Atomix-Content-SHA256", digest)
             .header("X-Atomix-Signature", signature.trim())
             .send(body)
             .map_err(|e| e.to_string())?;

@@ -191,13 +191,16 @@ impl Device {
         &self,
         upload: &Upload<'_>,
         nonce: &str,
+        sha256: &str,
         signature_b64: &str,
     ) -> Result<String, DeviceError> {
         let response = self
             .agent
             .post(&format!("{}/api/config", self.url))
             .header("Content-Type", upload.content_type)
+            .header("Expect", "100-continue")
             .header("X-Atomix-Nonce", nonce)
+            .header("X-Atomix-Content-SHA256", sha256)
             .header("X-Atomix-Signature", signature_b64)
             .send(upload.body)
             .map_err(|e| self.unreachable(e))?;
@@ -258,6 +261,7 @@ impl Device {
         upload: BundleUpload<'_>,
         reboot: bool,
         nonce: &str,
+        sha256: &str,
         signature_b64: &str,
     ) -> Result<String, DeviceError> {
         let query = if reboot { "?reboot=true" } else { "" };
@@ -275,7 +279,11 @@ impl Device {
             .build()
             .header("Content-Type", "application/octet-stream")
             .header("Content-Length", size.to_string())
+            // The device answers a refusal from the headers alone; the bundle is only
+            // sent once it has asked for it.
+            .header("Expect", "100-continue")
             .header("X-Atomix-Nonce", nonce)
+            .header("X-Atomix-Content-SHA256", sha256)
             .header("X-Atomix-Signature", signature_b64)
             .send(ureq::SendBody::from_reader(&mut body))
             .map_err(|e| self.unreachable(e))?;

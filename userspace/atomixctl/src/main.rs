@@ -244,12 +244,13 @@ fn provision(
     };
     progress(&format!("signing with {}", identity.description));
     let nonce = device.nonce()?;
-    let signature = sign::sign(&identity, &sign::signed_message(&nonce, &bytes))?;
+    let sha256 = sign::sha256_hex(&bytes);
+    let signature = sign::sign(&identity, &sign::signed_message_for_digest(&nonce, &sha256))?;
     let upload = Upload {
         content_type: device::content_type(&bytes),
         body: &bytes,
     };
-    let job_path = device.post_config(&upload, &nonce, &signature)?;
+    let job_path = device.post_config(&upload, &nonce, &sha256, &signature)?;
     let id = job_path.rsplit('/').next().unwrap_or(&job_path).to_owned();
     progress(&format!(
         "uploaded {shown} to {}; following job {id}",
@@ -335,7 +336,7 @@ fn update(
         size,
         progress: &mut report,
     };
-    let job_path = device.post_update(upload, reboot, &nonce, &signature)?;
+    let job_path = device.post_update(upload, reboot, &nonce, &sha256, &signature)?;
     let id = job_path.rsplit('/').next().unwrap_or(&job_path).to_owned();
     progress(&format!(
         "uploaded {shown} (sha256 {sha256}) to {}; following job {id}",

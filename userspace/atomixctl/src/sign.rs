@@ -18,13 +18,15 @@ use sha2::{Digest, Sha256};
 /// The namespace the device verifies.
 pub const NAMESPACE: &str = "atomix-provision";
 
-/// The exact bytes signed: three lines, each ending in `\n`.
-pub fn signed_message(nonce: &str, body: &[u8]) -> Vec<u8> {
-    signed_message_for_digest(nonce, &hex(&Sha256::digest(body)))
+/// The SHA-256 of a body in lowercase hex: what is signed and what the request's
+/// `X-Atomix-Content-SHA256` header carries.
+pub fn sha256_hex(body: &[u8]) -> String {
+    hex(&Sha256::digest(body))
 }
 
-/// The signed bytes for a body known by its SHA-256 (lowercase hex), such as a bundle
-/// too large to read into memory.
+/// The exact bytes signed, three lines each ending in `\n`, for a body known by its
+/// SHA-256 (lowercase hex; a bundle too large to read into memory is hashed from its
+/// file).
 pub fn signed_message_for_digest(nonce: &str, sha256_hex: &str) -> Vec<u8> {
     format!("{NAMESPACE}\n{nonce}\n{sha256_hex}\n").into_bytes()
 }
@@ -192,7 +194,7 @@ mod tests {
 
     #[test]
     fn the_message_is_three_lines() {
-        let m = signed_message("n1", b"abc");
+        let m = signed_message_for_digest("n1", &sha256_hex(b"abc"));
         assert_eq!(
             String::from_utf8(m.clone()).unwrap(),
             "atomix-provision\nn1\nba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"

@@ -4,15 +4,21 @@
 //! |---|---|
 //! | `GET /api/health` | 200 status, provisioned, build id, slot, generation, last import error, listening addresses, running job |
 //! | `GET /api/nonce` | 200 `{"nonce","expires_in"}` |
-//! | `POST /api/validate` | 200 `{"valid":true,"warnings"}` / 422 `{"valid":false,"errors"}` / 413 / 415 |
-//! | `POST /api/config` | 202 + `Location`; 401, 409, 413, 415, 422 |
-//! | `POST /api/update[?reboot=true]` | a RAUC bundle, streamed to disk: 202 + `Location`; 400, 401, 409, 413, 415, 507 |
+//! | `POST /api/validate` | 200 `{"valid":true,"warnings"}` / 422 `{"valid":false,"errors"}` / 408 / 413 / 415 / 503 |
+//! | `POST /api/config` | 202 + `Location`; 400, 401, 408, 409, 413, 415, 422 |
+//! | `POST /api/update[?reboot=true]` | a RAUC bundle, streamed to disk: 202 + `Location`; 400, 401, 408, 409, 413, 415, 507 |
 //! | `GET /api/jobs/{id}` | 200 the job / 404 |
 //!
 //! Every error is `{"error": "..."}` saying what to fix (422 carries the problems).
+//!
+//! Mutating requests are authenticated from their headers alone (`X-Atomix-Nonce`,
+//! `X-Atomix-Content-SHA256`, `X-Atomix-Signature`) before any body byte is read; the
+//! body is then checked against the signed SHA-256 as it arrives. Status order: 413
+//! (declared size) before 401 before 415, 409 and anything the body decides; a refused
+//! request never spends its nonce.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use atomix_config::generations::Origin;
 use axum::body::{Body, Bytes};
@@ -21,14 +27,16 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 
 use crate::apply::chain;
 use crate::auth::{self, Signature};
 use crate::input::{self, Kind, Problem, Rejected};
 use crate::jobs::Job;
+use crate::listen::{Peer, PeerKey};
 use crate::service::{ImportError, Service};
 use crate::update::{self, Bundle, Upload, UploadError, BUNDLE_LIMIT};
 
@@ -40,6 +48,9 @@ pub const BUNDLE_TYPE: &str = "application/octet-stream";
 
 pub const NONCE_HEADER: &str = "x-atomix-nonce";
 pub const SIGNATURE_HEADER: &str = "x-atomix-signature";
+/// The body's SHA-256 (hex), signed with the nonce: a request is authenticated from its
+/// headers before any of its body is read.
+pub const DIGEST_HEADER: &str = "x-atomix-content-sha256";
 
 /// Everything a handler can answer besides success. Messages are for the client: what
 /// to fix, never internals (those go to the journal).
@@ -63,6 +74,10 @@ pub enum AppError {
     Invalid(Vec<Problem>),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error; see the device's journal")]
     Internal,
 }
@@ -92,6 +107,14 @@ impl IntoResponse for AppError {
                 Json(json!({"valid": false, "error": msg, "errors": errors})),
             ),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))),
+            AppError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, Json(json!({"error": msg}))),
+            AppError::Unavailable(_) => {
+                let mut r =
+                    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": msg}))).into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                return r;
+            }
             AppError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Json(json!({"error": msg})),
@@ -155,65 +178,268 @@ async fn health(State(svc): State<Arc<Service>>) -> Json<Health> {
     })
 }
 
-async fn nonce(State(svc): State<Arc<Service>>) -> Json<serde_json::Value> {
+async fn nonce(
+    State(svc): State<Arc<Service>>,
+    request: axum::extract::Request,
+) -> Json<serde_json::Value> {
+    let owner = request
+        .extensions()
+        .get::<Peer>()
+        .map(|p| PeerKey::of(p.0.ip()));
     Json(json!({
-        "nonce": svc.issue_nonce(),
+        "nonce": svc.issue_nonce(owner),
         "expires_in": auth::NONCE_TTL.as_secs(),
     }))
 }
 
-/// The body and what it is: 415 for an unknown type, 413 past the limit.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<(Kind, Bytes), AppError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let kind = Kind::from_content_type(ct).ok_or_else(|| AppError::UnsupportedType {
-        got: ct.into(),
-        expected: "application/toml, text/plain, application/x-tar or application/gzip",
-    })?;
-    let too_large = || AppError::TooLarge(format!("the body is larger than {BODY_LIMIT} bytes"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return Err(too_large());
+/// `/api/validate` checks at once; more wait (up to [`VALIDATION_WAITERS`], for at most
+/// [`VALIDATION_QUEUE`]) or are answered 503.
+pub const VALIDATIONS: usize = 2;
+pub const VALIDATION_WAITERS: usize = 8;
+pub const VALIDATION_QUEUE: Duration = Duration::from_secs(5);
+/// A validate body must arrive whole within this long (16 MiB in 20 s is 0.8 MiB/s),
+/// with no pause longer than [`VALIDATE_BODY_GAP`].
+pub const VALIDATE_BODY_TIME: Duration = Duration::from_secs(20);
+pub const VALIDATE_BODY_GAP: Duration = Duration::from_secs(5);
+/// A validation taking longer is answered 503 (its thread still holds its place until
+/// it ends, so at most [`VALIDATIONS`] run at once whatever clients do).
+pub const VALIDATE_BUDGET: Duration = Duration::from_secs(10);
+/// An authenticated body must keep coming: each piece within [`BODY_GAP`], and on
+/// average at least [`BODY_MIN_RATE`] bytes a second after [`BODY_GRACE`].
+pub const BODY_GAP: Duration = Duration::from_secs(15);
+pub const BODY_MIN_RATE: u64 = 4 << 10;
+pub const BODY_GRACE: Duration = Duration::from_secs(10);
+/// What a refused request's body may still be read (and dropped) so that a client still
+/// sending gets the answer rather than a reset: this many bytes, within [`DISCARD_TIME`].
+pub const DISCARD_BYTES: u64 = 1 << 20;
+pub const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// The body-size limit for a request's declared type: config text 1 MiB, anything else
+/// the bundle limit.
+fn size_limit(kind: Option<Kind>) -> u64 {
+    match kind {
+        Some(Kind::Config) => atomix_config::bundle::Limits::default().config_bytes,
+        _ => BODY_LIMIT as u64,
     }
-    let bytes = Limited::new(body, BODY_LIMIT)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                too_large()
-            } else {
-                AppError::BadRequest("the request body could not be read".into())
-            }
-        })?
-        .to_bytes();
-    Ok((kind, bytes))
 }
 
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+}
+
+/// 413 from `Content-Length`, before anything else is looked at.
+fn check_declared(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), AppError> {
+    if declared_length(headers).is_some_and(|n| n > limit) {
+        return Err(AppError::TooLarge(format!(
+            "{what} is larger than {limit} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn unsupported(ct: &str) -> AppError {
+    AppError::UnsupportedType {
+        got: ct.into(),
+        expected: "application/toml, text/plain, application/x-tar or application/gzip",
+    }
+}
+
+/// How a body is read: its limit, and either one overall deadline (unauthenticated) or
+/// the rate rules of authenticated bodies.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    Within(Duration),
+    MinRate,
+}
+
+/// The next piece of a body, under `pace`: `Ok(None)` at its end.
+async fn next_chunk(
+    body: &mut Body,
+    pace: Pace,
+    start: tokio::time::Instant,
+    last: tokio::time::Instant,
+    received: u64,
+) -> Result<Option<Bytes>, AppError> {
+    let deadline = match pace {
+        Pace::Within(total) => (start + total).min(last + VALIDATE_BODY_GAP),
+        Pace::MinRate => {
+            let by_rate = start
+                + BODY_GRACE
+                + Duration::from_millis(received.saturating_mul(1000) / BODY_MIN_RATE);
+            by_rate.min(last + BODY_GAP)
+        }
+    };
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| {
+                AppError::Timeout(format!(
+                    "the request body stalled after {received} bytes; send it without pauses"
+                ))
+            })?;
+        match frame {
+            None => return Ok(None),
+            Some(Err(_)) => {
+                return Err(AppError::BadRequest(
+                    "the request body could not be read to its end".into(),
+                ))
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// Reads a whole body into memory (at most `limit` bytes, 413 past it), hashing it as it
+/// arrives.
+async fn read_body(
+    mut body: Body,
+    declared: Option<u64>,
+    limit: u64,
+    what: &str,
+    pace: Pace,
+) -> Result<(Bytes, String), AppError> {
+    let start = tokio::time::Instant::now();
+    let mut last = start;
+    // Sized from Content-Length when given, so growing never doubles the memory held.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = next_chunk(&mut body, pace, start, last, buf.len() as u64).await? {
+        last = tokio::time::Instant::now();
+        if buf.len() as u64 + chunk.len() as u64 > limit {
+            return Err(AppError::TooLarge(format!(
+                "{what} is larger than {limit} bytes"
+            )));
+        }
+        hasher.update(&chunk);
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((Bytes::from(buf), auth::hex(&hasher.finalize())))
+}
+
+/// `POST /api/validate` (unauthenticated): 413 (declared size), 415, then a place among
+/// [`VALIDATIONS`] (503 when the queue is full or the wait too long), the body within
+/// [`VALIDATE_BODY_TIME`] (408), the checks on a blocking thread within
+/// [`VALIDATE_BUDGET`] (503).
 async fn validate(
-    State(_svc): State<Arc<Service>>,
+    State(svc): State<Arc<Service>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let (kind, bytes) = read_body(&headers, body).await?;
-    let accepted = input::check(&bytes, kind)?;
+    let ct = content_type(&headers);
+    let kind = Kind::from_content_type(ct);
+    check_declared(&headers, size_limit(kind), "the body")?;
+    let kind = kind.ok_or_else(|| unsupported(ct))?;
+    let busy = || {
+        AppError::Unavailable(
+            "the device is validating other configs; try again in a moment".into(),
+        )
+    };
+    let waiting = Arc::clone(&svc.validation_waiters)
+        .try_acquire_owned()
+        .map_err(|_| busy())?;
+    let permit = tokio::time::timeout(
+        VALIDATION_QUEUE,
+        Arc::clone(&svc.validations).acquire_owned(),
+    )
+    .await
+    .map_err(|_| busy())?
+    .map_err(|_| AppError::Internal)?;
+    drop(waiting);
+    let (bytes, _) = read_body(
+        body,
+        declared_length(&headers),
+        size_limit(Some(kind)),
+        "the body",
+        Pace::Within(VALIDATE_BODY_TIME),
+    )
+    .await?;
+    let checking = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        input::check(&bytes, kind)
+    });
+    let accepted = tokio::time::timeout(VALIDATE_BUDGET, checking)
+        .await
+        .map_err(|_| {
+            AppError::Unavailable(format!(
+                "validation took longer than {} s",
+                VALIDATE_BUDGET.as_secs()
+            ))
+        })?
+        .map_err(|_| AppError::Internal)??;
     Ok(Json(json!({"valid": true, "warnings": accepted.warnings})))
 }
 
-/// Checks nonce and signature; returns the signer's fingerprint.
-fn authenticate(svc: &Service, headers: &HeaderMap, body: &[u8]) -> Result<String, AppError> {
-    let (nonce, signature) = check_signer(svc, headers)?;
-    signature
-        .verify(&auth::signed_message(&nonce, body))
-        .map_err(|e| AppError::Unauthorized(e.to_string()))
+/// A request whose headers authenticated: its nonce is reserved (given back when this
+/// is dropped, unless [`Authorized::spend`] used it up).
+struct Authorized {
+    svc: Arc<Service>,
+    nonce: String,
+    /// Lowercase hex SHA-256 the body must have.
+    digest: String,
+    signer: String,
+    key: auth::PublicKey,
+    spent: bool,
 }
 
-/// What the headers alone can tell: the nonce (used up here, whatever comes next) and a
-/// well-formed signature by a trusted key, still to be checked against the body.
-fn check_signer(svc: &Service, headers: &HeaderMap) -> Result<(String, Signature), AppError> {
+impl Authorized {
+    fn spend(mut self) {
+        self.svc
+            .nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spend(&self.nonce);
+        self.spent = true;
+    }
+
+    /// 400 unless the body's SHA-256 is the signed one.
+    fn check_digest(&self, got: &str) -> Result<(), AppError> {
+        if got != self.digest {
+            return Err(AppError::BadRequest(format!(
+                "the body's SHA-256 is {got}, not the {DIGEST_HEADER} {}; nothing was stored",
+                self.digest
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Authorized {
+    fn drop(&mut self) {
+        if !self.spent {
+            self.svc
+                .nonces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .release(&self.nonce);
+        }
+    }
+}
+
+/// What the headers of a mutating request say, checked without the body: a nonce, the
+/// body's SHA-256 and a signature over both by a trusted key. Pure parsing (no nonce
+/// store, no keys): what the header fuzz target runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders<'a> {
+    pub nonce: &'a str,
+    pub digest: String,
+    pub signature: &'a str,
+}
+
+/// Parses the three authentication headers (401 with what is missing or malformed).
+pub fn parse_signed_headers(headers: &HeaderMap) -> Result<SignedHeaders<'_>, AppError> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -222,33 +448,127 @@ fn check_signer(svc: &Service, headers: &HeaderMap) -> Result<(String, Signature
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
                 AppError::Unauthorized(format!(
-                    "missing {name} header: fetch a nonce from /api/nonce and sign it with ssh-keygen -Y sign -n atomix-provision"
+                    "missing {name} header: fetch a nonce from /api/nonce, send the body's SHA-256 in {DIGEST_HEADER} and sign both with ssh-keygen -Y sign -n atomix-provision"
                 ))
             })
     };
     let nonce = header(NONCE_HEADER)?;
+    let digest = header(DIGEST_HEADER)?;
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::Unauthorized(format!(
+            "{DIGEST_HEADER} is not a SHA-256 in hex (64 characters)"
+        )));
+    }
     let signature = header(SIGNATURE_HEADER)?;
+    Ok(SignedHeaders {
+        nonce,
+        digest: digest.to_ascii_lowercase(),
+        signature,
+    })
+}
+
+/// Authenticates a mutating request from its headers alone (401): the signature over
+/// the nonce and the declared digest, by a key trusted now; then reserves the nonce
+/// (after the signature, so a forged request never touches an operator's nonce).
+fn authenticate(svc: &Arc<Service>, headers: &HeaderMap) -> Result<Authorized, AppError> {
+    let signed = parse_signed_headers(headers)?;
+    let unauthorized = |e: &dyn std::fmt::Display| AppError::Unauthorized(e.to_string());
+    let signature = Signature::by_trusted_key(&svc.trusted_keys(), signed.signature)
+        .map_err(|e| unauthorized(&e))?;
+    let signer = signature
+        .verify(&auth::signed_message_for_digest(
+            signed.nonce,
+            &signed.digest,
+        ))
+        .map_err(|e| unauthorized(&e))?;
     svc.nonces
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .consume(nonce, Instant::now())
-        .map_err(|e| AppError::Unauthorized(e.to_string()))?;
-    let signature = Signature::by_trusted_key(&svc.trusted_keys(), signature)
-        .map_err(|e| AppError::Unauthorized(e.to_string()))?;
-    Ok((nonce.to_owned(), signature))
+        .reserve(signed.nonce, Instant::now())
+        .map_err(|e| unauthorized(&e))?;
+    Ok(Authorized {
+        svc: Arc::clone(svc),
+        nonce: signed.nonce.to_owned(),
+        digest: signed.digest,
+        signer,
+        key: signature.key().clone(),
+        spent: false,
+    })
 }
 
+/// Reads and drops what is left of a refused request's body, at most [`DISCARD_BYTES`]
+/// within [`DISCARD_TIME`], so that a client still sending a small body reads the
+/// answer; past that the connection is closed. A client that sent `Expect:
+/// 100-continue` has sent no body yet and is answered at once (reading the body would
+/// ask it for the body).
+async fn discard(headers: &HeaderMap, body: Body) {
+    let waits = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    if waits {
+        return;
+    }
+    let mut body = Limited::new(body, DISCARD_BYTES as usize);
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
+/// Passes the body on, or discards it first and refuses.
+async fn refuse_early<T>(
+    headers: &HeaderMap,
+    body: Body,
+    r: Result<T, AppError>,
+) -> Result<(T, Body), AppError> {
+    match r {
+        Ok(t) => Ok((t, body)),
+        Err(e) => {
+            discard(headers, body).await;
+            Err(e)
+        }
+    }
+}
+
+/// `POST /api/config`. In order: 413 (declared size), 401 (headers), 415, 409 (a job
+/// runs or another authenticated body is being received), then the body (413 past the
+/// limit, 408 when it stalls, 400 when its SHA-256 is not the signed one), 422, 409; the
+/// nonce is spent only by an accepted request (202).
 async fn config(
     State(svc): State<Arc<Service>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let (kind, bytes) = read_body(&headers, body).await?;
-    let signer = authenticate(&svc, &headers, &bytes)?;
-    let accepted = input::check(&bytes, kind)?;
+    let ct = content_type(&headers).to_owned();
+    let kind = Kind::from_content_type(&ct);
+    let limit = size_limit(kind);
+    let early = check_declared(&headers, limit, "the body").and_then(|()| {
+        let auth = authenticate(&svc, &headers)?;
+        let kind = kind.ok_or_else(|| unsupported(&ct))?;
+        if let Some(job) = svc.tracker.running() {
+            return Err(AppError::Busy { job });
+        }
+        let slot = svc.upload_slot.try_take().ok_or(AppError::UploadBusy)?;
+        Ok((auth, kind, slot))
+    });
+    let ((auth, kind, _slot), body) = refuse_early(&headers, body, early).await?;
+    let (bytes, digest) = read_body(
+        body,
+        declared_length(&headers),
+        limit,
+        "the body",
+        Pace::MinRate,
+    )
+    .await?;
+    auth.check_digest(&digest)?;
+    let accepted = tokio::task::spawn_blocking(move || input::check(&bytes, kind))
+        .await
+        .map_err(|_| AppError::Internal)??;
     let id = svc
-        .start_import(accepted, Origin::Api, Some(signer))
+        .start_import(accepted, Origin::Api, Some(auth.signer.clone()))
         .map_err(|busy| AppError::Busy { job: busy.0 })?;
+    auth.spend();
     accepted_job(&id)
 }
 
@@ -263,81 +583,64 @@ fn accepted_job(id: &str) -> Result<Response, AppError> {
     Ok(response)
 }
 
-/// `POST /api/update`: a RAUC bundle, authenticated like `/api/config`. Checked in order:
-/// query (400), type (415), declared size (413); then, from the headers alone, nonce
-/// and signer (401) and single flight (409: a job runs, or another upload), answered
-/// after reading the body without storing it, so a client still sending gets the
-/// answer rather than a reset; then the body is stored as it arrives (413 past the
-/// limit, 507 when /data is full), its signature checked (401: the file is removed),
-/// and the update job started (409: the file is removed).
+/// `POST /api/update`: a RAUC bundle, authenticated like `/api/config` from its headers
+/// alone. Checked in order: query (400), declared size (413), nonce, digest and
+/// signature (401), type (415), single flight (409: a job runs, or another upload);
+/// nothing is written before these pass. Then the body is stored as it arrives (413
+/// past the limit, 408 when it stalls, 507 when /data is full, 400 when its SHA-256 is
+/// not the signed one: the file is removed), and the update job started (409: the file
+/// is removed). The job checks the signer's key again before installing.
 async fn update(
     State(svc): State<Arc<Service>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let reboot = update::parse_query(uri.query()).map_err(AppError::BadRequest)?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .split(';')
-        .next()
-        .is_some_and(|e| e.trim().eq_ignore_ascii_case(BUNDLE_TYPE))
-    {
-        return Err(AppError::UnsupportedType {
-            got: ct.into(),
-            expected: "the RAUC bundle as application/octet-stream",
+    let early = update::parse_query(uri.query())
+        .map_err(AppError::BadRequest)
+        .and_then(|reboot| {
+            check_declared(&headers, BUNDLE_LIMIT, "the bundle")?;
+            let auth = authenticate(&svc, &headers)?;
+            let ct = content_type(&headers);
+            if !ct
+                .split(';')
+                .next()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case(BUNDLE_TYPE))
+            {
+                return Err(AppError::UnsupportedType {
+                    got: ct.into(),
+                    expected: "the RAUC bundle as application/octet-stream",
+                });
+            }
+            if let Some(job) = svc.tracker.running() {
+                return Err(AppError::Busy { job });
+            }
+            let slot = svc.upload_slot.try_take().ok_or(AppError::UploadBusy)?;
+            Ok((reboot, auth, slot))
         });
-    }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BUNDLE_LIMIT) {
-        return Err(AppError::TooLarge(format!(
-            "the bundle is larger than {BUNDLE_LIMIT} bytes"
-        )));
-    }
-    let early = check_signer(&svc, &headers).and_then(|(nonce, signature)| {
-        if let Some(job) = svc.tracker.running() {
-            return Err(AppError::Busy { job });
-        }
-        let slot = svc.upload_slot.try_take().ok_or(AppError::UploadBusy)?;
-        Ok((nonce, signature, slot))
-    });
-    let (nonce, signature, _slot) = match early {
-        Ok(ok) => ok,
+    let ((reboot, auth, _slot), body) = match early {
+        Ok(ok) => (ok, body),
         Err(e) => {
             crate::logging::warn(&format!("bundle upload refused: {e}"));
-            discard(body).await;
+            discard(&headers, body).await;
             return Err(e);
         }
     };
     let bundle = receive(svc.paths.uploads(), body).await?;
-    let signer = signature
-        .verify(&auth::signed_message_for_digest(&nonce, &bundle.sha256))
-        .map_err(|e| {
-            crate::logging::warn(&format!(
-                "bundle upload (sha256 {}) refused: {e}",
-                bundle.sha256
-            ));
-            AppError::Unauthorized(e.to_string())
-        })?;
+    if let Err(e) = auth.check_digest(&bundle.sha256) {
+        crate::logging::warn(&format!("bundle upload refused: {e}"));
+        return Err(e);
+    }
     let id = svc
         .start_update(update::Request {
             bundle,
-            signer,
+            signer: auth.signer.clone(),
+            key: Some(auth.key.clone()),
             reboot,
         })
         .map_err(|busy| AppError::Busy { job: busy.0 })?;
+    auth.spend();
     accepted_job(&id)
-}
-
-/// Reads a body to its end (at most the bundle limit) and drops it.
-async fn discard(body: Body) {
-    let mut body = Limited::new(body, BUNDLE_LIMIT as usize);
-    while let Some(Ok(_)) = body.frame().await {}
 }
 
 /// A piece of the body for the writer thread; `End` says the body is complete (a
@@ -347,8 +650,9 @@ enum Chunk {
     End,
 }
 
-/// Stores the body under `dir` as it arrives. Writing, hashing and syncing (a few
-/// hundred MiB to an SD card) run on a blocking thread, so the API stays responsive.
+/// Stores the body under `dir` as it arrives, under the rate rules of authenticated
+/// bodies. Writing, hashing and syncing (a few hundred MiB to an SD card) run on a
+/// blocking thread, so the API stays responsive.
 async fn receive(dir: std::path::PathBuf, mut body: Body) -> Result<Bundle, AppError> {
     let upload = Upload::create(&dir, BUNDLE_LIMIT).map_err(upload_error)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(16);
@@ -362,23 +666,35 @@ async fn receive(dir: std::path::PathBuf, mut body: Body) -> Result<Bundle, AppE
         }
         Ok(None)
     });
-    let mut complete = true;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            complete = false;
-            break;
-        };
-        if let Ok(data) = frame.into_data() {
-            if tx.send(Chunk::Data(data)).await.is_err() {
-                break; // The writer stopped; its result says why.
+    let start = tokio::time::Instant::now();
+    let mut last = start;
+    let mut received = 0u64;
+    let mut failure = None;
+    loop {
+        match next_chunk(&mut body, Pace::MinRate, start, last, received).await {
+            Ok(Some(data)) => {
+                last = tokio::time::Instant::now();
+                received += data.len() as u64;
+                if tx.send(Chunk::Data(data)).await.is_err() {
+                    break; // The writer stopped; its result says why.
+                }
+            }
+            Ok(None) => {
+                let _ = tx.send(Chunk::End).await;
+                break;
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
             }
         }
     }
-    if complete {
-        let _ = tx.send(Chunk::End).await;
-    }
     drop(tx);
-    match writer.await {
+    let stored = writer.await;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    match stored {
         Ok(Ok(Some(bundle))) => Ok(bundle),
         Ok(Ok(None)) => Err(AppError::BadRequest(
             "the request body could not be read to its end".into(),

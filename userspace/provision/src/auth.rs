@@ -7,8 +7,10 @@
 //! ```
 //!
 //! signed with namespace `atomix-provision` (`ssh-keygen -Y sign -n atomix-provision -f
-//! KEY < message`). The request carries `X-Atomix-Nonce: <nonce>` and
-//! `X-Atomix-Signature: <base64 of the armored signature>`.
+//! KEY < message`). The request carries `X-Atomix-Nonce: <nonce>`,
+//! `X-Atomix-Content-SHA256: <the same hex SHA-256>` and
+//! `X-Atomix-Signature: <base64 of the armored signature>`, so that it is authenticated
+//! from its headers before its body is read.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -21,13 +23,33 @@ use ssh_key::{HashAlg, SshSig};
 pub const NAMESPACE: &str = "atomix-provision";
 /// How long a nonce stays valid.
 pub const NONCE_TTL: Duration = Duration::from_secs(120);
-/// How many nonces may be outstanding; the oldest is dropped past this.
-pub const MAX_NONCES: usize = 64;
+/// How many nonces may be outstanding in all. Past it, the oldest unreserved nonce of
+/// the peer holding the most is dropped; a peer holding fewer than
+/// [`NONCES_PER_PEER`] loses one only when more than [`MAX_NONCES`] / [`NONCES_PER_PEER`]
+/// peers hold their full quota.
+pub const MAX_NONCES: usize = 256;
+/// How many nonces one peer (an IPv4 address, an IPv6 /64) may hold; a new one past
+/// this replaces that peer's oldest, so anonymous clients only ever evict their own.
+pub const NONCES_PER_PEER: usize = 4;
+
+/// Who asked for a nonce (the peer key of the connection; `None`: not known, e.g. a
+/// request that did not come through a listener).
+pub type Owner = Option<crate::listen::PeerKey>;
+
+#[derive(Debug)]
+struct Issued {
+    nonce: String,
+    at: Instant,
+    owner: Owner,
+    /// Taken by an authenticated request still being received: neither evicted nor
+    /// usable by another request until released or spent.
+    reserved: bool,
+}
 
 /// Issued nonces, oldest first.
 #[derive(Debug, Default)]
 pub struct NonceStore {
-    issued: VecDeque<(String, Instant)>,
+    issued: VecDeque<Issued>,
 }
 
 /// Why a nonce was not accepted.
@@ -37,34 +59,93 @@ pub enum NonceError {
     Unknown,
     #[error("the nonce has expired: fetch a new one from /api/nonce and sign within 120 s")]
     Expired,
+    #[error("the nonce is in use by a request still being received")]
+    InUse,
 }
 
 impl NonceStore {
-    /// A new 256-bit nonce, 64 lowercase hex characters.
-    pub fn issue(&mut self, now: Instant) -> String {
+    /// A new 256-bit nonce, 64 lowercase hex characters, for `owner`.
+    pub fn issue_for(&mut self, owner: Owner, now: Instant) -> String {
         let mut b = [0u8; 32];
         getrandom::fill(&mut b).expect("the kernel's random source works");
         let nonce: String = b.iter().map(|b| format!("{b:02x}")).collect();
         self.issued
-            .retain(|(_, at)| now.saturating_duration_since(*at) < NONCE_TTL);
-        while self.issued.len() >= MAX_NONCES {
-            self.issued.pop_front();
+            .retain(|i| i.reserved || now.saturating_duration_since(i.at) < NONCE_TTL);
+        let mine = self.issued.iter().filter(|i| i.owner == owner).count();
+        if mine >= NONCES_PER_PEER {
+            self.drop_oldest_of(owner);
         }
-        self.issued.push_back((nonce.clone(), now));
+        while self.issued.len() >= MAX_NONCES {
+            let mut counts: std::collections::HashMap<Owner, usize> = Default::default();
+            for i in self.issued.iter().filter(|i| !i.reserved) {
+                *counts.entry(i.owner).or_default() += 1;
+            }
+            let Some((&top, _)) = counts.iter().max_by_key(|(o, n)| (**n, **o)) else {
+                break;
+            };
+            self.drop_oldest_of(top);
+        }
+        self.issued.push_back(Issued {
+            nonce: nonce.clone(),
+            at: now,
+            owner,
+            reserved: false,
+        });
         nonce
     }
 
-    /// Uses a nonce up: it never works again, whatever the outcome.
-    pub fn consume(&mut self, nonce: &str, now: Instant) -> Result<(), NonceError> {
+    /// A nonce for an unknown owner (tests, tools).
+    pub fn issue(&mut self, now: Instant) -> String {
+        self.issue_for(None, now)
+    }
+
+    fn drop_oldest_of(&mut self, owner: Owner) {
+        if let Some(pos) = self
+            .issued
+            .iter()
+            .position(|i| i.owner == owner && !i.reserved)
+        {
+            self.issued.remove(pos);
+        }
+    }
+
+    /// Takes a nonce for a request whose headers authenticated: it stays issued, but no
+    /// other request may use it and it is never evicted, until [`NonceStore::release`]
+    /// (the request was refused) or [`NonceStore::spend`] (it was accepted).
+    pub fn reserve(&mut self, nonce: &str, now: Instant) -> Result<(), NonceError> {
         let pos = self
             .issued
             .iter()
-            .position(|(n, _)| n == nonce)
+            .position(|i| i.nonce == nonce)
             .ok_or(NonceError::Unknown)?;
-        let (_, at) = self.issued.remove(pos).expect("position is in range");
-        if now.saturating_duration_since(at) >= NONCE_TTL {
+        let i = &mut self.issued[pos];
+        if i.reserved {
+            return Err(NonceError::InUse);
+        }
+        if now.saturating_duration_since(i.at) >= NONCE_TTL {
+            self.issued.remove(pos);
             return Err(NonceError::Expired);
         }
+        i.reserved = true;
+        Ok(())
+    }
+
+    /// A refused request gives its nonce back (it may be used again until it expires).
+    pub fn release(&mut self, nonce: &str) {
+        if let Some(i) = self.issued.iter_mut().find(|i| i.nonce == nonce) {
+            i.reserved = false;
+        }
+    }
+
+    /// An accepted request uses its nonce up: it never works again.
+    pub fn spend(&mut self, nonce: &str) {
+        self.issued.retain(|i| i.nonce != nonce);
+    }
+
+    /// Checks and uses a nonce up in one step, whatever comes next.
+    pub fn consume(&mut self, nonce: &str, now: Instant) -> Result<(), NonceError> {
+        self.reserve(nonce, now)?;
+        self.spend(nonce);
         Ok(())
     }
 
@@ -170,6 +251,11 @@ impl Signature {
         Ok(Signature { sig, key })
     }
 
+    /// The trusted key that made the signature.
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+
     /// Checks the signature over `message`; returns the signer's fingerprint.
     pub fn verify(&self, message: &[u8]) -> Result<String, SignatureError> {
         self.key
@@ -202,14 +288,47 @@ mod tests {
         );
 
         let first = s.issue(t0);
-        let rest: Vec<String> = (0..MAX_NONCES).map(|_| s.issue(t0)).collect();
-        assert_eq!(s.outstanding(), MAX_NONCES);
+        let rest: Vec<String> = (0..NONCES_PER_PEER).map(|_| s.issue(t0)).collect();
+        assert_eq!(s.outstanding(), NONCES_PER_PEER);
         assert_eq!(
             s.consume(&first, t0),
             Err(NonceError::Unknown),
-            "oldest dropped"
+            "a peer's oldest is dropped past its quota"
         );
         assert_eq!(s.consume(&rest[0], t0), Ok(()));
+    }
+
+    fn peer(n: u32) -> Owner {
+        Some(crate::listen::PeerKey::of(std::net::IpAddr::V4(n.into())))
+    }
+
+    #[test]
+    fn anonymous_floods_evict_only_their_own_nonces() {
+        let t0 = Instant::now();
+        let mut s = NonceStore::default();
+        let operator = s.issue_for(peer(1), t0);
+        // One peer asking many times keeps its quota.
+        for _ in 0..1000 {
+            s.issue_for(peer(2), t0);
+        }
+        assert_eq!(s.outstanding(), 1 + NONCES_PER_PEER);
+        // Many peers filling the total: the biggest holders lose theirs first.
+        for p in 3..3 + (MAX_NONCES as u32) {
+            for _ in 0..NONCES_PER_PEER {
+                s.issue_for(peer(p), t0);
+            }
+        }
+        assert!(s.outstanding() <= MAX_NONCES);
+        assert_eq!(s.reserve(&operator, t0), Ok(()), "the operator's survives");
+        // A reserved nonce is in use, never evicted, and given back on release.
+        assert_eq!(s.reserve(&operator, t0), Err(NonceError::InUse));
+        for p in 1000..1000 + (MAX_NONCES as u32) {
+            s.issue_for(peer(p), t0);
+        }
+        s.release(&operator);
+        assert_eq!(s.reserve(&operator, t0), Ok(()));
+        s.spend(&operator);
+        assert_eq!(s.reserve(&operator, t0), Err(NonceError::Unknown));
     }
 
     #[test]

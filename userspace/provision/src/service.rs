@@ -55,8 +55,14 @@ pub struct Service {
     pub fixed_listen: Option<Vec<SocketAddr>>,
     /// `--usb-dir`: a directory standing in for USB media.
     pub usb_dir: Option<PathBuf>,
-    /// One bundle upload at a time.
+    /// The port of the derived listen addresses ([`PORT`] unless `--port`).
+    pub port: u16,
+    /// One authenticated body (a config or a bundle upload) at a time.
     pub upload_slot: UploadSlot,
+    /// `/api/validate` checks running at once (off the async runtime)...
+    pub validations: Arc<tokio::sync::Semaphore>,
+    /// ...and requests waiting for one; past this they are answered 503 at once.
+    pub validation_waiters: Arc<tokio::sync::Semaphore>,
     listen_tx: watch::Sender<Vec<SocketAddr>>,
 }
 
@@ -65,6 +71,16 @@ impl Service {
         applier: Applier,
         fixed_listen: Option<Vec<SocketAddr>>,
         usb_dir: Option<PathBuf>,
+    ) -> Arc<Service> {
+        Service::with_port(applier, fixed_listen, usb_dir, PORT)
+    }
+
+    /// [`Service::new`] with the derived addresses on `port`.
+    pub fn with_port(
+        applier: Applier,
+        fixed_listen: Option<Vec<SocketAddr>>,
+        usb_dir: Option<PathBuf>,
+        port: u16,
     ) -> Arc<Service> {
         let paths = applier.paths.clone();
         let boot = match boot_state::read_record::<BootRecord>(&paths.boot_record()) {
@@ -85,7 +101,12 @@ impl Service {
             boot,
             fixed_listen,
             usb_dir,
+            port,
             upload_slot: UploadSlot::default(),
+            validations: Arc::new(tokio::sync::Semaphore::new(crate::api::VALIDATIONS)),
+            validation_waiters: Arc::new(tokio::sync::Semaphore::new(
+                crate::api::VALIDATION_WAITERS,
+            )),
             listen_tx,
         });
         svc.listen_tx.send_replace(svc.desired_listen());
@@ -104,7 +125,7 @@ impl Service {
         self.current().is_some()
     }
 
-    /// Unprovisioned: every address (WAN and LAN), port 8080. Provisioned: the LAN
+    /// Unprovisioned: every address (WAN and LAN), port 8080 (or `--port`). Provisioned: the LAN
     /// gateway address only. `--listen` overrides both.
     pub fn desired_listen(&self) -> Vec<SocketAddr> {
         if let Some(fixed) = &self.fixed_listen {
@@ -115,7 +136,7 @@ impl Service {
             .and_then(|n| crate::apply::load_generation(&self.store(), n).ok())
             .map(|l| l.lan_address);
         let ip = lan.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        vec![SocketAddr::V4(SocketAddrV4::new(ip, PORT))]
+        vec![SocketAddr::V4(SocketAddrV4::new(ip, self.port))]
     }
 
     /// Re-derives the listen addresses (after a rollback found at start, for instance).
@@ -149,11 +170,12 @@ impl Service {
         keys
     }
 
-    pub fn issue_nonce(&self) -> String {
+    /// A nonce for a client (`owner`: its peer, for the per-peer quota).
+    pub fn issue_nonce(&self, owner: crate::auth::Owner) -> String {
         self.nonces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .issue(Instant::now())
+            .issue_for(owner, Instant::now())
     }
 
     /// Starts an import job; the work runs on its own thread.
@@ -181,7 +203,15 @@ impl Service {
         let svc = Arc::clone(self);
         std::thread::spawn(move || {
             let a = &svc.applier;
-            update::run(job, a.system.as_ref(), &a.failpoints, request, current)
+            let trusted_now = || svc.trusted_keys();
+            update::run(
+                job,
+                a.system.as_ref(),
+                &a.failpoints,
+                request,
+                current,
+                &trusted_now,
+            )
         });
         Ok(id)
     }

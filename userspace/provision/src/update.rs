@@ -250,25 +250,33 @@ impl Drop for UploadTaken<'_> {
 #[derive(Debug)]
 pub struct Request {
     pub bundle: Bundle,
-    /// The signer's `SHA256:` fingerprint.
+    /// The signer's `SHA256:` fingerprint, decided when the request's headers were
+    /// authenticated; what the job records.
     pub signer: String,
+    /// The signer's key: checked again against the then-current trusted keys right
+    /// before the install (a key revoked during the upload installs nothing).
+    pub key: Option<crate::auth::PublicKey>,
     pub reboot: bool,
 }
 
 /// Runs an update job on this thread: install, remove the bundle, finish; with
 /// `reboot` after a successful install, reboot [`REBOOT_DELAY`] later (the job's slot is
 /// held until the reboot has been requested). `current` is the config generation,
-/// reported unchanged as the job's `result.generation`.
+/// reported unchanged as the job's `result.generation`; `trusted_now` gives the trusted
+/// keys at install time (the job holds the single-flight slot, so no apply changes them
+/// between that check and the install).
 pub fn run(
     job: JobHandle,
     system: &dyn System,
     failpoints: &Failpoints,
     request: Request,
     current: Option<u64>,
+    trusted_now: &dyn Fn() -> Vec<crate::auth::PublicKey>,
 ) -> Outcome {
     let Request {
         bundle,
         signer,
+        key,
         reboot,
     } = request;
     job.event(
@@ -280,17 +288,26 @@ pub fn run(
         ),
     );
     failpoints.hold(INSTALL);
-    job.event(
-        INSTALL,
-        Level::Info,
-        format!("rauc install {}", bundle.path.display()),
-    );
-    let installed = system
-        .run(&Action::RaucInstall {
-            bundle: bundle.path.clone(),
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|()| failpoints.check(INSTALL).map_err(|e| e.to_string()));
+    let revoked = key
+        .as_ref()
+        .is_some_and(|key| !trusted_now().iter().any(|k| k.key_data() == key.key_data()));
+    let installed = if revoked {
+        Err(format!(
+            "the signer's key {signer} is no longer trusted by this device (it was revoked during the upload); nothing was installed"
+        ))
+    } else {
+        job.event(
+            INSTALL,
+            Level::Info,
+            format!("rauc install {}", bundle.path.display()),
+        );
+        system
+            .run(&Action::RaucInstall {
+                bundle: bundle.path.clone(),
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|()| failpoints.check(INSTALL).map_err(|e| e.to_string()))
+    };
     match &installed {
         Ok(()) => job.event(
             INSTALL,
@@ -462,6 +479,7 @@ mod tests {
         let request = Request {
             bundle,
             signer: "SHA256:k".into(),
+            key: None,
             reboot,
         };
         let outcome = run(
@@ -470,6 +488,7 @@ mod tests {
             &Failpoints::parse(failpoints).unwrap(),
             request,
             Some(4),
+            &Vec::new,
         );
         assert!(!path.exists(), "the bundle is removed either way");
         assert_eq!(tracker.running(), None);
@@ -529,6 +548,59 @@ mod tests {
         assert_eq!(job.rollback.state, RollbackState::None);
         assert!(!sys.commands().iter().any(|c| c.contains("reboot")));
         assert_eq!(job.events.last().unwrap().step, CLEANUP);
+    }
+
+    #[test]
+    fn a_signer_revoked_during_the_upload_installs_nothing() {
+        let key: crate::auth::PublicKey =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEe4xPVymZRl70Tj2o+I5S1YxR/KVel/B+JV/0KIat6V"
+                .parse()
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = Tracker::new(dir.path().join("jobs"));
+        let sys = FakeSystem::default();
+        let run_with = |trusted: Vec<crate::auth::PublicKey>| {
+            let bundle = bundle_in(&dir.path().join("uploads"));
+            let path = bundle.path.clone();
+            let job = tracker
+                .start_kind(JobKind::Update, Origin::Api, None)
+                .unwrap();
+            let id = job.id.clone();
+            let request = Request {
+                bundle,
+                signer: "SHA256:k".into(),
+                key: Some(key.clone()),
+                reboot: false,
+            };
+            let trusted_now = move || trusted.clone();
+            run(
+                job,
+                &sys,
+                &Failpoints::default(),
+                request,
+                None,
+                &trusted_now,
+            );
+            assert!(!path.exists(), "the bundle is removed either way");
+            tracker.get(&id).unwrap()
+        };
+        let job = run_with(vec![]);
+        assert_eq!(job.state, JobState::Failed);
+        let result = job.result.unwrap();
+        assert_eq!(result.failed_step.as_deref(), Some(INSTALL));
+        assert!(
+            result
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("no longer trusted"),
+            "{result:?}"
+        );
+        assert!(sys.commands().is_empty(), "{:?}", sys.commands());
+        // Still trusted: installed.
+        let job = run_with(vec![key.clone()]);
+        assert_eq!(job.state, JobState::Succeeded);
+        assert!(sys.commands()[0].starts_with("rauc install "));
     }
 
     #[test]

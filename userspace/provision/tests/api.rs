@@ -19,7 +19,7 @@ use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-use common::{config_with_admin, keygen, signature_header, tar, Key, EXAMPLE};
+use common::{config_with_admin, keygen, sha256_hex, signature_header, tar, Key, EXAMPLE};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -108,6 +108,7 @@ async fn post_config(
         &[
             ("content-type", content_type),
             ("x-atomix-nonce", &n),
+            ("x-atomix-content-sha256", &sha256_hex(body)),
             ("x-atomix-signature", &sig),
         ],
         body.to_vec(),
@@ -213,8 +214,14 @@ async fn config_authentication_failures_are_401() {
         "{v}"
     );
 
+    let digest = sha256_hex(body);
     let sig = signature_header(&f.key, "00", body);
-    let unknown = [toml, ("x-atomix-nonce", "00"), ("x-atomix-signature", &sig)];
+    let unknown = [
+        toml,
+        ("x-atomix-nonce", "00"),
+        ("x-atomix-content-sha256", &digest),
+        ("x-atomix-signature", &sig),
+    ];
     let (status, _, v) = call(&f.svc, "POST", "/api/config", &unknown, body.into()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(v["error"].as_str().unwrap().contains("nonce"), "{v}");
@@ -224,25 +231,105 @@ async fn config_authentication_failures_are_401() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(v["error"].as_str().unwrap().contains("not trusted"), "{v}");
 
-    // Signed over one body, sent with another; then the nonce is spent.
+    // A declared SHA-256 other than the signed one: 401 from the headers alone.
     let n = nonce(&f.svc).await;
     let sig = signature_header(&f.key, &n, body);
-    let headers = [
+    let tampered = EXAMPLE.replace("edge-042", "edge-666");
+    let lying = [
         toml,
         ("x-atomix-nonce", n.as_str()),
+        ("x-atomix-content-sha256", &sha256_hex(tampered.as_bytes())),
         ("x-atomix-signature", &sig),
     ];
-    let tampered = EXAMPLE.replace("edge-042", "edge-666");
-    let (status, _, v) = call(&f.svc, "POST", "/api/config", &headers, tampered.into()).await;
+    let (status, _, v) = call(
+        &f.svc,
+        "POST",
+        "/api/config",
+        &lying,
+        tampered.clone().into(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
         v["error"].as_str().unwrap().contains("does not match"),
         "{v}"
     );
-    let (status, _, _) = call(&f.svc, "POST", "/api/config", &headers, body.into()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "a nonce works once");
+    // The signed SHA-256 with another body: 400 once the body has arrived.
+    let headers = [
+        toml,
+        ("x-atomix-nonce", n.as_str()),
+        ("x-atomix-content-sha256", &digest),
+        ("x-atomix-signature", &sig),
+    ];
+    let (status, _, v) = call(&f.svc, "POST", "/api/config", &headers, tampered.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"].as_str().unwrap().contains("nothing was stored"),
+        "{v}"
+    );
     assert!(!f.svc.provisioned());
     assert!(f.svc.tracker.running().is_none());
+    // Neither refusal spent the nonce; the accepted request does.
+    let (status, _, v) = call(&f.svc, "POST", "/api/config", &headers, body.into()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let (status, _, v2) = call(&f.svc, "POST", "/api/config", &headers, body.into()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a nonce works once: {v2}");
+    wait_job(&f.svc, v["job"].as_str().unwrap()).await;
+}
+
+/// 413 (declared) before 401 before 415 and 422; none of them spends the nonce.
+#[tokio::test]
+async fn status_order_and_refusals_keep_the_nonce() {
+    let f = fixture("");
+    let n = nonce(&f.svc).await;
+    let signed = |ct: &'static str, body: &[u8]| {
+        let sig = signature_header(&f.key, &n, body);
+        (ct, sha256_hex(body), sig)
+    };
+    let send = |(ct, digest, sig): (&'static str, String, String), body: Vec<u8>| {
+        let svc = Arc::clone(&f.svc);
+        let n = n.clone();
+        async move {
+            let len = body.len().to_string();
+            let headers = [
+                ("content-type", ct),
+                ("content-length", len.as_str()),
+                ("x-atomix-nonce", n.as_str()),
+                ("x-atomix-content-sha256", digest.as_str()),
+                ("x-atomix-signature", sig.as_str()),
+            ];
+            call(&svc, "POST", "/api/config", &headers, body).await
+        }
+    };
+    let big = vec![b'#'; (1 << 20) + 1];
+    let (status, _, v) = send(signed("application/toml", &big), big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let (status, _, v) = call(
+        &f.svc,
+        "POST",
+        "/api/config",
+        &[("content-type", "application/json")],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "401 before 415: {v}");
+    let (status, _, v) = send(signed("application/json", b"{}"), b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    let bad = EXAMPLE.replace("hostname = \"edge-042\"", "hostname = \"edge 042\"");
+    let (status, _, v) = send(signed("application/toml", bad.as_bytes()), bad.into()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(f.svc.tracker.running().is_none());
+    let (status, _, v) = send(
+        signed("application/toml", EXAMPLE.as_bytes()),
+        EXAMPLE.into(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the nonce was still good: {v}"
+    );
+    wait_job(&f.svc, v["job"].as_str().unwrap()).await;
 }
 
 #[tokio::test]
@@ -376,6 +463,7 @@ async fn over_a_real_socket() {
             &[
                 ("Content-Type", "application/toml"),
                 ("X-Atomix-Nonce", &n),
+                ("X-Atomix-Content-SHA256", &sha256_hex(body)),
                 ("X-Atomix-Signature", &sig),
             ],
             body,
@@ -448,7 +536,12 @@ async fn post_update(
         &f.svc,
         "POST",
         &format!("/api/update{query}"),
-        &[OCTETS, ("x-atomix-nonce", &n), ("x-atomix-signature", &sig)],
+        &[
+            OCTETS,
+            ("x-atomix-nonce", &n),
+            ("x-atomix-content-sha256", &sha256_hex(signed)),
+            ("x-atomix-signature", &sig),
+        ],
         body.to_vec(),
     )
     .await
@@ -469,11 +562,18 @@ async fn update_refusals_store_nothing_and_install_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"], "reboot=soon: give reboot=true or reboot=false");
 
+    let n = nonce(&f.svc).await;
+    let sig = signature_header(&f.key, &n, &bundle);
     let (status, _, v) = call(
         &f.svc,
         "POST",
         "/api/update",
-        &[("content-type", "application/x-tar")],
+        &[
+            ("content-type", "application/x-tar"),
+            ("x-atomix-nonce", &n),
+            ("x-atomix-content-sha256", &sha256_hex(&bundle)),
+            ("x-atomix-signature", &sig),
+        ],
         bundle.clone(),
     )
     .await;
@@ -508,9 +608,9 @@ async fn update_refusals_store_nothing_and_install_nothing() {
     let mut other = bundle.clone();
     other[1000] ^= 1;
     let (status, _, v) = post_update(&f, &f.key, "", &other, &bundle).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        v["error"].as_str().unwrap().contains("does not match"),
+        v["error"].as_str().unwrap().contains("nothing was stored"),
         "{v}"
     );
     assert!(
@@ -651,6 +751,7 @@ async fn one_upload_at_a_time_and_a_cut_off_upload_leaves_nothing() {
         .uri("/api/update")
         .header(OCTETS.0, OCTETS.1)
         .header("x-atomix-nonce", &n)
+        .header("x-atomix-content-sha256", sha256_hex(&bundle))
         .header("x-atomix-signature", &sig)
         .body(Body::new(body))
         .unwrap();

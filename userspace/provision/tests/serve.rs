@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{config_with_admin, http, keygen, signature_header, Key, EXAMPLE};
+use common::{config_with_admin, http, keygen, sha256_hex, signature_header, Key, EXAMPLE};
 
 struct Server {
     child: Child,
@@ -100,6 +100,7 @@ fn post_config(s: &Server, key: &Key, body: &[u8]) -> common::Reply {
         &[
             ("Content-Type", "application/toml"),
             ("X-Atomix-Nonce", &n),
+            ("X-Atomix-Content-SHA256", &sha256_hex(body)),
             ("X-Atomix-Signature", &sig),
         ],
         body,
@@ -363,6 +364,7 @@ fn post_update(s: &Server, key: &Key, query: &str, signed: &[u8], body: &[u8]) -
         &[
             ("Content-Type", "application/octet-stream"),
             ("X-Atomix-Nonce", &n),
+            ("X-Atomix-Content-SHA256", &sha256_hex(signed)),
             ("X-Atomix-Signature", &sig),
         ],
         body,
@@ -473,11 +475,9 @@ fn a_bundle_with_a_bad_signature_installs_nothing_and_leaves_no_file() {
     let mut tampered = bundle.clone();
     tampered[12345] ^= 0x40;
     let reply = post_update(&s, &key, "", &bundle, &tampered);
-    assert_eq!(reply.status, 401);
-    assert_eq!(
-        reply.json()["error"],
-        "the signature does not match the nonce and body"
-    );
+    assert_eq!(reply.status, 400);
+    let error = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.ends_with("nothing was stored"), "{error}");
     let stranger = keygen(dir.path(), "stranger", "ed25519");
     let reply = post_update(&s, &stranger, "", &bundle, &bundle);
     assert_eq!(reply.status, 401);

@@ -151,6 +151,12 @@ function refusalSentence(status, json, what) {
   switch (status) {
     case 0:
       return NO_ANSWER;
+    case 400:
+      return "The file that arrived is not the one that was signed (its SHA-256 differs), so nothing was stored. Choose the file again, prepare signing and apply." + detail;
+    case 408:
+      return "The upload stalled and the device stopped waiting for it. Check the connection and apply again." + detail;
+    case 503:
+      return "The device is busy with other requests. Wait a few seconds and try again." + detail;
     case 401:
       return "The device refused the signature. Sign with a key the device trusts (a provisioning key of its image or, once provisioned, an admin key of its current config), sign the message shown for this exact file, and submit within 2 minutes of preparing: press “Prepare signing” for a new nonce and sign again." + detail;
     case 409:
@@ -379,10 +385,16 @@ async function submit() {
   const nonce = state.nonce;
   const r = await api("POST", "/api/config", {
     body: state.bytes,
-    headers: { "Content-Type": state.contentType, "X-Atomix-Nonce": nonce, "X-Atomix-Signature": signatureHeader(pasted) },
+    headers: {
+      "Content-Type": state.contentType,
+      "X-Atomix-Nonce": nonce,
+      // The device checks the signature against this before it reads the body.
+      "X-Atomix-Content-SHA256": state.sha,
+      "X-Atomix-Signature": signatureHeader(pasted),
+    },
   });
   $("submit").disabled = false;
-  // A nonce works once, whatever the outcome.
+  // An accepted request uses the nonce up; after a refusal the file usually changes.
   resetSigning();
   if (r.status === 202) {
     show($("apply-result"), message("good", "Accepted: the device is applying the config.", "Follow its steps below."));

@@ -38,6 +38,10 @@ pub struct Args {
     /// [default: ROOT/usr/share/atomix/provisioning-keys].
     #[arg(long, value_name = "FILE")]
     pub keys: Option<PathBuf>,
+    /// The port of the derived addresses (unprovisioned 0.0.0.0, provisioned the LAN
+    /// address).
+    #[arg(long, default_value_t = atomix_provision::service::PORT)]
+    pub port: u16,
     /// Search this directory for a seed instead of USB block devices.
     #[arg(long, value_name = "DIR")]
     pub usb_dir: Option<PathBuf>,
@@ -70,13 +74,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         admin: Admin::from_passwd(&passwd),
     };
     let fixed = (!args.listen.is_empty()).then(|| args.listen.clone());
-    let svc = Service::new(applier, fixed, args.usb_dir.clone());
+    let svc = Service::with_port(applier, fixed, args.usb_dir.clone(), args.port);
     svc.applier.recover(&svc.tracker);
     // No upload or update job survives a restart: what they left is garbage.
     atomix_provision::update::clear_leftovers(&svc.paths.uploads());
     svc.refresh_listen();
 
+    // Blocking threads: uploads being written, validations (at most api::VALIDATIONS).
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(16)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

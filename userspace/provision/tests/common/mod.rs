@@ -61,6 +61,12 @@ pub fn signature_header(key: &Key, nonce: &str, body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sign_raw(key, "atomix-provision", &message))
 }
 
+/// Lowercase hex SHA-256: the X-Atomix-Content-SHA256 value for a body.
+pub fn sha256_hex(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    atomix_provision::auth::hex(&sha2::Sha256::digest(body))
+}
+
 /// A response read off a real socket.
 #[derive(Debug)]
 pub struct Reply {
