@@ -42,6 +42,7 @@ install() {
     inst_simple "$moddir/atomix-data.service" "$systemdsystemunitdir/atomix-data.service"
     inst_simple "$moddir/atomix-modules.conf" /etc/modules-load.d/atomix.conf
     inst_simple "$moddir/atomix-watchdog.conf" /usr/lib/systemd/system.conf.d/10-atomix-watchdog.conf
+    inst_simple "$moddir/initrd-deadline.conf" "$systemdsystemunitdir/initrd.target.d/atomix-deadline.conf"
     inst_hook cmdline 90 "$moddir/parse-atomix-root.sh"
 
     # sysroot.mount as atomix-initrd defines it.
