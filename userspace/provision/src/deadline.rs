@@ -10,6 +10,10 @@
 //! and an unprovisioned device has no deadline at all (the unit's condition and
 //! [`run`]'s first check).
 //!
+//! An apply that *ended* in failure is not a hang: the deadline stands down (the slot
+//! stays unconfirmed, as before; the job says why). A device whose config keeps failing
+//! on its only good slot must stay up for its operator, not reboot every few minutes.
+//!
 //! Time is measured on the monotonic clock from the moment a change was *seen*, never
 //! from file times: the wall clock jumps when chrony first sets it.
 
@@ -57,6 +61,21 @@ pub fn progress(jobs: &Path) -> Progress {
     }
     files.sort();
     Progress(files)
+}
+
+/// The config jobs whose files appeared or changed since `initial` and ended in
+/// failure: an apply of this boot that failed rather than hung.
+pub fn failed_since(jobs: &Path, initial: &Progress, now: &Progress) -> Vec<String> {
+    now.0
+        .iter()
+        .filter(|entry| !initial.0.contains(entry))
+        .filter(|(name, _, _)| name.ends_with(".json"))
+        .filter_map(|(name, _, _)| {
+            let job: crate::jobs::Job = boot_state::read_record(&jobs.join(name)).ok()??;
+            (job.kind == crate::jobs::JobKind::Config && job.state == crate::jobs::JobState::Failed)
+                .then_some(job.id)
+        })
+        .collect()
 }
 
 /// Where the boot stands.
@@ -180,6 +199,54 @@ mod tests {
         assert_eq!(progress(&jobs), first, "unchanged");
         std::fs::write(jobs.join("a.json"), "{\"events\":[]}").unwrap();
         assert_ne!(progress(&jobs), first, "rewritten with an event");
+    }
+
+    #[test]
+    fn a_config_job_of_this_boot_that_failed_is_found_and_older_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = dir.path();
+        let job = |id: &str, state: &str, kind: &str| {
+            format!(
+                r#"{{"id":"{id}","kind":"{kind}","state":"{state}","origin":"boot","created":"t","events":[],"result":null,"rollback":{{"state":"none","generation":null}},"previous_generation":null,"staged_generation":null}}"#
+            )
+        };
+        std::fs::write(
+            jobs.join("0000000000000001.json"),
+            job("0000000000000001", "failed", "config"),
+        )
+        .unwrap();
+        let initial = progress(jobs);
+        assert!(
+            failed_since(jobs, &initial, &progress(jobs)).is_empty(),
+            "an earlier boot's failure"
+        );
+        std::fs::write(
+            jobs.join("0000000000000002.json"),
+            job("0000000000000002", "running", "config"),
+        )
+        .unwrap();
+        assert!(
+            failed_since(jobs, &initial, &progress(jobs)).is_empty(),
+            "still running"
+        );
+        std::fs::write(
+            jobs.join("0000000000000003.json"),
+            job("0000000000000003", "failed", "update"),
+        )
+        .unwrap();
+        assert!(
+            failed_since(jobs, &initial, &progress(jobs)).is_empty(),
+            "an update upload is not the apply"
+        );
+        std::fs::write(
+            jobs.join("0000000000000002.json"),
+            job("0000000000000002", "failed", "config") + " ",
+        )
+        .unwrap();
+        assert_eq!(
+            failed_since(jobs, &initial, &progress(jobs)),
+            ["0000000000000002"]
+        );
     }
 
     #[test]

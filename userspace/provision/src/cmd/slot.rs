@@ -181,7 +181,8 @@ fn wait_good(paths: &Paths, disk: Option<&Path>, args: &WaitGood) -> anyhow::Res
         "mark-good deadline: slot {slot} must be marked good; the device reboots after {} without apply progress",
         humantime::format_duration(stall)
     ));
-    let mut watch = Watch::new(stall, Instant::now(), deadline::progress(&jobs));
+    let initial = deadline::progress(&jobs);
+    let mut watch = Watch::new(stall, Instant::now(), initial.clone());
     let mut unreadable = false;
     loop {
         // Marked good sets the booted slot's tries back to ATTEMPTS; the boot itself
@@ -202,7 +203,16 @@ fn wait_good(paths: &Paths, disk: Option<&Path>, args: &WaitGood) -> anyhow::Res
                 false
             }
         };
-        match watch.observe(Instant::now(), good, deadline::progress(&jobs)) {
+        let now = deadline::progress(&jobs);
+        if !good {
+            if let Some(id) = deadline::failed_since(&jobs, &initial, &now).first() {
+                logging::warn(&format!(
+                    "mark-good deadline stands down: the apply of this boot failed (job {id}), it did not hang; slot {slot} stays unconfirmed"
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        match watch.observe(Instant::now(), good, now) {
             Verdict::Good => {
                 logging::notice(&format!(
                     "mark-good deadline met: slot {slot} is marked good"
