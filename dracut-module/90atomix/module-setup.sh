@@ -22,6 +22,10 @@ installkernel() {
     hostonly='' instmods squashfs overlay f2fs loop vfat nls_cp437 nls_iso8859-1 \
         mmc_block dw_mmc-rockchip virtio_blk virtio_pci virtio_net \
         crc32_generic zstd_compress lz4_compress lz4hc_compress
+    # The SoC watchdog, armed by the initrd's systemd (atomix-watchdog.conf): the RK3328's
+    # DesignWare one and QEMU's i6300esb. Both must be there: without its driver the
+    # board has no watchdog until the root is up.
+    hostonly='' instmods -c dw_wdt i6300esb || return 1
 }
 
 install() {
@@ -37,6 +41,8 @@ install() {
     inst_simple "$moddir/atomix-setup.service" "$systemdsystemunitdir/atomix-setup.service"
     inst_simple "$moddir/atomix-data.service" "$systemdsystemunitdir/atomix-data.service"
     inst_simple "$moddir/atomix-modules.conf" /etc/modules-load.d/atomix.conf
+    inst_simple "$moddir/atomix-watchdog.conf" /usr/lib/systemd/system.conf.d/10-atomix-watchdog.conf
+    inst_simple "$moddir/initrd-deadline.conf" "$systemdsystemunitdir/initrd.target.d/atomix-deadline.conf"
     inst_hook cmdline 90 "$moddir/parse-atomix-root.sh"
 
     # sysroot.mount as atomix-initrd defines it.

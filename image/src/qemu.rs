@@ -68,6 +68,11 @@ impl Machine {
             ),
             "-device".into(),
             "virtio-net-pci,netdev=lan,mac=52:54:00:a7:00:02,romfile=".into(),
+            // The watchdog systemd arms (the Rock64 has the SoC's dw_wdt): a hang resets.
+            "-device".into(),
+            "i6300esb".into(),
+            "-action".into(),
+            "watchdog=reset".into(),
         ]);
         args
     }
@@ -124,5 +129,9 @@ mod tests {
         assert!(args.contains("hostfwd=tcp:127.0.0.1:8080-:8080"));
         assert!(args.contains("hostfwd=tcp:127.0.0.1:8081-192.168.100.1:8080"));
         assert_eq!(args.matches("virtio-net-pci").count(), 2);
+        assert!(
+            args.contains("-device i6300esb -action watchdog=reset"),
+            "{args}"
+        );
     }
 }

@@ -167,6 +167,8 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/data",
         "squashfs-root/boot",
         "squashfs-root/var/lib/systemd/linger/admin",
+        "squashfs-root/usr/lib/systemd/system.conf.d/10-atomix-watchdog.conf",
+        "squashfs-root/etc/systemd/system/multi-user.target.wants/atomix-mark-good-deadline.service",
     ] {
         assert!(listing.lines().any(|l| l == path), "{path} missing");
     }

@@ -276,7 +276,9 @@ impl Device {
                 "user,id=lan,net=192.168.100.0/24,host=192.168.100.2,dns=192.168.100.3,dhcpstart=192.168.100.200,restrict=on,hostfwd=tcp:127.0.0.1:{}-192.168.100.1:8080",
                 self.lan_port
             ))
-            .args(["-device", "virtio-net-pci,netdev=lan,mac=52:54:00:a7:00:02,romfile="]);
+            .args(["-device", "virtio-net-pci,netdev=lan,mac=52:54:00:a7:00:02,romfile="])
+            // The board's watchdog: its reset ends this QEMU (-no-reboot) like any reset.
+            .args(["-device", "i6300esb", "-action", "watchdog=reset"]);
         if let Some(stick) = &self.usb {
             cmd.args(["-device", "qemu-xhci,id=xhci"])
                 .arg("-drive")

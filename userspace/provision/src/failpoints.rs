@@ -1,9 +1,11 @@
 //! Failure points in apply steps, for tests: `ATOMIX_FAILPOINTS=<step>=<what>[,...]`.
 //!
 //! `<what>` is `error` (the step fails after doing its work, so rollback has something to
-//! undo), `sleep(MS)` (the step is held open that long first: a second apply gets 409) or
+//! undo), `sleep(MS)` (the step is held open that long first: a second apply gets 409),
 //! `crash` (the process exits at once with status 75 after the step's work, leaving the
-//! job "running" on disk, as a power cut would). Step names are those of
+//! job "running" on disk, as a power cut would) or `hang` (the step never returns: the
+//! service keeps running and answering, its job stays "running", the slot is never marked
+//! good; what the mark-good deadline is there for). Step names are those of
 //! [`crate::apply::Step`] plus `rollback` (the rollback itself fails).
 //!
 //! The caller builds a [`Failpoints`] (the binary from the environment, tests directly),
@@ -24,6 +26,7 @@ pub enum Failpoint {
     Error,
     Sleep(Duration),
     Crash,
+    Hang,
 }
 
 /// The configured failpoints, by step name.
@@ -34,7 +37,7 @@ pub struct Failpoints {
 
 /// A failpoint specification that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{ENV}: cannot parse {0:?}: expected <step>=error|sleep(MS)|crash")]
+#[error("{ENV}: cannot parse {0:?}: expected <step>=error|sleep(MS)|crash|hang")]
 pub struct ParseError(pub String);
 
 /// The error a triggered `error` failpoint makes.
@@ -47,7 +50,7 @@ impl Failpoints {
         Self::default()
     }
 
-    /// Parses `step=error,step=sleep(100),step=crash`; empty means none.
+    /// Parses `step=error,step=sleep(100),step=crash,step=hang`; empty means none.
     pub fn parse(spec: &str) -> Result<Self, ParseError> {
         let mut points = BTreeMap::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -56,6 +59,7 @@ impl Failpoints {
             let point = match what {
                 "error" => Failpoint::Error,
                 "crash" => Failpoint::Crash,
+                "hang" => Failpoint::Hang,
                 w => {
                     let ms = w
                         .strip_prefix("sleep(")
@@ -78,7 +82,7 @@ impl Failpoints {
     /// Called when `step` has done its work: fails, crashes or returns.
     pub fn check(&self, step: &str) -> Result<(), Triggered> {
         match self.points.get(step) {
-            None | Some(Failpoint::Sleep(_)) => Ok(()),
+            None | Some(Failpoint::Sleep(_) | Failpoint::Hang) => Ok(()),
             Some(Failpoint::Error) => Err(Triggered(step.to_owned())),
             Some(Failpoint::Crash) => {
                 crate::logging::error(&format!("failpoint {step}=crash: exiting"));
@@ -87,10 +91,18 @@ impl Failpoints {
         }
     }
 
-    /// Called when `step` starts: holds it open for a `sleep` failpoint.
+    /// Called when `step` starts: holds it open for a `sleep` failpoint, forever for a
+    /// `hang` one.
     pub fn hold(&self, step: &str) {
-        if let Some(Failpoint::Sleep(d)) = self.points.get(step) {
-            std::thread::sleep(*d);
+        match self.points.get(step) {
+            Some(Failpoint::Sleep(d)) => std::thread::sleep(*d),
+            Some(Failpoint::Hang) => {
+                crate::logging::error(&format!("failpoint {step}=hang: the step never returns"));
+                loop {
+                    std::thread::park();
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -101,19 +113,44 @@ mod tests {
 
     #[test]
     fn parses_each_kind_and_refuses_garbage() {
-        let f = Failpoints::parse("firewall=error, units=sleep(250),switch=crash").unwrap();
+        let f =
+            Failpoints::parse("firewall=error, units=sleep(250),switch=crash,lan=hang").unwrap();
         assert_eq!(f.points["firewall"], Failpoint::Error);
         assert_eq!(
             f.points["units"],
             Failpoint::Sleep(Duration::from_millis(250))
         );
         assert_eq!(f.points["switch"], Failpoint::Crash);
+        assert_eq!(f.points["lan"], Failpoint::Hang);
         assert_eq!(f.check("firewall"), Err(Triggered("firewall".into())));
-        assert_eq!(f.check("lan"), Ok(()));
+        assert_eq!(f.check("time"), Ok(()));
         assert_eq!(f.check("units"), Ok(()));
+        // A hang holds the step at its start; once past it (never, in the service) the
+        // check lets it through.
+        assert_eq!(f.check("lan"), Ok(()));
         assert_eq!(Failpoints::parse("").unwrap(), Failpoints::none());
-        for bad in ["firewall", "x=explode", "x=sleep(ms)"] {
+        for bad in ["firewall", "x=explode", "x=sleep(ms)", "x=hang(1)"] {
             assert_eq!(Failpoints::parse(bad), Err(ParseError(bad.into())), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_hang_never_returns_and_other_steps_run() {
+        let f = Failpoints::parse("lan=hang").unwrap();
+        let hung = {
+            let f = f.clone();
+            std::thread::spawn(move || f.hold("lan"))
+        };
+        let other = {
+            let f = f.clone();
+            std::thread::spawn(move || f.hold("time"))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            other.is_finished(),
+            "a step without a failpoint is not held"
+        );
+        assert!(!hung.is_finished(), "lan=hang returned");
+        // The hung thread is left behind; the test process exits around it.
     }
 }

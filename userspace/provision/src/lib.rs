@@ -16,6 +16,7 @@
 //! * [`listen`] — the listeners, narrowed to the LAN address once provisioned.
 //! * [`service`] — the shared state that ties them together.
 //! * [`logging`] — stderr lines with kernel levels for the journal, errors to kmsg.
+//! * [`deadline`] — the mark-good deadline: a provisioned boot whose apply stalls reboots.
 
 pub mod api;
 pub mod apply;
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod beneath;
 pub mod boot_flow;
 pub mod console;
+pub mod deadline;
 pub mod failpoints;
 pub mod input;
 pub mod jobs;

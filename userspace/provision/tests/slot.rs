@@ -104,3 +104,114 @@ fn get_current_reads_the_kernel_command_line() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("give --disk"), "{stderr}");
 }
+
+/// A root for `slot wait-good`: booted from B, provisioned or not, and a disk whose state
+/// is B first with `left` tries for A and B.
+fn wait_good_root(provisioned: bool, left: [u8; 2]) -> (tempfile::TempDir, std::path::PathBuf) {
+    use slot_state::{Slot, SlotState};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    std::fs::write(root.join("proc/cmdline"), "atomix.slot=b rauc.slot=B\n").unwrap();
+    std::fs::create_dir_all(root.join("data/config/generations/1")).unwrap();
+    std::fs::create_dir_all(root.join("data/config/jobs")).unwrap();
+    if provisioned {
+        std::os::unix::fs::symlink("generations/1", root.join("data/config/current")).unwrap();
+    }
+    let disk = root.join("disk.img");
+    let f = std::fs::File::create(&disk).unwrap();
+    f.set_len(16 << 20).unwrap();
+    let state = SlotState {
+        order: vec![Slot::B, Slot::A],
+        left,
+    };
+    slot_state::write(&f, &state).unwrap();
+    (dir, disk)
+}
+
+fn wait_good(root: &Path, disk: &Path, stall: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomix-provision"));
+    cmd.args(["slot", "--root"])
+        .arg(root)
+        .arg("--disk")
+        .arg(disk)
+        .args(["wait-good", "--stall", stall])
+        .env_remove("ATOMIX_MARK_GOOD_STALL");
+    cmd
+}
+
+#[test]
+fn wait_good_fails_only_when_a_provisioned_apply_stalls() {
+    // Unprovisioned: no deadline, whatever the slot state.
+    let (dir, disk) = wait_good_root(false, [3, 2]);
+    let out = wait_good(dir.path(), &disk, "1s").output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("unprovisioned: no mark-good deadline"),
+        "{stderr}"
+    );
+
+    // Provisioned, B marked good already (tries back to 3): met.
+    let (dir, disk) = wait_good_root(true, [3, 3]);
+    let out = wait_good(dir.path(), &disk, "1s").output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("deadline met: slot B is marked good"),
+        "{stderr}"
+    );
+
+    // Provisioned, B never marked good, no job moving: missed, exit 1.
+    let (dir, disk) = wait_good_root(true, [3, 2]);
+    let started = std::time::Instant::now();
+    let out = wait_good(dir.path(), &disk, "1s").output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("deadline missed: slot B is not marked good"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
+    // Not booted through the AtomixOS initrd (no boot record, no --disk): said, and no
+    // failure (a failure reboots).
+    let out = Command::new(env!("CARGO_BIN_EXE_atomix-provision"))
+        .args(["slot", "--root"])
+        .arg(dir.path())
+        .args(["wait-good", "--stall", "1s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no mark-good deadline: ") && stderr.contains("boot.json is missing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wait_good_lets_a_slow_apply_that_makes_progress_finish() {
+    use std::time::Duration;
+    let (dir, disk) = wait_good_root(true, [3, 2]);
+    let mut child = wait_good(dir.path(), &disk, "5s").spawn().unwrap();
+    // A job that writes an event every second for 12 s (more than twice the stall time),
+    // then marks the slot good.
+    let job = dir.path().join("data/config/jobs/0123abcd.json");
+    for i in 0..12 {
+        std::fs::write(&job, format!("{{\"events\": {i}}}")).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "wait-good gave up on an apply that was moving"
+        );
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    let good = slot_state::SlotState {
+        order: vec![slot_state::Slot::B, slot_state::Slot::A],
+        left: [3, 3],
+    };
+    slot_state::write(&f, &good).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

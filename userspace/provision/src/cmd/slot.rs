@@ -3,15 +3,21 @@
 //! backend (`bootloader-custom-backend=` in `/etc/rauc/system.conf`): `get-primary`,
 //! `set-primary SLOT`, `get-state SLOT`, `set-state SLOT good|bad`, `get-current`, with
 //! the meaning RAUC's U-Boot backend gives `BOOT_ORDER` and `BOOT_<slot>_LEFT`.
+//! `slot wait-good` is the mark-good deadline (`atomix-mark-good-deadline.service`, see
+//! [`atomix_provision::deadline`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use atomix_config::generations::Store;
+use atomix_provision::deadline::{self, Verdict, Watch};
+use atomix_provision::logging;
 use atomix_provision::paths::Paths;
 use boot_state::BootRecord;
-use slot_state::{Slot, SlotState, Source};
+use slot_state::{Slot, SlotState, Source, ATTEMPTS};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,6 +39,21 @@ pub enum Command {
     /// RAUC's custom bootloader backend interface.
     #[command(name = "rauc-backend", subcommand)]
     RaucBackend(Backend),
+    /// Wait until the booted slot is marked good; exit 1 when the apply made no progress
+    /// for the stall time (atomix-mark-good-deadline.service then reboots). Exit 0 at
+    /// once on an unprovisioned device, or when the booted slot or disk is unknown.
+    WaitGood(WaitGood),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WaitGood {
+    /// How long the apply may go without progress [default: $ATOMIX_MARK_GOOD_STALL,
+    /// else 15min].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub stall: Option<Duration>,
+    /// Also write the verdict to this kernel log device (e.g. /dev/kmsg).
+    #[arg(long, value_name = "PATH")]
+    pub kmsg: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -46,6 +67,9 @@ pub enum Backend {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let paths = Paths::new(&args.root);
+    if let Command::WaitGood(wait) = &args.command {
+        return wait_good(&paths, args.disk.as_deref(), wait);
+    }
     if let Command::RaucBackend(Backend::GetCurrent) = &args.command {
         println!("{}", current_slot(&paths)?);
         return Ok(ExitCode::SUCCESS);
@@ -105,9 +129,106 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             state.mark(parse_slot(slot)?, good);
             save(&state)?;
         }
-        Command::RaucBackend(Backend::GetCurrent) => unreachable!("handled above"),
+        Command::RaucBackend(Backend::GetCurrent) | Command::WaitGood(_) => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `wait-good` looks.
+const POLL: Duration = Duration::from_secs(2);
+
+/// `slot wait-good`: the mark-good deadline of a provisioned boot.
+fn wait_good(paths: &Paths, disk: Option<&Path>, args: &WaitGood) -> anyhow::Result<ExitCode> {
+    if let Some(k) = &args.kmsg {
+        logging::set_kmsg(k.clone());
+    }
+    let stall = match args.stall {
+        Some(s) => s,
+        None => {
+            deadline::stall_from(std::env::var(deadline::ENV).ok().as_deref()).unwrap_or_else(|e| {
+                logging::error(&format!("{e}: the default applies"));
+                deadline::DEFAULT_STALL
+            })
+        }
+    };
+    // Only a missed deadline fails (the unit's failure reboots): what keeps this from
+    // watching at all is said, and ends it.
+    let setup = || -> anyhow::Result<Option<(Slot, PathBuf)>> {
+        if Store::new(paths.config_store()).current()?.is_none() {
+            return Ok(None);
+        }
+        let disk_path = match disk {
+            Some(d) => d.to_owned(),
+            None => boot_disk(paths)?,
+        };
+        Ok(Some((current_slot(paths)?, disk_path)))
+    };
+    let (slot, disk_path) = match setup() {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            logging::info("unprovisioned: no mark-good deadline (the console may wait for ever)");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            logging::error(&format!("no mark-good deadline: {e:#}"));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let jobs = paths.jobs();
+    logging::notice(&format!(
+        "mark-good deadline: slot {slot} must be marked good; the device reboots after {} without apply progress",
+        humantime::format_duration(stall)
+    ));
+    let initial = deadline::progress(&jobs);
+    let mut watch = Watch::new(stall, Instant::now(), initial.clone());
+    let mut unreadable = false;
+    loop {
+        // Marked good sets the booted slot's tries back to ATTEMPTS; the boot itself
+        // counted one down, so before that it has fewer.
+        let good = match File::open(&disk_path).and_then(|d| slot_state::read(&d)) {
+            Ok((state, _)) => {
+                unreadable = false;
+                state.is_good(slot) && state.left(slot) == ATTEMPTS
+            }
+            Err(e) => {
+                if !unreadable {
+                    logging::warn(&format!(
+                        "cannot read the slot state on {}: {e}",
+                        disk_path.display()
+                    ));
+                }
+                unreadable = true;
+                false
+            }
+        };
+        let now = deadline::progress(&jobs);
+        if !good {
+            if let Some(id) = deadline::failed_since(&jobs, &initial, &now).first() {
+                logging::warn(&format!(
+                    "mark-good deadline stands down: the apply of this boot failed (job {id}), it did not hang; slot {slot} stays unconfirmed"
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        match watch.observe(Instant::now(), good, now) {
+            Verdict::Good => {
+                logging::notice(&format!(
+                    "mark-good deadline met: slot {slot} is marked good"
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
+            Verdict::Waiting { .. } => std::thread::sleep(POLL),
+            Verdict::Stalled { idle } => {
+                logging::error(&format!(
+                    "mark-good deadline missed: slot {slot} is not marked good and the apply made no progress for {}: rebooting (the bootloader counts the try)",
+                    humantime::format_duration(Duration::from_secs(idle.as_secs()))
+                ));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
 }
 
 fn parse_slot(s: &str) -> anyhow::Result<Slot> {
