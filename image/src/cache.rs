@@ -6,6 +6,35 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+/// Takes the cache for one build, waiting (and saying so) while another build holds it:
+/// builds share the cache's work tree, and a second one would replace the tree under
+/// the first one's chroot (seen as dracut failing with missing libraries). The lock is
+/// released when the returned file is dropped, or when the process dies.
+pub fn lock(cache: &Path) -> Result<std::fs::File> {
+    let path = cache.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "atomix-image: another build is using {}: waiting for it to finish",
+                cache.display()
+            );
+            file.lock()
+                .with_context(|| format!("cannot lock {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    Ok(file)
+}
+
 /// Accumulates the inputs of one stage.
 #[derive(Debug, Default)]
 pub struct Key(Sha256);
@@ -58,6 +87,19 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_build_waits_for_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock(dir.path()).unwrap();
+        let second = std::fs::File::open(dir.path().join(".lock")).unwrap();
+        assert!(
+            matches!(second.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            "the cache is held"
+        );
+        drop(first);
+        second.try_lock().expect("free once the first build ends");
+    }
 
     #[test]
     fn keys_change_with_any_input() {

@@ -204,6 +204,8 @@ fn build(args: &BuildArgs) -> Result<Built> {
     let out = fs::canonicalize(&args.out)?;
     fs::create_dir_all(&args.cache)?;
     let cache = fs::canonicalize(&args.cache)?;
+    // Held until the image is written: builds share the cache's work tree.
+    let _cache_lock = cache::lock(&cache)?;
     let build_id = match &args.build_id {
         Some(id) => id.clone(),
         None => default_build_id(&repo),
