@@ -19,7 +19,10 @@
 #   a chroot: the root sees the host's registrations, so the arm64 programs run through
 #   the host's qemu-aarch64 entry (registered with the F flag, it works in any root).
 #   The root's own registration is checked as far as it can be: qemu-user-static's
-#   binfmt spec must be installed and known to update-binfmts inside the root.
+#   binfmt spec must be installed and known to update-binfmts inside the root. The
+#   root's package scripts register their formats in that shared table too; on a host
+#   set up by setup-host.sh they are the same formats (qemu-*, python3.11, jar, llvm)
+#   and are found already registered, so the host's table is left as it was.
 #
 # Usage: scripts/check-fresh-host.sh   (as root, on a Debian 12 host with mmdebstrap)
 # Heavy: a few hundred MiB of packages and two debootstraps; prints each step's time.
@@ -47,29 +50,28 @@ mkdir -p "$CACHE/debs" "$CACHE/cargo-registry" "$CACHE/cargo-git"
 started=$(date +%s)
 step() { echo "check-fresh-host: ==> $* (at $(( $(date +%s) - started )) s)"; }
 
-# Unmounts everything below the root, deepest first; never follows into the host.
+mounts_below_root() { findmnt -rn -o TARGET | grep -E "^$ROOT(/|$)" | sort -r || true; }
+# Unmounts everything below the root, deepest first.
 cleanup() {
-    if [ -d "$ROOT" ]; then
-        findmnt -rn -o TARGET | grep -E "^$ROOT(/|$)" | sort -r | while read -r m; do
-            umount -l "$m" || true
-        done
-    fi
+    mounts_below_root | while read -r m; do umount -l "$m" || true; done
 }
 trap cleanup EXIT
 
 step "base root ($BASE)"
 if [ ! -s "$BASE" ]; then
-    rm -f "$CACHE"/base-"$SUITE"-*.tar
+    rm -rf "$CACHE"/base-"$SUITE"-*.tar "$CACHE/partial.tar"
     mmdebstrap --variant=minbase --arch=amd64 \
         --include="$(IFS=,; echo "${BASE_PACKAGES[*]}")" \
-        "$SUITE" "$BASE.tmp" \
+        "$SUITE" "$CACHE/partial.tar" \
         "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" \
         "deb http://deb.debian.org/debian-security $SUITE-security main"
-    mv "$BASE.tmp" "$BASE"
+    mv "$CACHE/partial.tar" "$BASE"
 fi
 
 step "unpacking the fresh root in $ROOT"
 cleanup
+# Never remove through a mount: that would reach into the host's /dev or the caches.
+[ -z "$(mounts_below_root)" ] || fail "still mounted below $ROOT: $(mounts_below_root | tr '\n' ' ')"
 rm -rf "$WORK"
 mkdir -p "$ROOT"
 tar -C "$ROOT" -xf "$BASE"
