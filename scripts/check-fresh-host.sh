@@ -163,16 +163,19 @@ mksquashfs -version | head -1
 timed "tools present"
 
 # An arm64 root, as the image's base tree is made (arch-test, qemu-user).
+# (dracut --help exits 1; --version exits 0.)
 mmdebstrap --arch=arm64 --variant=essential --include=dracut-core \
     --customize-hook='chroot "$1" uname -m > "$1/arch"' \
-    --customize-hook='chroot "$1" dracut --help >/dev/null' \
+    --customize-hook='chroot "$1" dracut --version' \
     --customize-hook='copy-out /arch /tmp' \
-    bookworm /tmp/arm64.tar http://deb.debian.org/debian
+    bookworm /tmp/arm64.tar http://deb.debian.org/debian \
+    || { echo "check-fresh-host: FAILED: the arm64 mmdebstrap with dracut (see its E: lines)" >&2; exit 1; }
 [ "$(cat /tmp/arch)" = aarch64 ] || { echo "check-fresh-host: FAILED: the arm64 root runs as $(cat /tmp/arch)" >&2; exit 1; }
 timed "arm64 mmdebstrap (essential + dracut-core), dracut runs under qemu-user"
 
 # The static aarch64 cross build, run once under qemu-user.
-scripts/build-initrd-binary.sh
+scripts/build-initrd-binary.sh \
+    || { echo "check-fresh-host: FAILED: the static aarch64 build (see above)" >&2; exit 1; }
 timed "static aarch64 atomix-initrd (scripts/build-initrd-binary.sh)"
 echo "check-fresh-host: inside the root: $((t - t0)) s"
 EOF
