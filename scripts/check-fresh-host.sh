@@ -13,6 +13,8 @@
 # - rustup's toolchain (cargo, rustc), which a new machine has: the host's /root/.rustup
 #   and /root/.cargo/bin are bind-mounted READ-ONLY; the rest of CARGO_HOME (the crate
 #   registry) starts empty, its downloads kept in the cache between runs.
+# - The machine's extra CA certificates (/usr/local/share/ca-certificates), through
+#   which its network reaches the registries.
 # - Downloaded .deb files are kept between runs (the root's /var/cache/apt/archives is
 #   a cache directory): a re-run downloads less, but installs everything again.
 # - /proc, /sys and /dev are the host's (bind mounts). binfmt_misc is not namespaced for
@@ -76,6 +78,12 @@ rm -rf "$WORK"
 mkdir -p "$ROOT"
 tar -C "$ROOT" -xf "$BASE"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The machine's own CA certificates, which every machine of this kind has: its network
+# reaches the package registries (crates.io for the cross build) through them.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+    chroot "$ROOT" update-ca-certificates >/dev/null
+fi
 # The tree as it is now (tracked files, with uncommitted changes), without build output.
 mkdir -p "$ROOT/work/atomix"
 git -C "$REPO" ls-files -z --cached --others --exclude-standard \
