@@ -26,6 +26,9 @@ scripts/test-browser.sh
 step "atomix-initrd: unit tests and privileged tests (loop devices, one at a time)"
 cargo test -p atomix-initrd --locked -- --test-threads=1
 
+step "atomix-image flash: onto loop devices full of random bytes (root)"
+cargo test -p atomix-image --locked --test flash -- --test-threads=1
+
 step "the flashable image (static aarch64 binaries, cached stages)"
 scripts/build-image.sh
 

@@ -1,17 +1,25 @@
 //! Writing the image to a device (an eMMC in a USB adapter, or the Rock64 itself in USB
 //! recovery mode), refusing the devices that would hurt: mounted ones, the disk holding
-//! `/`, and fixed disks unless forced.
+//! `/`, and fixed disks unless forced. Only what the bmap maps is written, and exactly
+//! that is read back from the device and checked against the bmap's checksums; with
+//! `--config`, the boot seed is placed on the written `boot-a` (see [`seed`]).
+
+mod bmap;
+mod progress;
+mod seed;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use nix::fcntl::{posix_fadvise, OFlag, PosixFadviseAdvice};
 use sha2::{Digest, Sha256};
 
-use crate::command::run;
+use progress::Progress;
 
 /// What is known about the target device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,93 +112,365 @@ fn inspect(device: &Path) -> Result<Target> {
     })
 }
 
-/// Flashes `image` to `device`: with bmaptool when a `.bmap` is beside the image (only the
-/// used blocks, checksummed), else a full copy; then sync and verify by reading back.
-pub fn flash(image: &Path, device: &Path, force: bool) -> Result<()> {
-    let target = inspect(device)?;
-    if let Some(why) = refusal(&target, force) {
+/// What to flash where.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub image: &'a Path,
+    pub device: &'a Path,
+    /// Also write to a device that is not removable.
+    pub force: bool,
+    /// A `config.toml` or config bundle to place on `boot-a` as the boot seed.
+    pub config: Option<&'a Path>,
+}
+
+/// Test only: flips the device's byte at this offset after the image is written and
+/// before it is verified, standing in for a write the device lost or garbled.
+pub const CORRUPT_AFTER_WRITE_ENV: &str = "ATOMIX_FLASH_CORRUPT_AFTER_WRITE";
+
+/// Bytes read or written at a time.
+const CHUNK: usize = 4 << 20;
+/// Written bytes flushed to the device at a time, so the rate shown is the device's.
+const SYNC_EVERY: u64 = 64 << 20;
+/// Alignment of O_DIRECT reads (a multiple of any logical block size).
+const ALIGN: u64 = 4096;
+
+/// A byte span `[start, end)` of the image that is written and verified, with the SHA-256
+/// of its bytes (from the bmap, or computed while writing when there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    end: u64,
+    sha256: Option<String>,
+    /// How errors name it: `blocks 5-7 (bytes 20480-32767)`.
+    name: String,
+}
+
+impl Span {
+    fn len(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+fn spans_of(map: &bmap::Bmap) -> Vec<Span> {
+    map.ranges
+        .iter()
+        .map(|r| {
+            let (start, end) = map.bytes(r);
+            let blocks = if r.first == r.last {
+                format!("block {}", r.first)
+            } else {
+                format!("blocks {}-{}", r.first, r.last)
+            };
+            Span {
+                start,
+                end,
+                sha256: Some(r.sha256.clone()),
+                name: format!("{blocks} (bytes {start}-{})", end - 1),
+            }
+        })
+        .collect()
+}
+
+/// Flashes `image` to `device`: with the `.bmap` beside the image only its mapped ranges
+/// (checked against the bmap's checksums as they are read), else all of it; syncs, then
+/// verifies by reading the written ranges back from the device itself (O_DIRECT, past the
+/// page cache). Holes are neither written nor verified: a used device keeps its old bytes
+/// there, which is what the bmap allows. With a config, an invalid one is refused before
+/// anything is written; a valid one is placed on `boot-a` and the result re-verified.
+pub fn flash(req: &Request<'_>) -> Result<()> {
+    let started = Instant::now();
+    let seed = req.config.map(seed::load).transpose()?;
+    let target = inspect(req.device)?;
+    if let Some(why) = refusal(&target, req.force) {
         bail!("{why}");
     }
-    let bmap = PathBuf::from(format!("{}.bmap", image.display()));
-    let started = Instant::now();
-    if bmap.exists() {
-        eprintln!(
-            "atomix-image: writing {} to {} with {}",
-            image.display(),
-            target.device.display(),
-            bmap.display()
+    let device = target.device.as_path();
+    let image = req.image;
+    let image_len = fs::metadata(image)
+        .with_context(|| format!("no image {}", image.display()))?
+        .len();
+    let bmap_path = PathBuf::from(format!("{}.bmap", image.display()));
+    let mut spans = if bmap_path.exists() {
+        let text = fs::read_to_string(&bmap_path)
+            .with_context(|| format!("cannot read {}", bmap_path.display()))?;
+        let map = bmap::parse(&text)
+            .with_context(|| format!("{} is not a usable bmap", bmap_path.display()))?;
+        ensure!(
+            map.image_size == image_len,
+            "{} describes an image of {} bytes, but {} has {image_len}: not its bmap",
+            bmap_path.display(),
+            map.image_size,
+            image.display()
         );
-        run(Command::new("bmaptool")
-            .arg("copy")
-            .arg("--bmap")
-            .arg(&bmap)
-            .arg(image)
-            .arg(&target.device))?;
+        eprintln!(
+            "atomix-image: {}: {} in {} ranges of {} mapped",
+            bmap_path.display(),
+            progress::size(map.mapped_bytes()),
+            map.ranges.len(),
+            progress::size(image_len)
+        );
+        spans_of(&map)
     } else {
-        eprintln!("atomix-image: no bmap beside the image: writing all of it");
-        copy_all(image, &target.device)?;
+        eprintln!(
+            "atomix-image: no bmap at {}: writing and verifying all of the image",
+            bmap_path.display()
+        );
+        vec![Span {
+            start: 0,
+            end: image_len,
+            sha256: None,
+            name: format!("bytes 0-{}", image_len.saturating_sub(1)),
+        }]
+    };
+    let boot_a = match &seed {
+        Some(_) => Some(seed::boot_a(image)?),
+        None => None,
+    };
+    let device_len = size_of(device)?;
+    ensure!(
+        device_len >= image_len,
+        "{} holds {} bytes, fewer than the image's {image_len}",
+        device.display(),
+        device_len
+    );
+
+    let total: u64 = spans.iter().map(Span::len).sum();
+    let wrote = write(image, device, &mut spans)?;
+    corrupt_for_test(device)?;
+    let verified = verify(device, &spans, "verifying")?;
+
+    if let (Some(seed), Some((offset, size))) = (&seed, boot_a) {
+        eprintln!(
+            "atomix-image: placing {} as {} on {} (byte {offset} of {})",
+            seed.source.display(),
+            seed.name,
+            disk_layout::BOOT_A,
+            device.display()
+        );
+        seed::place(seed, device, offset)?;
+        flush_and_forget(device)?;
+        // The ranges outside boot-a must still read back as the image; inside it, every
+        // file of the image's boot-a and the seed must.
+        let outside: Vec<Span> = spans
+            .iter()
+            .filter(|s| s.end <= offset || s.start >= offset + size)
+            .cloned()
+            .collect();
+        verify(device, &outside, "re-verifying")?;
+        check_boot_files(image, device, offset, seed)?;
     }
-    eprintln!("atomix-image: verifying");
-    verify(image, &target.device)?;
     eprintln!(
-        "atomix-image: {} flashed and verified in {:.1} s",
-        target.device.display(),
-        started.elapsed().as_secs_f64()
+        "atomix-image: {} flashed and verified in {:.1} s: wrote {} in {:.1} s ({:.1} MiB/s), \
+         verified in {:.1} s ({:.1} MiB/s)",
+        device.display(),
+        started.elapsed().as_secs_f64(),
+        progress::size(total),
+        wrote.as_secs_f64(),
+        progress::rate(total, wrote),
+        verified.as_secs_f64(),
+        progress::rate(total, verified),
     );
     Ok(())
 }
 
-fn copy_all(image: &Path, device: &Path) -> Result<()> {
-    let mut input =
-        File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
-    let total = input.metadata()?.len();
-    let mut out = OpenOptions::new()
+/// The size in bytes of a block device (or file).
+fn size_of(device: &Path) -> Result<u64> {
+    File::open(device)
+        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .with_context(|| format!("cannot read the size of {}", device.display()))
+}
+
+/// Writes the spans of `image` to the same offsets of `device`, hashing what is read;
+/// a span whose hash differs from the bmap's stops the write. Fills in the hashes of spans
+/// that had none.
+fn write(image: &Path, device: &Path, spans: &mut [Span]) -> Result<Duration> {
+    let input = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    let out = OpenOptions::new()
         .write(true)
         .open(device)
         .with_context(|| format!("cannot open {} for writing", device.display()))?;
-    let mut buf = vec![0u8; 4 << 20];
-    let mut done = 0u64;
-    let mut last_report = Instant::now();
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let total = spans.iter().map(Span::len).sum();
+    let mut progress = Progress::new(&format!("writing {}", device.display()), total);
+    let mut buf = vec![0u8; CHUNK];
+    let mut unsynced = 0u64;
+    for span in spans.iter_mut() {
+        let mut hasher = Sha256::new();
+        let mut pos = span.start;
+        while pos < span.end {
+            let n = usize::try_from(span.end - pos).map_or(CHUNK, |left| left.min(CHUNK));
+            let chunk = &mut buf[..n];
+            input
+                .read_exact_at(chunk, pos)
+                .with_context(|| format!("cannot read {} at byte {pos}", image.display()))?;
+            hasher.update(&*chunk);
+            out.write_all_at(chunk, pos)
+                .with_context(|| format!("cannot write {} at byte {pos}", device.display()))?;
+            pos += n as u64;
+            progress.add(n as u64);
+            unsynced += n as u64;
+            if unsynced >= SYNC_EVERY {
+                out.sync_data()
+                    .with_context(|| format!("cannot flush {}", device.display()))?;
+                unsynced = 0;
+            }
         }
-        out.write_all(&buf[..n])?;
-        done += n as u64;
-        if last_report.elapsed().as_secs() >= 2 {
-            eprintln!("atomix-image: {} of {} MiB", done >> 20, total >> 20);
-            last_report = Instant::now();
+        let actual = bmap::hex(&hasher.finalize());
+        match &span.sha256 {
+            Some(want) if *want != actual => bail!(
+                "{} does not match its bmap at {}: its SHA-256 is {actual}, the bmap says {want}; \
+                 the image or its bmap is damaged (build or copy them again). {} is only partly written",
+                image.display(),
+                span.name,
+                device.display()
+            ),
+            Some(_) => {}
+            None => span.sha256 = Some(actual),
         }
     }
-    out.sync_all()?;
+    out.sync_all()
+        .with_context(|| format!("cannot flush {}", device.display()))?;
+    Ok(progress.finish())
+}
+
+/// Reads the spans back from the device past the page cache and compares their hashes;
+/// every span that differs is named.
+fn verify(device: &Path, spans: &[Span], what: &str) -> Result<Duration> {
+    let file = open_uncached(device)?;
+    let device_len = size_of(device)?;
+    let total = spans.iter().map(Span::len).sum();
+    let mut progress = Progress::new(&format!("{what} {}", device.display()), total);
+    // O_DIRECT wants an aligned buffer: take an aligned window of a larger one.
+    let mut raw = vec![0u8; CHUNK + ALIGN as usize];
+    let skip = raw.as_ptr().align_offset(ALIGN as usize);
+    let buf = &mut raw[skip..skip + CHUNK];
+    let mut bad = Vec::new();
+    for span in spans {
+        let mut hasher = Sha256::new();
+        let mut pos = span.start / ALIGN * ALIGN;
+        let read_end = span
+            .end
+            .div_ceil(ALIGN)
+            .saturating_mul(ALIGN)
+            .min(device_len);
+        while pos < read_end {
+            let n = usize::try_from(read_end - pos).map_or(CHUNK, |left| left.min(CHUNK));
+            file.read_exact_at(&mut buf[..n], pos)
+                .with_context(|| format!("cannot read {} at byte {pos}", device.display()))?;
+            let lo = span.start.max(pos) - pos;
+            let hi = span.end.min(pos + n as u64) - pos;
+            if lo < hi {
+                hasher.update(&buf[lo as usize..hi as usize]);
+                progress.add(hi - lo);
+            }
+            pos += n as u64;
+        }
+        let actual = bmap::hex(&hasher.finalize());
+        if span.sha256.as_deref() != Some(actual.as_str()) {
+            bad.push(span.name.as_str());
+        }
+    }
+    let took = progress.finish();
+    if !bad.is_empty() {
+        let shown: Vec<&str> = bad.iter().take(5).copied().collect();
+        bail!(
+            "{} does not read back as written: {} of {} ranges differ: {}{}; the device may be \
+             failing, or something else wrote to it meanwhile",
+            device.display(),
+            bad.len(),
+            spans.len(),
+            shown.join(", "),
+            if bad.len() > shown.len() { ", ..." } else { "" }
+        );
+    }
+    Ok(took)
+}
+
+/// Opens the device for reads that bypass the page cache: O_DIRECT, or where the device
+/// refuses it, a plain open after dropping the cached pages.
+fn open_uncached(device: &Path) -> Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_DIRECT.bits())
+        .open(device)
+    {
+        Ok(file) => Ok(file),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+            flush_and_forget(device)?;
+            File::open(device).with_context(|| format!("cannot open {}", device.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open {}", device.display())),
+    }
+}
+
+/// Flushes the device and drops its cached pages, so the next buffered read (mtools')
+/// comes from the device.
+fn flush_and_forget(device: &Path) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(device)
+        .with_context(|| format!("cannot open {}", device.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot flush {}", device.display()))?;
+    posix_fadvise(
+        file.as_raw_fd(),
+        0,
+        0,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .with_context(|| format!("cannot drop the cached pages of {}", device.display()))?;
     Ok(())
 }
 
-/// Compares the device's first bytes with the whole image.
-fn verify(image: &Path, device: &Path) -> Result<()> {
-    let len = fs::metadata(image)?.len();
-    let digest = |path: &Path| -> Result<Vec<u8>> {
-        let mut f = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        f.seek(SeekFrom::Start(0))?;
-        let mut hasher = Sha256::new();
-        let mut left = len;
-        let mut buf = vec![0u8; 4 << 20];
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            f.read_exact(&mut buf[..want])?;
-            hasher.update(&buf[..want]);
-            left -= want as u64;
-        }
-        Ok(hasher.finalize().to_vec())
-    };
-    if digest(image)? != digest(device)? {
-        bail!(
-            "{} does not read back as {}: the write failed",
-            device.display(),
-            image.display()
+/// Every file of the image's `boot-a` and the seed, read back from the device.
+fn check_boot_files(image: &Path, device: &Path, offset: u64, seed: &seed::Seed) -> Result<()> {
+    let files = seed::files(image, offset)?;
+    ensure!(
+        !files.is_empty(),
+        "the image's {} holds no files",
+        disk_layout::BOOT_A
+    );
+    for file in &files {
+        ensure!(
+            seed::read_file(device, offset, file)? == seed::read_file(image, offset, file)?,
+            "{file} on {} of {} does not read back as in the image after placing the seed",
+            disk_layout::BOOT_A,
+            device.display()
         );
     }
+    let placed = format!("::/{}", seed.name);
+    ensure!(
+        seed::read_file(device, offset, &placed)? == seed.bytes,
+        "{placed} on {} of {} does not read back as {}",
+        disk_layout::BOOT_A,
+        device.display(),
+        seed.source.display()
+    );
+    eprintln!(
+        "atomix-image: {} re-verified: {} files of the image and {placed}",
+        disk_layout::BOOT_A,
+        files.len()
+    );
+    Ok(())
+}
+
+fn corrupt_for_test(device: &Path) -> Result<()> {
+    let Some(value) = std::env::var_os(CORRUPT_AFTER_WRITE_ENV) else {
+        return Ok(());
+    };
+    let offset: u64 = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{CORRUPT_AFTER_WRITE_ENV}={value:?} is not a byte offset"))?;
+    eprintln!(
+        "atomix-image: TEST: {CORRUPT_AFTER_WRITE_ENV} set: flipping byte {offset} of {} before verifying",
+        device.display()
+    );
+    // A second descriptor, as another writer would use.
+    let file = OpenOptions::new().read(true).write(true).open(device)?;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset)?;
+    file.write_all_at(&[!byte[0]], offset)?;
+    file.sync_all()?;
     Ok(())
 }
 

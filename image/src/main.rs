@@ -49,13 +49,16 @@ enum Cmd {
     Bundle(BuildArgs),
     /// Boot the built image in qemu-system-aarch64 through U-Boot, console on this terminal.
     Qemu(QemuArgs),
-    /// Write the image to a device, then verify it.
+    /// Write the image's used blocks (its bmap) to a device, then verify them.
     Flash {
         image: PathBuf,
         device: PathBuf,
         /// Also write to a device that is not removable.
         #[arg(long)]
         force: bool,
+        /// A config.toml or config bundle, checked first, placed on boot-a as the boot seed.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -128,7 +131,13 @@ fn main() -> ExitCode {
             image,
             device,
             force,
-        } => flash::flash(&image, &device, force),
+            config,
+        } => flash::flash(&flash::Request {
+            image: &image,
+            device: &device,
+            force,
+            config: config.as_deref(),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
