@@ -30,6 +30,10 @@ PACKAGES=(
     # Signed RAUC update bundles (atomix-image bundle).
     rauc openssl
     qemu-system-arm qemu-utils
+    # U-Boot, built from Debian's source package (image/src/uboot.rs): its build
+    # dependencies, dpkg-source and patch.
+    make bc bison flex device-tree-compiler libgnutls28-dev libpython3-dev libssl-dev
+    python3 python3-libfdt python3-pyelftools python3-setuptools swig uuid-dev dpkg-dev patch
 )
 
 # binfmt_misc must be mounted before qemu-user-static is installed, or the package

@@ -3,7 +3,8 @@
 //!
 //! `build` stages: base tree (mmdebstrap, cached by package list) → customised tree
 //! (this repository's files) → initramfs (dracut, cached by its inputs) → squashfs →
-//! boot partition (FAT, mtools) → GPT disk image with U-Boot → sha256 and bmap.
+//! boot partition (FAT, mtools) → U-Boot (built from Debian's source, cached by its
+//! inputs) → GPT disk image with U-Boot → sha256 and bmap.
 //! `bundle` builds the same and adds the signed RAUC update bundle of the build.
 
 use std::fs;
@@ -26,6 +27,7 @@ mod flash;
 mod initramfs;
 mod qemu;
 mod rootfs;
+mod uboot;
 
 use command::run;
 
@@ -295,8 +297,10 @@ fn build(args: &BuildArgs) -> Result<Built> {
     )?;
     stages.done("boot-partition");
 
+    let uboot = uboot::build(&repo, &cache)?;
+    stages.done("u-boot");
+
     let plan = disk_image::DiskPlan::new(&layout, &build_id)?;
-    let uboot = base.uboot.join("usr/lib/u-boot");
     let image = out.join(IMAGE_NAME);
     disk_image::write(
         &plan,
@@ -312,7 +316,7 @@ fn build(args: &BuildArgs) -> Result<Built> {
         uboot.join("qemu_arm64/u-boot.bin"),
         out.join("u-boot-qemu.bin"),
     )
-    .context("no qemu_arm64/u-boot.bin in u-boot-qemu")?;
+    .context("no qemu_arm64/u-boot.bin in the U-Boot build")?;
     let sha256 = sha256_file(&image)?;
     fs::write(
         out.join(format!("{IMAGE_NAME}.sha256")),
