@@ -62,6 +62,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # it, then the rest (bookworm's qemu-utils included).
     if [[ " ${missing[*]} " == *" qemu-system-arm "* ]]; then
         apt-get install -y -qq --no-install-recommends qemu-system-arm
+        # That removes the newer qemu-utils, which then counts as missing.
+        if ! dpkg-query -W -f='${Status}' qemu-utils 2>/dev/null | grep -q "install ok installed"; then
+            missing+=(qemu-utils)
+        fi
     fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

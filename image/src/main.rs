@@ -49,6 +49,16 @@ enum Cmd {
     Build(BuildArgs),
     /// Build the image and the signed RAUC update bundle of the same build.
     Bundle(BuildArgs),
+    /// Build U-Boot alone (or take it from the cache); prints its directory.
+    #[command(name = "u-boot")]
+    Uboot {
+        /// The repository (image/uboot/).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Downloaded packages and cached stages, kept between builds.
+        #[arg(long, env = "ATOMIX_CACHE", default_value = "/var/cache/atomix")]
+        cache: PathBuf,
+    },
     /// Boot the built image in qemu-system-aarch64 through U-Boot, console on this terminal.
     Qemu(QemuArgs),
     /// Write the image to a device, then verify it.
@@ -125,6 +135,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Build(args) => build(&args).map(|_| ()),
         Cmd::Bundle(args) => build_bundle(&args),
+        Cmd::Uboot { repo, cache } => build_uboot(&repo, &cache),
         Cmd::Qemu(args) => run_qemu(&args),
         Cmd::Flash {
             image,
@@ -364,6 +375,19 @@ fn build(args: &BuildArgs) -> Result<Built> {
         squashfs,
         signing,
     })
+}
+
+fn build_uboot(repo: &Path, cache: &Path) -> Result<()> {
+    let started = Instant::now();
+    let repo = fs::canonicalize(repo).context("no repository")?;
+    fs::create_dir_all(cache)?;
+    let dir = uboot::build(&repo, &fs::canonicalize(cache)?)?;
+    eprintln!(
+        "atomix-image: U-Boot ready in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", dir.display());
+    Ok(())
 }
 
 fn default_build_id(repo: &Path) -> String {
