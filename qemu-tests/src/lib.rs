@@ -261,7 +261,7 @@ impl Device {
         Qmp::connect(&socket, Duration::from_secs(30))
     }
 
-    /// QEMU's QMP socket for the current boot.
+    /// QEMU's QMP socket for the current boot (one started with [`Device::boot_paused`]).
     pub fn qmp_socket(&self) -> PathBuf {
         self.dir.join(format!("qmp-{}.sock", self.boots))
     }
@@ -279,8 +279,6 @@ impl Device {
         // PL061 GPIO key that U-Boot reads as the recovery button.
         cmd.args(["-M", "virt,acpi=off", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024"])
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
             .arg("-bios")
             .arg(&bios)
             .arg("-chardev")
@@ -311,7 +309,9 @@ impl Device {
                 .args(["-device", "usb-storage,bus=xhci.0,drive=stick,removable=on"]);
         }
         if paused {
-            cmd.arg("-S");
+            cmd.arg("-S")
+                .arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
             fs::File::create(self.dir.join(format!("qemu-{}.stderr", self.boots))).unwrap(),
