@@ -226,6 +226,13 @@ pub fn fragment_settings(fragment: &str) -> Vec<&str> {
 /// Builds (or takes from the cache) both U-Boot configurations; returns their directory.
 pub fn build(repo: &Path, cache: &Path) -> Result<PathBuf> {
     let additions = repo.join("image/uboot");
+    // One build at a time per cache (clones share it): apt's lists, the work directory.
+    fs::create_dir_all(cache.join("uboot"))?;
+    let lock_path = cache.join("uboot/lock");
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let apt = Apt {
         dir: cache.join("uboot/apt"),
     };
