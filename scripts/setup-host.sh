@@ -30,6 +30,10 @@ PACKAGES=(
     # Signed RAUC update bundles (atomix-image bundle).
     rauc openssl
     qemu-system-arm qemu-utils
+    # U-Boot, built from Debian's source package (image/src/uboot.rs): its build
+    # dependencies, dpkg-source and patch.
+    make bc bison flex device-tree-compiler libgnutls28-dev libpython3-dev libssl-dev
+    python3 python3-libfdt python3-pyelftools python3-setuptools swig uuid-dev dpkg-dev patch
 )
 
 # binfmt_misc must be mounted before qemu-user-static is installed, or the package
@@ -58,6 +62,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # it, then the rest (bookworm's qemu-utils included).
     if [[ " ${missing[*]} " == *" qemu-system-arm "* ]]; then
         apt-get install -y -qq --no-install-recommends qemu-system-arm
+        # That removes the newer qemu-utils, which then counts as missing.
+        if ! dpkg-query -W -f='${Status}' qemu-utils 2>/dev/null | grep -q "install ok installed"; then
+            missing+=(qemu-utils)
+        fi
     fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

@@ -7,16 +7,23 @@
 # its kernel: each slot boots with the script of its own build. The handover passes
 # atomix_chosen, rauc_slot, atomix_slot, atomix_bootpart and atomix_rootpart.
 if test -z "${atomix_chosen}"; then
-    # USB recovery: the reset/recovery button held from power-on for 5 s exposes the whole
-    # eMMC over the OTG port (USB mass storage) instead of booting. Boards without a button
-    # U-Boot can read (and QEMU) skip this.
+    # USB recovery: the recovery button held from power-on for 5 s exposes the whole eMMC
+    # over the OTG port (USB mass storage) instead of booting. The image's U-Boot knows the
+    # Rock64's Recovery key as "recovery"; under QEMU, virt's GPIO power key stands in for
+    # it. A U-Boot without the button command (Debian's, on devices flashed before) skips
+    # this.
+    if test "${board}" = "qemu-arm"; then
+        setenv atomix_recovery_button "GPIO Key Poweroff"
+    else
+        setenv atomix_recovery_button recovery
+    fi
     setenv atomix_recovery 0
-    if button recovery; then
+    if button "${atomix_recovery_button}"; then
         echo "AtomixOS: recovery button held; keep holding 5 s for USB mass storage mode"
         setenv atomix_recovery 1
         for i in 1 2 3 4 5; do
             sleep 1
-            if button recovery; then
+            if button "${atomix_recovery_button}"; then
                 echo "AtomixOS: recovery in $i/5"
             else
                 setenv atomix_recovery 0
@@ -24,8 +31,12 @@ if test -z "${atomix_chosen}"; then
         done
     fi
     if test "${atomix_recovery}" = "1"; then
-        echo "AtomixOS: USB recovery: ${devtype} ${devnum} is exposed over USB; power-cycle to leave"
-        ums 0 ${devtype} ${devnum}
+        echo "AtomixOS: USB recovery mode: ${devtype} ${devnum} is exposed over USB; Ctrl-C or power-cycle to leave"
+        if ums 0 ${devtype} ${devnum}; then
+            echo "AtomixOS: USB recovery ended"
+        else
+            echo "AtomixOS: USB recovery failed: ums could not expose ${devtype} ${devnum}"
+        fi
         reset
     fi
 

@@ -3,7 +3,8 @@
 //!
 //! `build` stages: base tree (mmdebstrap, cached by package list) → customised tree
 //! (this repository's files) → initramfs (dracut, cached by its inputs) → squashfs →
-//! boot partition (FAT, mtools) → GPT disk image with U-Boot → sha256 and bmap.
+//! boot partition (FAT, mtools) → U-Boot (built from Debian's source, cached by its
+//! inputs) → GPT disk image with U-Boot → sha256 and bmap.
 //! `bundle` builds the same and adds the signed RAUC update bundle of the build.
 
 use std::fs;
@@ -26,6 +27,7 @@ mod flash;
 mod initramfs;
 mod qemu;
 mod rootfs;
+mod uboot;
 
 use command::run;
 
@@ -47,6 +49,16 @@ enum Cmd {
     Build(BuildArgs),
     /// Build the image and the signed RAUC update bundle of the same build.
     Bundle(BuildArgs),
+    /// Build U-Boot alone (or take it from the cache); prints its directory.
+    #[command(name = "u-boot")]
+    Uboot {
+        /// The repository (image/uboot/).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Downloaded packages and cached stages, kept between builds.
+        #[arg(long, env = "ATOMIX_CACHE", default_value = "/var/cache/atomix")]
+        cache: PathBuf,
+    },
     /// Boot the built image in qemu-system-aarch64 through U-Boot, console on this terminal.
     Qemu(QemuArgs),
     /// Write the image's used blocks (its bmap) to a device, then verify them.
@@ -126,6 +138,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Build(args) => build(&args).map(|_| ()),
         Cmd::Bundle(args) => build_bundle(&args),
+        Cmd::Uboot { repo, cache } => build_uboot(&repo, &cache),
         Cmd::Qemu(args) => run_qemu(&args),
         Cmd::Flash {
             image,
@@ -306,8 +319,10 @@ fn build(args: &BuildArgs) -> Result<Built> {
     )?;
     stages.done("boot-partition");
 
+    let uboot = uboot::build(&repo, &cache)?;
+    stages.done("u-boot");
+
     let plan = disk_image::DiskPlan::new(&layout, &build_id)?;
-    let uboot = base.uboot.join("usr/lib/u-boot");
     let image = out.join(IMAGE_NAME);
     disk_image::write(
         &plan,
@@ -323,7 +338,7 @@ fn build(args: &BuildArgs) -> Result<Built> {
         uboot.join("qemu_arm64/u-boot.bin"),
         out.join("u-boot-qemu.bin"),
     )
-    .context("no qemu_arm64/u-boot.bin in u-boot-qemu")?;
+    .context("no qemu_arm64/u-boot.bin in the U-Boot build")?;
     let sha256 = sha256_file(&image)?;
     fs::write(
         out.join(format!("{IMAGE_NAME}.sha256")),
@@ -371,6 +386,19 @@ fn build(args: &BuildArgs) -> Result<Built> {
         squashfs,
         signing,
     })
+}
+
+fn build_uboot(repo: &Path, cache: &Path) -> Result<()> {
+    let started = Instant::now();
+    let repo = fs::canonicalize(repo).context("no repository")?;
+    fs::create_dir_all(cache)?;
+    let dir = uboot::build(&repo, &fs::canonicalize(cache)?)?;
+    eprintln!(
+        "atomix-image: U-Boot ready in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", dir.display());
+    Ok(())
 }
 
 fn default_build_id(repo: &Path) -> String {

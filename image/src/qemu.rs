@@ -11,7 +11,7 @@ use crate::command::{output, run};
 /// How to run the device.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    /// U-Boot for QEMU (`u-boot-qemu`'s `qemu_arm64/u-boot.bin`).
+    /// U-Boot for QEMU (`qemu_arm64/u-boot.bin` of the image build).
     pub bios: PathBuf,
     /// The disk the device boots (a qcow2 overlay of the image).
     pub disk: PathBuf,
@@ -33,7 +33,9 @@ impl Machine {
     pub fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = [
             "-M",
-            "virt",
+            // With ACPI, virt would route its power button through ACPI instead of the
+            // PL061 GPIO key that U-Boot reads as the recovery button.
+            "virt,acpi=off",
             "-cpu",
             "cortex-a72",
             "-smp",
@@ -123,7 +125,7 @@ mod tests {
             memory_mib: 1024,
         };
         let args = m.args().join(" ");
-        assert!(args.contains("-M virt -cpu cortex-a72"), "{args}");
+        assert!(args.contains("-M virt,acpi=off -cpu cortex-a72"), "{args}");
         assert!(args.contains("-bios /b/u-boot.bin"));
         assert!(args.contains("file=/d/disk.qcow2"));
         assert!(args.contains("hostfwd=tcp:127.0.0.1:8080-:8080"));

@@ -11,8 +11,10 @@ use crate::cache::Key;
 use crate::command::run;
 
 pub const SUITE: &str = "trixie";
-/// Debian packages holding the U-Boot builds the image needs; downloaded, not installed.
-const UBOOT_PACKAGES: &[&str] = &["u-boot-rockchip", "u-boot-qemu"];
+/// Base trees once carried Debian's U-Boot packages beside them; the image now builds
+/// U-Boot itself (uboot.rs). The name stays in the key so that cached trees, whose
+/// tarball is the same, stay valid.
+const FORMER_UBOOT_PACKAGES: &str = "u-boot-rockchip,u-boot-qemu";
 
 /// Parses `image/packages.txt`: one package a line, `#` comments.
 pub fn parse_packages(text: &str) -> Vec<String> {
@@ -29,8 +31,6 @@ pub struct BaseTree {
     pub key: String,
     /// The tree as a tarball (mmdebstrap's output).
     pub tarball: PathBuf,
-    /// The U-Boot packages, unpacked: `usr/lib/u-boot/...`.
-    pub uboot: PathBuf,
 }
 
 /// Builds (or takes from the cache) the base tree.
@@ -42,13 +42,12 @@ pub fn base_tree(repo: &Path, cache: &Path) -> Result<BaseTree> {
     let key = Key::new("base-v3")
         .text("suite", SUITE)
         .text("packages", &packages.join(","))
-        .text("uboot", &UBOOT_PACKAGES.join(","))
+        .text("uboot", FORMER_UBOOT_PACKAGES)
         .finish();
     let dir = cache.join("base").join(&key);
     let tree = BaseTree {
         key: key.clone(),
         tarball: dir.join("rootfs.tar"),
-        uboot: dir.join("uboot"),
     };
     if dir.join("complete").exists() {
         eprintln!("atomix-image: base tree {key} from the cache");
@@ -59,8 +58,6 @@ pub fn base_tree(repo: &Path, cache: &Path) -> Result<BaseTree> {
     fs::create_dir_all(&dir)?;
     let archives = cache.join("apt-archives");
     fs::create_dir_all(&archives)?;
-    let debs = dir.join("debs");
-    fs::create_dir_all(&debs)?;
     let tmp_tar = dir.join("rootfs.tar.tmp");
     run(Command::new("mmdebstrap")
         .args(["--arch=arm64", "--variant=minbase", "--format=tar"])
@@ -73,23 +70,8 @@ pub fn base_tree(repo: &Path, cache: &Path) -> Result<BaseTree> {
         // image's initrd is built later, with the atomix module.
         // A no-op stands in its place, since dracut's own postinst calls the hook.
         .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /etc/kernel/postinst.d/dracut.disabled --add /etc/kernel/postinst.d/dracut && mkdir -p \"$1\"/etc/kernel/postinst.d && printf '#!/bin/sh\\n# AtomixOS builds its initrd itself (atomix-image).\\nexit 0\\n' > \"$1\"/etc/kernel/postinst.d/dracut && chmod 755 \"$1\"/etc/kernel/postinst.d/dracut")
-        // The U-Boot builds come from the same suite, without being installed.
-        .arg(format!(
-            "--customize-hook=mkdir -p \"$1\"/var/tmp/atomix-debs && chroot \"$1\" sh -c 'cd /var/tmp/atomix-debs && apt-get download {}'",
-            UBOOT_PACKAGES.join(" ")
-        ))
-        .arg(format!("--customize-hook=sync-out /var/tmp/atomix-debs {}", debs.display()))
-        .arg("--customize-hook=rm -rf \"$1\"/var/tmp/atomix-debs")
         .arg(SUITE)
         .arg(&tmp_tar))?;
-    fs::create_dir_all(&tree.uboot)?;
-    for entry in fs::read_dir(&debs)? {
-        let deb = entry?.path();
-        run(Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg(&tree.uboot))?;
-    }
     fs::rename(&tmp_tar, &tree.tarball)?;
     fs::write(dir.join("complete"), format!("{key}\n"))?;
     Ok(tree)

@@ -109,6 +109,29 @@ fn uboot_blobs_sit_at_the_sectors_the_rock64_reads() {
 }
 
 #[test]
+fn the_shipped_uboot_is_the_one_built_here_with_the_recovery_key() {
+    let bytes = std::fs::read(image()).unwrap();
+    // u-boot.itb's slot, up to the first partition (sector 32768).
+    let itb = &bytes[(16384 * SECTOR) as usize..(32768 * SECTOR) as usize];
+    let has = |needle: &[u8]| itb.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(b"-atomix ("),
+        "no U-Boot version built here in u-boot.itb"
+    );
+    assert!(
+        has(b"adc-keys"),
+        "no adc-keys node in u-boot.itb's device tree"
+    );
+    assert!(has(b"button"), "no button command in u-boot.itb");
+    assert!(has(b"UMS: LUN"), "no ums command in u-boot.itb");
+    let qemu = std::fs::read(out_dir().join("u-boot-qemu.bin")).unwrap();
+    assert!(
+        qemu.windows(b"-atomix (".len()).any(|w| w == b"-atomix ("),
+        "u-boot-qemu.bin is not the U-Boot built here"
+    );
+}
+
+#[test]
 fn boot_partition_holds_script_kernel_initrd_and_dtb() {
     let manifest = manifest();
     let spec = format!("{}@@{}", image().display(), partition_offset(0));

@@ -7,8 +7,9 @@
 //! When a test fails, the step it was at and the tail of the console are printed.
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -249,13 +250,34 @@ impl Device {
 
     /// Powers the device on.
     pub fn boot(&mut self) {
+        self.start(false);
+    }
+
+    /// Powers the device on with its CPUs stopped and returns its QMP connection: the
+    /// test can press buttons from power-on, then lets it run with `cont`.
+    pub fn boot_paused(&mut self) -> Qmp {
+        self.start(true);
+        let socket = self.qmp_socket();
+        Qmp::connect(&socket, Duration::from_secs(30))
+    }
+
+    /// QEMU's QMP socket for the current boot (one started with [`Device::boot_paused`]).
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join(format!("qmp-{}.sock", self.boots))
+    }
+
+    fn start(&mut self, paused: bool) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.boots += 1;
         self.step(&format!("boot {}", self.boots));
         let log = self.serial_log(self.boots);
         let bios = self.image.dir.join("u-boot-qemu.bin");
+        let qmp = self.qmp_socket();
+        let _ = fs::remove_file(&qmp);
         let mut cmd = Command::new("qemu-system-aarch64");
-        cmd.args(["-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024"])
+        // acpi=off: with ACPI, virt routes its power button through ACPI instead of the
+        // PL061 GPIO key that U-Boot reads as the recovery button.
+        cmd.args(["-M", "virt,acpi=off", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024"])
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
             .arg("-bios")
             .arg(&bios)
@@ -287,6 +309,11 @@ impl Device {
                     stick.display()
                 ))
                 .args(["-device", "usb-storage,bus=xhci.0,drive=stick,removable=on"]);
+        }
+        if paused {
+            cmd.arg("-S")
+                .arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
             fs::File::create(self.dir.join(format!("qemu-{}.stderr", self.boots))).unwrap(),
@@ -324,7 +351,8 @@ impl Device {
         }
     }
 
-    fn exited(&mut self) -> bool {
+    /// Whether QEMU has ended (the guest powered off or reset under `-no-reboot`).
+    pub fn exited(&mut self) -> bool {
         match &mut self.child {
             Some(child) => child.try_wait().ok().flatten().is_some(),
             None => true,
@@ -521,6 +549,79 @@ impl Drop for Device {
                 self.name,
                 self.created.elapsed().as_secs_f64()
             );
+        }
+    }
+}
+
+/// A connection to QEMU's QMP socket (`-qmp unix:...`).
+#[derive(Debug)]
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects (QEMU creates the socket shortly after it starts) and leaves the
+    /// capabilities negotiation mode.
+    pub fn connect(socket: &Path, timeout: Duration) -> Qmp {
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("no QMP socket at {}: {e}", socket.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        let greeting = qmp.read_message();
+        assert!(greeting.get("QMP").is_some(), "no QMP greeting: {greeting}");
+        qmp.execute("qmp_capabilities");
+        qmp
+    }
+
+    fn read_message(&mut self) -> Value {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => panic!("QMP: QEMU closed the connection"),
+            Ok(_) => serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("QMP: bad message {line:?}: {e}")),
+            Err(e) => panic!("QMP: {e}"),
+        }
+    }
+
+    /// Runs a command without arguments and returns its `return` value (events that
+    /// arrive meanwhile are skipped); panics on an error answer.
+    pub fn execute(&mut self, command: &str) -> Value {
+        self.try_execute(command)
+            .unwrap_or_else(|e| panic!("QMP {command}: {e}"))
+    }
+
+    /// Like [`Qmp::execute`], but a closed connection (QEMU ended) is an `Err`.
+    pub fn try_execute(&mut self, command: &str) -> Result<Value, String> {
+        writeln!(self.writer, "{{\"execute\": \"{command}\"}}").map_err(|e| e.to_string())?;
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return Err("QEMU closed the connection".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let message: Value =
+                serde_json::from_str(&line).map_err(|e| format!("bad message {line:?}: {e}"))?;
+            if let Some(value) = message.get("return") {
+                return Ok(value.clone());
+            }
+            if let Some(error) = message.get("error") {
+                return Err(format!("error {error}"));
+            }
         }
     }
 }
