@@ -8,6 +8,7 @@
 //! * [`jobs`] — the single-flight job tracker (config and update jobs), persisted under
 //!   `/data/config/jobs/`.
 //! * [`update`] — RAUC bundles pushed over the API: streamed to disk, installed by a job.
+//! * [`nbd`] — the NBD device of a streamed bundle kept alive through udev's probing.
 //! * [`auth`] — nonces and SSHSIG verification of requests.
 //! * [`seed`] — finding a seed on `/boot` and on USB mass storage.
 //! * [`boot_flow`] — what to do at boot (a decision table) and doing it.
@@ -30,6 +31,7 @@ pub mod input;
 pub mod jobs;
 pub mod listen;
 pub mod logging;
+pub mod nbd;
 pub mod paths;
 pub mod seed;
 pub mod service;

@@ -46,6 +46,19 @@ pub fn warn(msg: &str) {
     line(4, msg);
 }
 
+/// A warning for the kernel log too: for programs udev runs, whose stderr udev keeps
+/// only at debug level.
+pub fn warn_kmsg(msg: &str) {
+    line(4, msg);
+    kmsg(4, msg);
+}
+
+/// Routine news for the kernel log too (see [`warn_kmsg`]).
+pub fn info_kmsg(msg: &str) {
+    line(6, msg);
+    kmsg(6, msg);
+}
+
 pub fn info(msg: &str) {
     line(6, msg);
 }

@@ -29,6 +29,9 @@ enum Command {
     /// Install the update bundle at URL unless it runs already or is in the other slot
     /// (what atomix-update.service runs).
     UpdateInstall(cmd::update_install::Args),
+    /// Run by udev for NBD devices: keep its reference to a streamed bundle's device until
+    /// dm-verity holds it.
+    NbdHold(cmd::nbd_hold::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::FactoryReset(args) => cmd::factory_reset::run(&args),
         Command::Slot(args) => cmd::slot::run(&args),
         Command::UpdateInstall(args) => cmd::update_install::run(&args),
+        Command::NbdHold(args) => cmd::nbd_hold::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! Subcommands, and what they share: reading an input file into a checked config.
 
 pub mod factory_reset;
+pub mod nbd_hold;
 pub mod render;
 pub mod serve;
 pub mod slot;

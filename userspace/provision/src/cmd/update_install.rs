@@ -3,9 +3,8 @@
 //! other slot (installed and waiting for a reboot, or fallen back from): a timer that
 //! fires every few hours must not rewrite a slot, or retry a bad update, each time.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use atomix_provision::paths::Paths;
@@ -121,50 +120,20 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         Decision::Install => {
             println!("{}: installing build {version}", args.url);
-            // `rauc info` streamed the bundle through an NBD device that the kernel
-            // tears down after it returns; an install that starts meanwhile can fail to
-            // set up its own ("Failed mounting bundle"). Wait for it, and retry once.
-            wait_for_idle_nbd(&paths.under("sys/block"), Duration::from_secs(30));
-            for attempt in 1..=2 {
-                let ok = Command::new("rauc")
-                    .arg("install")
-                    .arg(&args.url)
-                    .status()
-                    .context("cannot run rauc install")?;
-                if ok.success() {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                if attempt == 2 {
-                    bail!("rauc install {} failed ({ok})", args.url);
-                }
-                println!("{}: rauc install failed ({ok}); retrying in 10 s", args.url);
-                std::thread::sleep(Duration::from_secs(10));
-                wait_for_idle_nbd(&paths.under("sys/block"), Duration::from_secs(30));
+            // No wait or retry around this: `rauc info` of a verity bundle reads the
+            // signature through the streaming server and sets up no NBD device, and the
+            // install's own NBD device is kept from udev's early close by
+            // 60-atomix-nbd-hold.rules (see atomix_provision::nbd).
+            let status = Command::new("rauc")
+                .arg("install")
+                .arg(&args.url)
+                .status()
+                .context("cannot run rauc install")?;
+            if !status.success() {
+                bail!("rauc install {} failed ({status})", args.url);
             }
-            unreachable!("the loop returns or bails")
+            Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// NBD devices still connected (`/sys/block/nbdN/pid` exists while a server is attached).
-fn connected_nbd(sys_block: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(sys_block) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|name| name.starts_with("nbd") && sys_block.join(name).join("pid").exists())
-        .collect();
-    out.sort();
-    out
-}
-
-/// Waits until no NBD device is connected, at most `limit`.
-fn wait_for_idle_nbd(sys_block: &Path, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !connected_nbd(sys_block).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -199,23 +168,6 @@ mod tests {
             panic!("a bad update retried")
         };
         assert!(why.contains("fell back from it"), "{why}");
-    }
-
-    #[test]
-    fn finds_connected_nbd_devices_by_their_pid_file() {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, connected) in [("nbd0", true), ("nbd1", false), ("vda", true)] {
-            let d = dir.path().join(name);
-            std::fs::create_dir_all(&d).unwrap();
-            if connected {
-                std::fs::write(d.join("pid"), "42\n").unwrap();
-            }
-        }
-        assert_eq!(connected_nbd(dir.path()), ["nbd0"]);
-        std::fs::remove_file(dir.path().join("nbd0/pid")).unwrap();
-        let started = Instant::now();
-        wait_for_idle_nbd(dir.path(), Duration::from_secs(5));
-        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
