@@ -153,95 +153,9 @@ fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
     Some((start, end))
 }
 
-/// A device-side loop for the repeated-streaming test: up to `max` times within
-/// `budget_secs`, unload the `nbd` module (so the next use loads it again and udev
-/// probes all its fresh devices while RAUC connects one, as on the first streamed
-/// install after a boot), `rauc mount URL` (the bundle mount of `rauc install URL`:
-/// streaming server, NBD connect, dm-verity, squashfs) and unmount. Prints one line per
-/// failure and a closing tally ([`MountTally`]). Run it as root.
-pub fn repeated_mounts_script(url: &str, max: u32, budget_secs: u64) -> String {
-    format!(
-        r#"url={url}
-max={max}; budget={budget_secs}
-start=$(date +%s); i=0; ok=0; failed=0; fresh=0
-while [ "$i" -lt "$max" ] && [ $(( $(date +%s) - start )) -lt "$budget" ]; do
-  i=$((i + 1))
-  udevadm settle --timeout=60
-  n=0
-  while grep -q '^nbd ' /proc/modules && ! modprobe -r nbd 2>/dev/null && [ "$n" -lt 50 ]; do
-    n=$((n + 1)); sleep 0.2
-  done
-  grep -q '^nbd ' /proc/modules || fresh=$((fresh + 1))
-  if out=$(rauc mount "$url" 2>&1); then
-    ok=$((ok + 1))
-    umount /mnt/rauc/bundle || echo "iteration $i: umount failed"
-  else
-    failed=$((failed + 1))
-    echo "iteration $i failed: $(printf '%s' "$out" | tail -n 3 | tr '
-' ' ')"
-  fi
-done
-echo "streamed mounts: tried $i, mounted $ok, failed $failed, nbd loaded fresh $fresh"
-"#
-    )
-}
-
-/// The closing line of [`repeated_mounts_script`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountTally {
-    pub tried: u32,
-    pub mounted: u32,
-    pub failed: u32,
-    /// Iterations that started with the `nbd` module unloaded.
-    pub fresh: u32,
-}
-
-impl MountTally {
-    pub fn parse(output: &str) -> Option<MountTally> {
-        let line = output
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("streamed mounts: "))?;
-        let mut numbers = line
-            .split(", ")
-            .map(|part| part.rsplit(' ').next().and_then(|n| n.parse().ok()));
-        Some(MountTally {
-            tried: numbers.next()??,
-            mounted: numbers.next()??,
-            failed: numbers.next()??,
-            fresh: numbers.next()??,
-        })
-    }
-}
-
-/// `s` as one single-quoted shell word.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_tally_of_the_mount_loop() {
-        let out = "iteration 3 failed: Failed mounting bundle: x\n\
-                   streamed mounts: tried 12, mounted 11, failed 1, nbd loaded fresh 12\n";
-        assert_eq!(
-            MountTally::parse(out),
-            Some(MountTally {
-                tried: 12,
-                mounted: 11,
-                failed: 1,
-                fresh: 12
-            })
-        );
-        assert_eq!(MountTally::parse("streamed mounts: tried x"), None);
-        assert_eq!(MountTally::parse(""), None);
-        let script = repeated_mounts_script("http://10.0.2.2:1/b.raucb", 5, 60);
-        assert!(script.starts_with("url=http://10.0.2.2:1/b.raucb\nmax=5; budget=60\n"));
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-    }
 
     #[test]
     fn serves_whole_files_and_ranges() {
