@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{config_with_admin, keygen, sha256_hex, signature_header, Key};
+use common::{config_with_admin, keygen, request_head, sha256_hex, signature_header, Key};
 
 struct Server {
     child: Child,
@@ -120,14 +120,7 @@ fn request_with_deadline(
     let mut s = connect_from(1, addr).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(deadline)).unwrap();
     s.set_write_timeout(Some(deadline)).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
+    let req = request_head(addr, method, path, headers, body.len());
     s.write_all(req.as_bytes())
         .and_then(|()| s.write_all(body))
         .map_err(|e| format!("send: {e}"))?;

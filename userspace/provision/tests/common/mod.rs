@@ -89,6 +89,24 @@ impl Reply {
     }
 }
 
+/// The head of an HTTP/1.1 request with `Connection: close` and a `Content-Length`.
+pub fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_length: usize,
+) -> String {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {content_length}\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
 /// One HTTP/1.1 request with `Connection: close`.
 pub fn http(
     addr: SocketAddr,
@@ -98,14 +116,7 @@ pub fn http(
     body: &[u8],
 ) -> Reply {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
+    let req = request_head(addr, method, path, headers, body.len());
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     let mut raw = Vec::new();
