@@ -16,11 +16,16 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(
     # Debian's Rust with an arm64 standard library; rustup cannot download targets here.
     rustc-web cargo-web libstd-rust-web-dev:arm64
+    # The standard library's source: atomix-initrd builds its own std, without the
+    # backtrace symbolizer (scripts/build-initrd-binary.sh).
+    rust-web-src
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     libblkid-dev libblkid-dev:arm64 clang libclang-dev pkg-config
     # Disk tools used by atomix-initrd and its tests.
     util-linux fdisk mount systemd-container f2fs-tools dosfstools mtools
     squashfs-tools e2fsprogs file
+    # Reading the built initramfs (image/tests/built_image.rs).
+    zstd cpio
     # Running arm64 binaries on the host.
     qemu-user-static binfmt-support
     # The image builder and QEMU boots.

@@ -8,7 +8,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::mount::MsFlags;
+use sys_mount::MountFlags;
 use uuid::Uuid;
 
 use crate::apply::{Actions, Mount};
@@ -67,21 +67,20 @@ impl Actions for System {
     }
 
     fn mount(&self, m: &Mount) -> Result<()> {
-        let mut flags = MsFlags::empty();
+        let mut flags = MountFlags::empty();
         if m.read_only {
-            flags |= MsFlags::MS_RDONLY;
+            flags |= MountFlags::RDONLY;
         }
         if m.no_atime {
-            flags |= MsFlags::MS_NOATIME;
+            flags |= MountFlags::NOATIME;
         }
-        let data = (!m.options.is_empty()).then_some(m.options.as_str());
-        nix::mount::mount(
-            Some(m.source.as_str()),
-            &m.target,
-            Some(m.fstype.as_str()),
-            flags,
-            data,
-        )?;
+        let mut builder = sys_mount::Mount::builder()
+            .fstype(m.fstype.as_str())
+            .flags(flags);
+        if !m.options.is_empty() {
+            builder = builder.data(&m.options);
+        }
+        builder.mount(&m.source, &m.target)?;
         log::info!(
             "mounted {} ({}) at {}{}",
             m.source,
