@@ -16,16 +16,13 @@ depends() {
 }
 
 installkernel() {
-    # Filesystems and block layers of the sequence, and the disks it boots from: the
-    # Rock64's eMMC (dw_mmc) and QEMU's virtio disk. hostonly='' keeps them in a generic
-    # initrd built inside an image tree.
-    hostonly='' instmods squashfs overlay f2fs loop vfat nls_cp437 nls_iso8859-1 \
-        mmc_block dw_mmc-rockchip virtio_blk virtio_pci virtio_net \
-        crc32_generic zstd_compress lz4_compress lz4hc_compress
-    # The SoC watchdog, armed by the initrd's systemd (atomix-watchdog.conf): the RK3328's
-    # DesignWare one and QEMU's i6300esb. Both must be there: without its driver the
-    # board has no watchdog until the root is up.
-    hostonly='' instmods -c dw_wdt i6300esb || return 1
+    # The file systems and block layers of the sequence: the squashfs slot, the overlay
+    # root, f2fs /data (and the compressors its options name), the vfat boot partition
+    # with its code pages, loop devices (systemd-repart formats through them). The disk,
+    # USB and watchdog drivers of each machine are in dracut.conf.d/atomix.conf.
+    hostonly='' instmods -c squashfs overlay f2fs loop vfat nls_cp437 nls_iso8859-1 \
+        crc32_generic || return 1
+    hostonly='' instmods lz4_compress lz4hc_compress zstd_compress
 }
 
 install() {

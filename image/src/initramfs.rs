@@ -1,5 +1,6 @@
-//! The initramfs: dracut run inside the arm64 tree (through qemu-user), with the opt-in
-//! `atomix` module. Cached by everything that goes into it.
+//! The initramfs: dracut run inside the arm64 tree (through qemu-user), configured by
+//! `dracut-module/dracut.conf.d/atomix.conf` (the drivers, the opt-in `atomix` module,
+//! what is left out). Cached by everything that goes into it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,10 +11,6 @@ use anyhow::{Context, Result};
 use crate::cache::Key;
 use crate::command::run;
 
-/// dracut modules the appliance's initrd does without.
-const OMIT: &str =
-    "plymouth network network-legacy nfs iscsi nbd lvm mdraid dmraid crypt multipath btrfs";
-
 /// Builds (or takes from the cache) the initramfs for the customised `tree`.
 pub fn build(
     repo: &Path,
@@ -23,10 +20,9 @@ pub fn build(
     initrd_binary: &Path,
     kver: &str,
 ) -> Result<PathBuf> {
-    let key = Key::new("initrd-v1")
+    let key = Key::new("initrd-v2")
         .text("base", base_key)
         .text("kver", kver)
-        .text("omit", OMIT)
         .path(&repo.join("dracut-module"))?
         .path(&repo.join("repart.d"))?
         .path(initrd_binary)?
@@ -43,8 +39,7 @@ pub fn build(
     let inside = "/var/tmp/atomix-initrd.img";
     let script = format!(
         "mount -t proc proc {t}/proc && mount --rbind /sys {t}/sys && mount --rbind /dev {t}/dev && \
-         chroot {t} dracut --force --quiet --no-hostonly --no-hostonly-cmdline --add atomix \
-         --omit '{OMIT}' --compress zstd --kver {kver} {inside}",
+         chroot {t} dracut --force --quiet --kver {kver} {inside}",
         t = tree.display()
     );
     run(Command::new("unshare")

@@ -145,6 +145,13 @@ pub fn customize(tree: &Path, add: &Additions<'_>) -> Result<()> {
             .into_owned();
         install(&path, &format!("/usr/lib/atomix/repart.d/{name}"), 0o644)?;
     }
+    // How the initramfs is built (drivers, omitted modules, compression) is dracut's own
+    // configuration, so that `dracut` run in this tree makes the same initramfs.
+    install(
+        &repo.join("dracut-module/dracut.conf.d/atomix.conf"),
+        "/etc/dracut.conf.d/atomix.conf",
+        0o644,
+    )?;
     let module = repo.join("dracut-module/90atomix");
     for entry in fs::read_dir(&module)? {
         let path = entry?.path();
