@@ -6,7 +6,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each tier's time, printed as a table at the end (also when a tier fails).
+suite_started=$(date +%s)
+tier="" tier_started=$suite_started times=""
+end_tier() {
+    local now
+    now=$(date +%s)
+    [ -n "$tier" ] && times+=$(printf '%6d s  %s' $((now - tier_started)) "$tier")$'\n'
+    tier_started=$now
+}
+step() {
+    end_tier
+    tier="$*"
+    printf '\n==> %s\n' "$tier"
+}
+report_times() {
+    local rc=$?
+    end_tier
+    printf '\n==> time per tier%s\n%s%6d s  in all\n' \
+        "$([ "$rc" -eq 0 ] || echo " (failed in: $tier)")" "$times" $(( $(date +%s) - suite_started ))
+}
+trap report_times EXIT
 
 step "host set-up"
 scripts/setup-host.sh
@@ -36,6 +56,4 @@ step "the built image, without booting"
 cargo test -p atomix-image --locked --test built_image
 
 step "boot tests: the built image in qemu-system-aarch64, one device at a time"
-started=$(date +%s)
 cargo test -p atomix-qemu-tests --locked -- --test-threads=1
-echo "boot tests: $(( $(date +%s) - started )) s"
