@@ -39,6 +39,11 @@ impl Image {
         let dir = std::env::var_os("ATOMIX_IMAGE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build"));
+        Image::in_dir(dir)
+    }
+
+    /// The build output in `dir` (an image, its `build.json`, U-Boot and dev keys).
+    pub fn in_dir(dir: PathBuf) -> Image {
         let manifest_path = dir.join("build.json");
         let text = fs::read_to_string(&manifest_path).unwrap_or_else(|e| {
             panic!(
@@ -117,7 +122,11 @@ pub struct Device {
 impl Device {
     /// A freshly flashed device: a new overlay of the image.
     pub fn flashed(name: &str) -> Device {
-        let image = Image::built();
+        Device::flashed_with(Image::built(), name)
+    }
+
+    /// A freshly flashed device with a given image (the boot benchmark compares two).
+    pub fn flashed_with(image: Image, name: &str) -> Device {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/qemu-tests")
             .join(name);
@@ -162,11 +171,10 @@ impl Device {
         self.write_boot_file("config.toml", text.as_bytes());
     }
 
-    /// Writes a file at the root of `boot-a` (mtools on a copy of the partition, then the
-    /// changed chunks into the overlay).
-    pub fn write_boot_file(&mut self, name: &str, bytes: &[u8]) {
-        self.step(&format!("writing /boot/{name} into boot-a"));
+    /// A copy of `boot-a` as it is on the disk now (the device must be off).
+    fn boot_partition_copy(&self) -> PathBuf {
         let part = self.dir.join("boot-a.vfat");
+        let _ = fs::remove_file(&part);
         let size_mib = 256;
         host(
             Command::new("qemu-img")
@@ -176,6 +184,28 @@ impl Device {
                 .arg(format!("if={}", self.disk.display()))
                 .arg(format!("of={}", part.display())),
         );
+        part
+    }
+
+    /// Reads a file at the root of `boot-a`.
+    pub fn read_boot_file(&mut self, name: &str) -> Vec<u8> {
+        let part = self.boot_partition_copy();
+        let file = self.dir.join(format!("read-{name}"));
+        host(
+            Command::new("mcopy")
+                .args(["-n", "-i"])
+                .arg(&part)
+                .arg(format!("::/{name}"))
+                .arg(&file),
+        );
+        fs::read(&file).unwrap()
+    }
+
+    /// Writes a file at the root of `boot-a` (mtools on a copy of the partition, then the
+    /// changed chunks into the overlay).
+    pub fn write_boot_file(&mut self, name: &str, bytes: &[u8]) {
+        self.step(&format!("writing /boot/{name} into boot-a"));
+        let part = self.boot_partition_copy();
         let before = fs::read(&part).unwrap();
         let file = self.dir.join(name);
         fs::write(&file, bytes).unwrap();
