@@ -44,7 +44,7 @@ struct Console {
 const MARKERS: &[(&str, &str)] = &[
     ("u-boot banner", "U-Boot 20"),
     ("kernel start", "Starting kernel"),
-    ("default target", "Reached target multi-user.target"),
+    ("default target", "Reached target graphical.target"),
 ];
 
 impl Console {
@@ -56,7 +56,7 @@ impl Console {
     }
 
     fn poll(&mut self, device: &Device) {
-        let text = device.console();
+        let text = plain(&device.console());
         let now = self.started.elapsed().as_secs_f64();
         for (name, needle) in MARKERS {
             if !self.seen.contains_key(name) && text.contains(needle) {
@@ -79,6 +79,25 @@ impl Console {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Console text without its colours (systemd's status lines carry ANSI escapes).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One boot's phases, in seconds: `(phase, seconds)`, in boot order.
@@ -276,7 +295,7 @@ fn run(image: &Image, label: &str, n: usize) -> Vec<(&'static str, Phases)> {
     device.boot();
     let mut console = Console::new();
     console.wait(&mut device, "the default target", |d| {
-        d.console().contains("Reached target multi-user.target")
+        plain(&d.console()).contains("Reached target graphical.target")
     });
     let mut phases = Phases::new();
     host_phases(&console, &mut phases, None);
