@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
+TARGET=${CARGO_TARGET_DIR:-target}
 initrd=$(scripts/build-initrd-binary.sh)
 provision=()
 if [ -d userspace/provision ]; then
     scripts/cargo-aarch64.sh build --quiet --release -p atomix-provision
-    provision=(--provision-binary target/aarch64-unknown-linux-gnu/release/atomix-provision)
+    provision=(--provision-binary "$TARGET/aarch64-unknown-linux-gnu/release/atomix-provision")
 fi
 cargo build --quiet --release -p atomix-image
-exec target/release/atomix-image build --initrd-binary "$initrd" "${provision[@]}" "$@"
+exec "$TARGET/release/atomix-image" build --initrd-binary "$initrd" "${provision[@]}" "$@"

@@ -14,7 +14,7 @@ MAX_BYTES=$((1280 * 1024)) # 1.25 MiB
 # build does.
 RUSTC_BOOTSTRAP=1 scripts/cargo-aarch64.sh build --quiet --profile initrd -p atomix-initrd \
     -Z build-std=std,panic_abort -Z build-std-features= >&2
-bin=target/aarch64-unknown-linux-gnu/initrd/atomix-initrd
+bin=${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/initrd/atomix-initrd
 desc=$(file -b "$bin")
 case "$desc" in
     *"ARM aarch64"*"statically linked"*) ;;

@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh
 scripts/build-image.sh
-exec target/release/atomix-image qemu "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/atomix-image" qemu "$@"

@@ -25,7 +25,10 @@ impl Image {
             return bundle;
         }
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = repo.join("target");
+        // Where cargo put the binaries the image build used.
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join("target"));
         let mut cmd = Command::new(target.join("release/atomix-image"));
         cmd.arg("bundle")
             .arg("--repo")
