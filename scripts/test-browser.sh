@@ -14,7 +14,7 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 "$HERE/scripts/setup-browser-tools.sh"
 
 cargo build --quiet --manifest-path "$HERE/Cargo.toml" -p atomix-provision --bin atomix-provision
-export ATOMIX_PROVISION_BIN="$HERE/target/debug/atomix-provision"
+export ATOMIX_PROVISION_BIN="${CARGO_TARGET_DIR:-$HERE/target}/debug/atomix-provision"
 
 mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS/results.tap"
