@@ -312,11 +312,21 @@ pub fn plan_sync(
         ops: files_of(Step::SyncQuadlets, &mut writes),
     });
 
+    // The Quadlet generator only runs on a reload, and a reload is worth it only when there
+    // are Quadlet files to see or to forget: without containers it costs an apply seconds
+    // of PID 1's time (the longest action of a steady boot's re-apply under emulation).
+    let rootful_quadlets = wanted.iter().chain(owned.iter()).any(|p| {
+        p.to_str().is_some_and(|s| {
+            s.starts_with(rootful) && !s.starts_with("etc/containers/systemd/users/")
+        })
+    });
     let mut units = Vec::new();
     for u in old_rootful.difference(&new_rootful) {
         units.push(Op::Run(Action::systemctl(&["stop", u])));
     }
-    units.push(Op::Run(Action::systemctl(&["daemon-reload"])));
+    if rootful_quadlets {
+        units.push(Op::Run(Action::systemctl(&["daemon-reload"])));
+    }
     for u in &new_rootful {
         units.push(Op::Run(Action::systemctl(&["restart", u])));
     }
@@ -1139,6 +1149,29 @@ mod tests {
                 "systemctl enable atomix-update.timer",
                 "systemctl restart atomix-update.timer",
             ]
+        );
+    }
+
+    #[test]
+    fn plan_reloads_units_only_when_there_are_quadlet_files() {
+        let (head, rest) = EXAMPLE.split_once("[[containers]]").unwrap();
+        let without = format!("{head}{}", &rest[rest.find("[update]").unwrap()..]);
+        assert!(!without.contains("[[containers]]"));
+        let d = desired_of(&accepted(&without));
+        let plan = plan_sync(Some(&d), &BTreeSet::new(), &admin());
+        assert!(
+            ops_text(&plan, Step::Units).is_empty(),
+            "no containers, before or after: no reload"
+        );
+        // A container removed: the generator must forget it.
+        let owned: BTreeSet<PathBuf> = ["etc/containers/systemd/old.container"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let plan = plan_sync(Some(&d), &owned, &admin());
+        assert_eq!(
+            ops_text(&plan, Step::Units),
+            ["systemctl stop old.service", "systemctl daemon-reload"]
         );
     }
 
