@@ -237,9 +237,18 @@ fn boot_script_with(device: &mut Device, extra: &str) -> Vec<u8> {
     // A legacy U-Boot script image: a 64-byte header, then (length, 0) and the script.
     let len = u32::from_be_bytes(scr[64..68].try_into().unwrap()) as usize;
     let script = String::from_utf8_lossy(&scr[72..72 + len]).into_owned();
-    let needle = "systemd.show_status=auto";
-    assert!(script.contains(needle), "boot.scr has no {needle}");
-    let script = script.replacen(needle, &format!("systemd.show_status=1{extra}"), 1);
+    // The image's `systemd.show_status=auto`, or what an earlier rewrite put there.
+    let at = script
+        .find("systemd.show_status=")
+        .expect("boot.scr sets systemd.show_status");
+    let end = script[at..]
+        .find([' ', '"'])
+        .map_or(script.len(), |n| at + n);
+    let script = format!(
+        "{}systemd.show_status=1{extra}{}",
+        &script[..at],
+        &script[end..]
+    );
     let dir = &device.dir;
     let cmd = dir.join("bench-boot.cmd");
     let out = dir.join("bench-boot.scr");
@@ -279,8 +288,9 @@ fn run(image: &Image, label: &str, n: usize) -> Vec<(&'static str, Phases)> {
         // What systemd says, kept with the device's logs for a closer look.
         let analysis = device.ssh(
             &admin,
-            "systemd-analyze; systemd-analyze critical-chain first-boot.service; \
-             systemd-analyze blame | head -40",
+            "systemctl is-system-running --wait >/dev/null; systemd-analyze; \
+             systemd-analyze critical-chain first-boot.service; \
+             systemd-analyze blame --no-pager | grep -v '[.]device$' | head -40",
         );
         let file = device
             .dir
