@@ -291,7 +291,7 @@ impl Device {
         Qmp::connect(&socket, Duration::from_secs(30))
     }
 
-    /// QEMU's QMP socket for the current boot (one started with [`Device::boot_paused`]).
+    /// QEMU's QMP socket for the current boot.
     pub fn qmp_socket(&self) -> PathBuf {
         self.dir.join(format!("qmp-{}.sock", self.boots))
     }
@@ -340,10 +340,12 @@ impl Device {
                 ))
                 .args(["-device", "usb-storage,bus=xhci.0,drive=stick,removable=on"]);
         }
+        // QMP on every boot: a test can press buttons or wait for QEMU's events (a
+        // watchdog reset is a WATCHDOG event) whenever it connects.
+        cmd.arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         if paused {
-            cmd.arg("-S")
-                .arg("-qmp")
-                .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+            cmd.arg("-S");
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
             fs::File::create(self.dir.join(format!("qemu-{}.stderr", self.boots))).unwrap(),
@@ -625,6 +627,36 @@ impl Qmp {
                 .unwrap_or_else(|e| panic!("QMP: bad message {line:?}: {e}")),
             Err(e) => panic!("QMP: {e}"),
         }
+    }
+
+    /// Waits for the QMP event `name` (e.g. `WATCHDOG`) and returns its `data`; `None`
+    /// when QEMU ends or `timeout` passes first. Events are queued on the socket from the
+    /// moment of connecting, so one that came before this call is found too.
+    pub fn wait_for_event(&mut self, name: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        // A line cut by a read timeout is kept and completed by the next read.
+        let mut line = String::new();
+        while Instant::now() < deadline {
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) => {
+                    let message: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("QMP: bad message {line:?}: {e}"));
+                    line.clear();
+                    if message["event"] == name {
+                        return Some(message["data"].clone());
+                    }
+                }
+                // The read timeout of the socket: look at the deadline, read on.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("QMP: {e}"),
+            }
+        }
+        None
     }
 
     /// Runs a command without arguments and returns its `return` value (events that

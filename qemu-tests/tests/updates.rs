@@ -3,13 +3,21 @@
 //! its tries run out; a power cut during the install.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atomix_qemu_tests::updates::FileServer;
-use atomix_qemu_tests::{test_config, test_key, Device};
+use atomix_qemu_tests::{test_config, test_key, Device, Qmp};
 
 const BOOT: Duration = Duration::from_secs(400);
 const INSTALL: Duration = Duration::from_secs(900);
+/// The mark-good stall time the hanging bundle sets (production: 15 min). Well above the
+/// longest pause between two apply steps of a boot under TCG (about 20 s), so only the
+/// hang trips it.
+const STALL: &str = "60s";
+/// Rounds of streamed `rauc mount` with the NBD hold rule, and again without it.
+const MOUNT_ROUNDS: u32 = 20;
+/// The path of the NBD hold rule in the image, and where a file of the same name masks it.
+const NBD_RULE: &str = "60-atomix-nbd-hold.rules";
 
 /// A device flashed with the image under test, provisioned from `/boot/config.toml`
 /// (the test config and `extra`).
@@ -50,6 +58,59 @@ fn start_update_service(device: &mut Device, admin: &Path) {
     }
 }
 
+/// Runs on the device (as root, `sh -c SCRIPT sh URL ROUNDS`): `rauc mount URL` then
+/// `umount`, ROUNDS times; each round sets up the streamed bundle exactly as an install
+/// does (`mount_bundle()`: an NBD device, dm-verity on it, the squashfs), and waits until
+/// no NBD device is connected any more before the next. The output names each failed
+/// round with RAUC's output and the kernel's last words on it, then
+/// `rounds=N failed=F`. (`rauc mount URL` returns once mounted but leaves its streaming
+/// server behind, which holds whatever output it was given: hence the file.)
+/// `rauc info URL` would not do: for a verity bundle its manifest is in the signature,
+/// and RAUC 1.13 reads it without setting up any device.
+const MOUNT_ROUNDS_SCRIPT: &str = r#"
+url=$1; rounds=$2; failed=0; log=/run/atomix-mount-round.log
+for i in $(seq 1 "$rounds"); do
+  if rauc mount "$url" >"$log" 2>&1 </dev/null; then
+    mnt=$(sed -n "s/^Mounted bundle at \(.*\)\. Use .*/\1/p" "$log")
+    if [ -z "$mnt" ] || ! umount "$mnt"; then
+      echo "round $i: cannot unmount [$mnt]: $(tr "\n" " " <"$log")"; exit 1
+    fi
+  else
+    failed=$((failed + 1))
+    echo "round $i failed: $(tr "\n" " " <"$log")"
+    echo "  kernel: $(dmesg | grep -i "verity\|nbd\|device-mapper" | tail -n 3 | tr "\n" " ")"
+  fi
+  t=0
+  while ls /sys/block/nbd*/pid >/dev/null 2>&1; do
+    t=$((t + 1))
+    if [ "$t" -gt 300 ]; then echo "round $i: an NBD device is still connected after 30 s"; exit 1; fi
+    sleep 0.1
+  done
+done
+echo "rounds=$rounds failed=$failed"
+"#;
+
+/// [`MOUNT_ROUNDS_SCRIPT`] on the device: the number of failed rounds and the output.
+fn mount_rounds(device: &mut Device, admin: &Path, url: &str, rounds: u32) -> (u32, String) {
+    assert!(!MOUNT_ROUNDS_SCRIPT.contains('\''));
+    let started = Instant::now();
+    let out = device.ssh(
+        admin,
+        &format!("sudo sh -c '{MOUNT_ROUNDS_SCRIPT}' sh {url} {rounds}"),
+    );
+    let summary = out.lines().last().unwrap_or_default();
+    let failed = summary
+        .strip_prefix(&format!("rounds={rounds} failed="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the mount rounds did not finish:\n{out}"));
+    eprintln!(
+        "[{}] {rounds} rounds in {:.0} s, {failed} failed",
+        device.name,
+        started.elapsed().as_secs_f64()
+    );
+    (failed, out)
+}
+
 /// `rauc install URL` on the device, with its output on failure.
 fn rauc_install(device: &mut Device, admin: &Path, url: &str) {
     device.step(&format!("rauc install {url}"));
@@ -86,6 +147,32 @@ fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
             .trim(),
         "enabled"
     );
+    // Streamed set-ups, repeated: each must succeed through the NBD hold rule. Then,
+    // for the figure only, as many with the rule masked (the race it closes is won by
+    // RAUC most of the time, so no count is asserted there), and the rule back.
+    let url = server.url("atomixos-rock64.raucb");
+    device.step(&format!(
+        "{MOUNT_ROUNDS} rounds of rauc mount {url}, with the NBD hold rule"
+    ));
+    let (failed, out) = mount_rounds(&mut device, &admin, &url, MOUNT_ROUNDS);
+    assert_eq!(
+        failed, 0,
+        "streamed set-ups failed through the rule:\n{out}"
+    );
+    device.step("the same without the NBD hold rule (masked in /etc)");
+    device.ssh(
+        &admin,
+        &format!("sudo mkdir -p /etc/udev/rules.d && sudo ln -s /dev/null /etc/udev/rules.d/{NBD_RULE} && sudo udevadm control --reload"),
+    );
+    let (failed, out) = mount_rounds(&mut device, &admin, &url, MOUNT_ROUNDS);
+    eprintln!(
+        "[update-v2] streamed set-ups: 0 of {MOUNT_ROUNDS} failed with the NBD hold rule, {failed} of {MOUNT_ROUNDS} without it\n{out}"
+    );
+    device.ssh(
+        &admin,
+        &format!("sudo rm /etc/udev/rules.d/{NBD_RULE} && sudo udevadm control --reload"),
+    );
+
     // What the timer would start, now rather than in 5 minutes.
     start_update_service(&mut device, &admin);
     assert_eq!(
@@ -132,6 +219,22 @@ fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
     assert_eq!(
         slot_state(&device, &admin),
         "BOOT_ORDER=\"B A\" BOOT_A_LEFT=3 BOOT_B_LEFT=3"
+    );
+}
+
+/// Waits, in a boot of the hanging v3, for the apply to hang and for the mark-good
+/// deadline to reboot the device (a reboot, not a crash or a power cut).
+fn hang_then_deadline_reboot(device: &mut Device) {
+    device.wait_for_console("failpoint mark-good=hang", BOOT);
+    device.wait_for_console("mark-good deadline missed: slot B is not marked good", BOOT);
+    device.step("waiting for the deadline's reboot");
+    assert!(
+        device.wait_for_power_off(Duration::from_secs(180)),
+        "the device did not reboot within 180 s of the missed deadline"
+    );
+    assert!(
+        device.console().contains("reboot: Restarting system"),
+        "the boot did not end in a reboot"
     );
 }
 
@@ -182,6 +285,129 @@ fn an_update_that_never_gets_marked_good_falls_back_to_the_previous_slot() {
     assert_eq!(good_b.trim(), "bad");
 }
 
+/// An update whose boots hang instead of failing falls back by itself, with no power
+/// cycle from outside: the mark-good deadline reboots two boots of it, the hardware
+/// watchdog resets the third, whose kernel the test hangs in a panic.
+#[test]
+fn a_hung_update_falls_back_by_itself_and_a_hung_kernel_is_reset_by_the_watchdog() {
+    let (mut device, admin) = provisioned("update-hang", "");
+    let v1 = device.image.build_id().to_owned();
+    // A v3 whose re-apply hangs at its last step (mark-good, so SSH is up in its boots),
+    // with a short stall time: it must fall back with no power cycle from outside.
+    let v3 = format!("{v1}-v3-hang");
+    device.step("building the v3 bundle, whose re-apply hangs at the mark-good step");
+    let bundle = device.image.update_bundle(
+        &v3,
+        &[
+            "systemd.setenv=ATOMIX_FAILPOINTS=mark-good=hang",
+            &format!("systemd.setenv=ATOMIX_MARK_GOOD_STALL={STALL}"),
+        ],
+    );
+    let server = FileServer::serve(&bundle);
+    rauc_install(&mut device, &admin, &server.url("atomixos-rock64.raucb"));
+    assert_eq!(
+        slot_state(&device, &admin),
+        "BOOT_ORDER=\"B A\" BOOT_A_LEFT=3 BOOT_B_LEFT=3"
+    );
+    device.reboot(&admin);
+    let first_b = Instant::now();
+
+    // Boot 1 of B: the apply hangs, the deadline reboots.
+    device.wait_for_console(&format!("AtomixOS build {v3}"), BOOT);
+    device.wait_for_console("AtomixOS: slot B chosen, tries left now A 3 B 2", BOOT);
+    hang_then_deadline_reboot(&mut device);
+
+    // Boot 2 of B: the kernel hangs hard, and only the i6300esb can end it.
+    device.boot();
+    device.wait_for_console("AtomixOS: slot B chosen, tries left now A 3 B 1", BOOT);
+    device.wait_for_console("failpoint mark-good=hang", BOOT);
+    device.step("checking that systemd pets the hardware watchdog");
+    let watchdog = device.ssh(
+        &admin,
+        "cat /sys/class/watchdog/watchdog0/identity /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout",
+    );
+    assert_eq!(
+        watchdog.lines().collect::<Vec<_>>(),
+        ["i6300ESB timer", "active", "120"],
+        "{watchdog}"
+    );
+    let journal = device.ssh(
+        &admin,
+        "sudo journalctl -b --no-pager -o short-monotonic | grep 'Using hardware watchdog'",
+    );
+    assert!(
+        journal.lines().count() >= 2,
+        "armed in the initrd and again in the root:\n{journal}"
+    );
+    // kernel.panic=0: the boot's panic=10 would restart the kernel by itself.
+    assert_eq!(
+        device
+            .ssh(
+                &admin,
+                "sudo sysctl -w kernel.panic=0 >/dev/null && cat /proc/sys/kernel/panic"
+            )
+            .trim(),
+        "0"
+    );
+    let mut qmp = Qmp::connect(&device.qmp_socket(), Duration::from_secs(30));
+    // From a timer, so that SSH returns first rather than waiting on a dead connection.
+    device.step("kernel panic through sysrq, from a timer in 2 s");
+    device.ssh(
+        &admin,
+        "sudo systemd-run --quiet --on-active=2s /bin/sh -c 'echo c > /proc/sysrq-trigger'",
+    );
+    device.wait_for_console("Kernel panic - not syncing", Duration::from_secs(60));
+    let panicked = Instant::now();
+    device.step("waiting for the watchdog's reset");
+    let event = qmp
+        .wait_for_event("WATCHDOG", Duration::from_secs(180))
+        .expect("no watchdog reset within 180 s of the panic");
+    let panic_to_reset = panicked.elapsed();
+    assert_eq!(event["action"], "reset", "{event}");
+    assert!(
+        device.wait_for_power_off(Duration::from_secs(60)),
+        "QEMU did not end after the watchdog's reset"
+    );
+    let console = device.console();
+    assert!(
+        !console.contains("reboot: Restarting system")
+            && !console.contains("mark-good deadline missed"),
+        "the kernel restarted by itself: not the watchdog"
+    );
+
+    // Boot 3 of B: the last try, rebooted by the deadline again.
+    device.boot();
+    device.wait_for_console("AtomixOS: slot B chosen, tries left now A 3 B 0", BOOT);
+    hang_then_deadline_reboot(&mut device);
+
+    // Back on A, by itself.
+    device.boot();
+    device.wait_for_console("AtomixOS: slot A chosen, tries left now A 2 B 0", BOOT);
+    let health = device.wait_until_provisioned(BOOT);
+    let recovery = first_b.elapsed();
+    eprintln!(
+        "[update-hang] hung update: from its first boot to slot A provisioned again {:.0} s (stall time {STALL}, 3 boots of B); hung kernel reset by the watchdog {:.0} s after its panic (RuntimeWatchdogSec=2min)",
+        recovery.as_secs_f64(),
+        panic_to_reset.as_secs_f64()
+    );
+    assert_eq!(health["build_id"], v1.as_str(), "{health}");
+    assert_eq!(health["slot"], "a", "{health}");
+    assert_eq!(device.ssh(&admin, "hostname").trim(), "qemu-update-hang");
+    assert_eq!(
+        device.ssh(&admin, "ls /data/config/generations").trim(),
+        "1"
+    );
+    assert_eq!(
+        slot_state(&device, &admin),
+        "BOOT_ORDER=\"B A\" BOOT_A_LEFT=3 BOOT_B_LEFT=0"
+    );
+    let good_b = device.ssh(
+        &admin,
+        "sudo atomix-provision slot rauc-backend get-state B",
+    );
+    assert_eq!(good_b.trim(), "bad");
+}
+
 #[test]
 fn a_power_cut_during_the_install_leaves_the_old_slot_booting() {
     let (mut device, admin) = provisioned("update-cut", "");
@@ -201,7 +427,7 @@ fn a_power_cut_during_the_install_leaves_the_old_slot_booting() {
         )
         .expect("POST /api/update");
     assert_eq!(status, 202, "{reply}");
-    let deadline = std::time::Instant::now() + INSTALL;
+    let deadline = Instant::now() + INSTALL;
     loop {
         let log = device
             .ssh_unchecked(
@@ -214,7 +440,7 @@ fn a_power_cut_during_the_install_leaves_the_old_slot_booting() {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the install never started writing slot B:\n{log}"
         );
         std::thread::sleep(Duration::from_secs(2));
