@@ -1,6 +1,7 @@
-//! A/B updates over the air: a RAUC bundle streamed from the host, the slot it went to
-//! booted and marked good; a bad update falling back to the previous slot by itself once
-//! its tries run out; a power cut during the install.
+//! A/B updates over the air: a RAUC bundle streamed from the host (its streamed set-up
+//! repeated), the slot it went to booted and marked good; an update that hangs falling
+//! back to the previous slot by itself once its tries run out (the mark-good deadline and
+//! the hardware watchdog end its boots); a power cut during the install.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,10 +15,8 @@ const INSTALL: Duration = Duration::from_secs(900);
 /// longest pause between two apply steps of a boot under TCG (about 20 s), so only the
 /// hang trips it.
 const STALL: &str = "60s";
-/// Rounds of streamed `rauc mount` with the NBD hold rule, and again without it.
+/// Rounds of streamed `rauc mount` through the NBD hold rule.
 const MOUNT_ROUNDS: u32 = 20;
-/// The path of the NBD hold rule in the image, and where a file of the same name masks it.
-const NBD_RULE: &str = "60-atomix-nbd-hold.rules";
 
 /// A device flashed with the image under test, provisioned from `/boot/config.toml`
 /// (the test config and `extra`).
@@ -147,30 +146,16 @@ fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
             .trim(),
         "enabled"
     );
-    // Streamed set-ups, repeated: each must succeed through the NBD hold rule. Then,
-    // for the figure only, as many with the rule masked (the race it closes is won by
-    // RAUC most of the time, so no count is asserted there), and the rule back.
+    // Streamed set-ups, repeated: each must succeed through the NBD hold rule (the race it
+    // closes cost one install in a full suite run before it).
     let url = server.url("atomixos-rock64.raucb");
     device.step(&format!(
-        "{MOUNT_ROUNDS} rounds of rauc mount {url}, with the NBD hold rule"
+        "{MOUNT_ROUNDS} rounds of rauc mount {url}, through the NBD hold rule"
     ));
     let (failed, out) = mount_rounds(&mut device, &admin, &url, MOUNT_ROUNDS);
     assert_eq!(
         failed, 0,
         "streamed set-ups failed through the rule:\n{out}"
-    );
-    device.step("the same without the NBD hold rule (masked in /etc)");
-    device.ssh(
-        &admin,
-        &format!("sudo mkdir -p /etc/udev/rules.d && sudo ln -s /dev/null /etc/udev/rules.d/{NBD_RULE} && sudo udevadm control --reload"),
-    );
-    let (failed, out) = mount_rounds(&mut device, &admin, &url, MOUNT_ROUNDS);
-    eprintln!(
-        "[update-v2] streamed set-ups: 0 of {MOUNT_ROUNDS} failed with the NBD hold rule, {failed} of {MOUNT_ROUNDS} without it\n{out}"
-    );
-    device.ssh(
-        &admin,
-        &format!("sudo rm /etc/udev/rules.d/{NBD_RULE} && sudo udevadm control --reload"),
     );
 
     // What the timer would start, now rather than in 5 minutes.
@@ -238,58 +223,11 @@ fn hang_then_deadline_reboot(device: &mut Device) {
     );
 }
 
-#[test]
-fn an_update_that_never_gets_marked_good_falls_back_to_the_previous_slot() {
-    let (mut device, admin) = provisioned("update-bad", "");
-    let v1 = device.image.build_id().to_owned();
-    let v3 = format!("{v1}-v3-bad");
-    device.step("building the v3 bundle, whose re-apply fails at the firewall step");
-    let bundle = device
-        .image
-        .update_bundle(&v3, &["systemd.setenv=ATOMIX_FAILPOINTS=firewall=error"]);
-    let server = FileServer::serve(&bundle);
-    rauc_install(&mut device, &admin, &server.url("atomixos-rock64.raucb"));
-
-    // Boot 1 of v3: the re-apply fails, the slot is not marked good.
-    device.reboot(&admin);
-    device.wait_for_console(&format!("AtomixOS build {v3}"), BOOT);
-    device.wait_for_console(
-        "re-applying generation 1 failed: the slot is not marked good",
-        BOOT,
-    );
-    // Power cycles (a watchdog, an operator): each boot of B costs a try.
-    for left in ["1", "0"] {
-        device.power_cut();
-        device.boot();
-        device.wait_for_console(
-            &format!("AtomixOS: slot B chosen, tries left now A 3 B {left}"),
-            BOOT,
-        );
-    }
-    device.power_cut();
-    device.boot();
-    device.wait_for_console("AtomixOS: slot A chosen, tries left now A 2 B 0", BOOT);
-    let health = device.wait_until_provisioned(BOOT);
-    assert_eq!(health["build_id"], v1.as_str(), "{health}");
-    assert_eq!(health["slot"], "a", "{health}");
-    assert_eq!(device.ssh(&admin, "hostname").trim(), "qemu-update-bad");
-    // A marked good again by its re-apply; B stays out of the way.
-    assert_eq!(
-        slot_state(&device, &admin),
-        "BOOT_ORDER=\"B A\" BOOT_A_LEFT=3 BOOT_B_LEFT=0"
-    );
-    let good_b = device.ssh(
-        &admin,
-        "sudo atomix-provision slot rauc-backend get-state B",
-    );
-    assert_eq!(good_b.trim(), "bad");
-}
-
 /// An update whose boots hang instead of failing falls back by itself, with no power
 /// cycle from outside: the mark-good deadline reboots two boots of it, the hardware
 /// watchdog resets the third, whose kernel the test hangs in a panic.
 #[test]
-fn a_hung_update_falls_back_by_itself_and_a_hung_kernel_is_reset_by_the_watchdog() {
+fn an_update_that_hangs_falls_back_by_itself_and_a_hung_kernel_is_reset_by_the_watchdog() {
     let (mut device, admin) = provisioned("update-hang", "");
     let v1 = device.image.build_id().to_owned();
     // A v3 whose re-apply hangs at its last step (mark-good, so SSH is up in its boots),
