@@ -142,8 +142,10 @@ fn guest_phases(device: &Device, admin: &Path, phases: &mut Phases) {
     );
     let journal = device.ssh(
         admin,
-        "sudo journalctl -b -o short-monotonic --no-pager -k -u first-boot.service \
-         | grep -E 'atomix-initrd|listening on|slot marked good|generation [0-9]+ (applied|re-applied)|apply' || true",
+        // Both atomix-initrd and the service log to /dev/kmsg: the kernel's log has them
+        // (-k with -u would have to match both at once).
+        "sudo journalctl -b -o short-monotonic --no-pager -k \
+         | grep -E 'atomix-initrd|atomix-provision' || true",
     );
     let record: serde_json::Value =
         serde_json::from_str(&device.ssh(admin, "cat /run/atomix/boot.json")).unwrap_or_default();
