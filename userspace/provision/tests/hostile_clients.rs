@@ -56,11 +56,6 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A root trusting `key` (provisioning key), unprovisioned.
 fn root(dir: &Path, key: &Key) -> PathBuf {
     let root = dir.join("root");
@@ -73,7 +68,7 @@ fn root(dir: &Path, key: &Key) -> PathBuf {
 
 /// `serve` on 127.0.0.1 (`--listen`), or with derived addresses on `port`.
 fn start(root: &Path, listen: bool) -> Server {
-    let port = free_port();
+    let port = common::service_port();
     let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomix-provision"));
     cmd.args(["serve", "--system", "record", "--root"])
@@ -83,16 +78,18 @@ fn start(root: &Path, listen: bool) -> Server {
     } else {
         cmd.args(["--port", &port.to_string()]);
     }
+    let log = root.with_file_name("serve.log");
     let child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create serve.log"))
         .spawn()
         .expect("start atomix-provision serve");
     let deadline = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect(addr).is_err() {
         assert!(
             Instant::now() < deadline,
-            "the service did not start listening"
+            "the service did not start listening on port {port}; it said:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -430,7 +427,8 @@ fn body_floods_keep_memory_small_and_store_nothing() {
                     1 => ("/api/config", "application/x-tar"),
                     _ => ("/api/update", "application/octet-stream"),
                 };
-                let mut c = connect_from(20 + i as u8, addr).unwrap();
+                let mut c = connect_from(20 + i as u8, addr)
+                    .map_err(|e| format!("sender {i}: connect from 127.0.0.{}: {e}", 20 + i))?;
                 c.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
                 c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 let head = format!(
@@ -442,11 +440,13 @@ fn body_floods_keep_memory_small_and_store_nothing() {
                 let _ = c.write_all(&big);
                 let mut answer = Vec::new();
                 let _ = c.read_to_end(&mut answer);
-                String::from_utf8_lossy(&answer)
-                    .split(' ')
-                    .nth(1)
-                    .map(str::to_owned)
-                    .unwrap_or_default()
+                Ok::<_, String>(
+                    String::from_utf8_lossy(&answer)
+                        .split(' ')
+                        .nth(1)
+                        .map(str::to_owned)
+                        .unwrap_or_default(),
+                )
             })
         })
         .collect();
@@ -455,7 +455,14 @@ fn body_floods_keep_memory_small_and_store_nothing() {
         .max()
         .unwrap();
     operator_applies(&s, &key, "edge-301", "a body flood");
-    let answers: Vec<String> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let answers: Vec<String> = senders
+        .into_iter()
+        .map(|t| {
+            t.join()
+                .expect("sender thread")
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
     eprintln!("figure: body flood answers {answers:?}; worst health {worst:?}");
     for (i, a) in answers.iter().enumerate() {
         if i % 3 != 0 {

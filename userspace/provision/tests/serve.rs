@@ -24,13 +24,8 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 fn start(root: &Path, failpoints: &str, extra: &[&str]) -> Server {
-    let addr = free_port();
+    let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, common::service_port()));
     let child = Command::new(env!("CARGO_BIN_EXE_atomix-provision"))
         .args(["serve", "--system", "record", "--root"])
         .arg(root)
