@@ -307,6 +307,8 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/var/lib/systemd/linger/admin",
         "squashfs-root/usr/lib/systemd/system.conf.d/10-atomix-watchdog.conf",
         "squashfs-root/etc/systemd/system/multi-user.target.wants/atomix-mark-good-deadline.service",
+        // The provisioned config back in /etc before the network starts.
+        "squashfs-root/etc/systemd/system/sysinit.target.wants/atomix-restore.service",
         // dnsmasq without Debian's wait for network-online.target (first-boot.service
         // is ordered after dnsmasq).
         "squashfs-root/etc/systemd/system/dnsmasq.service",

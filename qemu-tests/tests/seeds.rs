@@ -136,6 +136,35 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
         console.contains("atomix-initrd: plan: fresh flash no"),
         "not a fresh flash"
     );
+
+    // The config was back in /etc before networkd started, and the re-apply found the
+    // files of the network, time, firewall and host name in place and left those
+    // services alone (the container is still loaded by it).
+    let times = device.ssh(
+        &admin,
+        "systemctl show -P ActiveEnterTimestampMonotonic atomix-restore.service; \
+         systemctl show -P InactiveExitTimestampMonotonic systemd-networkd.service",
+    );
+    let times: Vec<u64> = times.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert!(
+        times[0] > 0 && times[0] <= times[1],
+        "atomix-restore.service active at {} us, networkd started at {} us",
+        times[0],
+        times[1]
+    );
+    let reapply = device.ssh(
+        &admin,
+        "sudo journalctl -b -u first-boot.service -o cat --no-pager",
+    );
+    for step in ["lan", "time", "firewall", "hostname", "ssh-keys"] {
+        assert!(
+            reapply
+                .lines()
+                .any(|l| l.contains(&format!(" {step}: 0 files written"))
+                    && l.ends_with(" 0 actions")),
+            "the re-apply's {step} step changed something:\n{reapply}"
+        );
+    }
 }
 
 #[test]

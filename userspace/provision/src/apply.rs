@@ -154,11 +154,25 @@ pub enum Op {
     Run(Action),
 }
 
+/// When a step's actions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// Every time: what the actions act on is not (only) this step's files, e.g. units
+    /// that the running systemd has not loaded yet even when their files are in place.
+    Always,
+    /// Only if a file operation of the step changed something: services that read their
+    /// files when they start (networkd, dnsmasq, chrony, the ruleset, the host name) are
+    /// left alone when the files they started with are already the wanted ones, as on a
+    /// boot after `atomix-provision restore` put them back.
+    IfChanged,
+}
+
 /// The operations of one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepPlan {
     pub step: Step,
     pub ops: Vec<Op>,
+    pub act: Act,
 }
 
 /// What the live system should hold: a rendered tree and bundle files.
@@ -306,10 +320,12 @@ pub fn plan_sync(
     plan.push(StepPlan {
         step: Step::Apps,
         ops: files_of(Step::Apps, &mut writes),
+        act: Act::IfChanged,
     });
     plan.push(StepPlan {
         step: Step::SyncQuadlets,
         ops: files_of(Step::SyncQuadlets, &mut writes),
+        act: Act::IfChanged,
     });
 
     // The Quadlet generator only runs on a reload, and a reload is worth it only when there
@@ -350,9 +366,12 @@ pub fn plan_sync(
             units.push(user(&["restart", u]));
         }
     }
+    // Always: Quadlet files put back at boot come after the generators ran, so the
+    // container units exist only after this step's reload.
     plan.push(StepPlan {
         step: Step::Units,
         ops: units,
+        act: Act::Always,
     });
 
     let mut lan = files_of(Step::Lan, &mut writes);
@@ -363,6 +382,7 @@ pub fn plan_sync(
     plan.push(StepPlan {
         step: Step::Lan,
         ops: lan,
+        act: Act::IfChanged,
     });
 
     let mut time = files_of(Step::Time, &mut writes);
@@ -376,6 +396,7 @@ pub fn plan_sync(
     plan.push(StepPlan {
         step: Step::Time,
         ops: time,
+        act: Act::IfChanged,
     });
 
     let mut firewall = files_of(Step::Firewall, &mut writes);
@@ -389,6 +410,7 @@ pub fn plan_sync(
     plan.push(StepPlan {
         step: Step::Firewall,
         ops: firewall,
+        act: Act::IfChanged,
     });
 
     let mut hostname = files_of(Step::Hostname, &mut writes);
@@ -405,11 +427,13 @@ pub fn plan_sync(
     plan.push(StepPlan {
         step: Step::Hostname,
         ops: hostname,
+        act: Act::IfChanged,
     });
 
     plan.push(StepPlan {
         step: Step::SshKeys,
         ops: files_of(Step::SshKeys, &mut writes),
+        act: Act::IfChanged,
     });
 
     // The timer is stopped before its files go, and (re)started once they are in place,
@@ -431,9 +455,11 @@ pub fn plan_sync(
         update.push(Op::Run(Action::systemctl(&["enable", timer_unit])));
         update.push(Op::Run(Action::systemctl(&["restart", timer_unit])));
     }
+    // Always: the timer's unit files put back at boot are not loaded, nor enabled.
     plan.push(StepPlan {
         step: Step::UpdateTimer,
         ops: update,
+        act: Act::Always,
     });
     plan
 }
@@ -601,38 +627,65 @@ impl Executor<'_> {
         self.remove_live(path)
     }
 
-    /// Runs one step; the owned list is updated (and saved) as files come and go.
+    /// Runs one step: its file operations, then its actions as [`StepPlan::act`] says.
+    /// The owned list is updated (and saved) as files come and go.
     pub fn run(&self, plan: &StepPlan, owned: &mut Owned) -> Result<String, String> {
-        let (mut written, mut removed, mut actions) = (0, 0, 0);
+        self.run_ops(plan, owned, true)
+    }
+
+    /// Runs only the file operations of a step, no action at all: what
+    /// `atomix-provision restore` does at boot, before the services that read the files
+    /// start.
+    pub fn put_files(&self, plan: &StepPlan, owned: &mut Owned) -> Result<String, String> {
+        self.run_ops(plan, owned, false)
+    }
+
+    fn run_ops(&self, plan: &StepPlan, owned: &mut Owned, act: bool) -> Result<String, String> {
+        let (mut written, mut unchanged, mut removed, mut actions) = (0, 0, 0, 0);
+        let mut changed = false;
+        let acts = |changed: bool| act && (plan.act == Act::Always || changed);
         let result = (|| {
             for op in &plan.ops {
                 match op {
                     Op::Write { path, contents } => {
                         if !owned.files.contains(path) {
                             self.save_original(path)?;
+                            // Recorded before the write: a crash in between must not
+                            // leave a file nobody removes.
+                            owned.files.insert(path.clone());
+                            owned.save(self.paths)?;
                         }
-                        // Recorded before the write: a crash in between must not leave
-                        // a file nobody removes.
-                        owned.files.insert(path.clone());
-                        owned.save(self.paths)?;
-                        self.write_live(path, contents)?;
-                        written += 1;
+                        if self.read_live(path)?.as_deref() == Some(contents.as_slice()) {
+                            unchanged += 1;
+                        } else {
+                            self.write_live(path, contents)?;
+                            written += 1;
+                            changed = true;
+                        }
                     }
                     Op::Remove { path } | Op::Restore { path } => {
                         self.remove_or_restore(path)?;
                         owned.files.remove(path);
                         owned.save(self.paths)?;
                         removed += 1;
+                        changed = true;
                     }
                     Op::Symlink { path, target } => {
                         if !owned.files.contains(path) {
                             self.save_original_link(path)?;
+                            owned.files.insert(path.clone());
+                            owned.save(self.paths)?;
                         }
-                        owned.files.insert(path.clone());
-                        owned.save(self.paths)?;
-                        self.symlink(path, target)?;
+                        let live = std::fs::read_link(self.paths.under(path)).ok();
+                        if live.as_deref() == Some(target.as_path()) {
+                            unchanged += 1;
+                        } else {
+                            self.symlink(path, target)?;
+                            written += 1;
+                            changed = true;
+                        }
                     }
-                    Op::HostnameFromFile { path } => {
+                    Op::HostnameFromFile { path } if acts(changed) => {
                         let name = self.read_live(path)?.unwrap_or_default();
                         let name = String::from_utf8_lossy(&name).trim().to_owned();
                         if !name.is_empty() {
@@ -642,7 +695,7 @@ impl Executor<'_> {
                             actions += 1;
                         }
                     }
-                    Op::Run(action) => {
+                    Op::Run(action) if acts(changed) => {
                         let action = match action {
                             // The ruleset file is named relative to the root.
                             Action::NftApply { file } => Action::NftApply {
@@ -653,11 +706,14 @@ impl Executor<'_> {
                         self.system.run(&action).map_err(|e| e.to_string())?;
                         actions += 1;
                     }
+                    Op::HostnameFromFile { .. } | Op::Run(_) => {}
                 }
             }
             Ok(())
         })();
-        result.map(|()| format!("{written} files written, {removed} removed, {actions} actions"))
+        result.map(|()| {
+            format!("{written} files written, {unchanged} unchanged, {removed} removed, {actions} actions")
+        })
     }
 }
 
@@ -746,11 +802,11 @@ pub struct Applier {
 struct Failed(Step, String);
 
 impl Applier {
-    fn store(&self) -> Store {
+    pub(crate) fn store(&self) -> Store {
         Store::new(self.paths.config_store())
     }
 
-    fn executor(&self) -> Executor<'_> {
+    pub(crate) fn executor(&self) -> Executor<'_> {
         Executor {
             paths: &self.paths,
             system: self.system.as_ref(),
@@ -1459,6 +1515,74 @@ mod tests {
         let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
         assert!(outcome.succeeded(), "{outcome:?}");
         assert_eq!(sys.commands().last().unwrap(), "rauc status mark-good");
+    }
+
+    /// What a re-apply over a live system that already holds the generation runs: the
+    /// units and the update timer (the running systemd has to load them), and mark-good;
+    /// no service that read its files is restarted or reloaded.
+    #[test]
+    fn a_reapply_over_identical_files_restarts_nothing_that_read_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        sys.actions.lock().unwrap().clear();
+        let job = tracker.start(Origin::Boot, Some(1)).unwrap();
+        let id = job.id.clone();
+        assert!(a.reapply(job, 1).succeeded());
+        assert_eq!(
+            sys.commands(),
+            [
+                "systemctl daemon-reload",
+                "systemctl restart web.service",
+                "loginctl enable-linger admin",
+                "systemctl --user -M admin@ daemon-reload",
+                "systemctl --user -M admin@ restart metrics.service",
+                "systemctl daemon-reload",
+                "systemctl enable atomix-update.timer",
+                "systemctl restart atomix-update.timer",
+                "rauc status mark-good",
+            ]
+        );
+        let events = tracker.get(&id).unwrap().events;
+        let lan = events.iter().find(|e| e.step == "lan").unwrap();
+        assert_eq!(
+            lan.message,
+            "0 files written, 3 unchanged, 0 removed, 0 actions"
+        );
+    }
+
+    #[test]
+    fn a_reapply_runs_the_actions_of_the_steps_whose_files_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        sys.actions.lock().unwrap().clear();
+        std::fs::write(dir.path().join("etc/hostname"), "someone-else\n").unwrap();
+        std::fs::remove_file(dir.path().join("etc/localtime")).unwrap();
+        assert!(a
+            .reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1)
+            .succeeded());
+        let commands = sys.commands();
+        assert!(commands.contains(&"hostnamectl hostname edge-042".to_owned()));
+        assert!(commands.contains(&"systemctl restart chrony.service".to_owned()));
+        for untouched in [
+            "networkctl reload",
+            "systemctl restart dnsmasq.service",
+            "nft -f",
+        ] {
+            assert!(
+                !commands.iter().any(|c| c.starts_with(untouched)),
+                "{untouched} in {commands:?}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
+            "edge-042\n"
+        );
     }
 
     #[test]

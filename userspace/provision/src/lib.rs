@@ -5,6 +5,8 @@
 //! * [`failpoints`] — `ATOMIX_FAILPOINTS`: make a chosen apply step fail, sleep or crash.
 //! * [`input`] — request bodies and seeds to a checked config (or positioned errors).
 //! * [`apply`] — the apply plan (data) and its executor with rollback.
+//! * [`restore`] — the current generation's files put back at boot, before the services
+//!   that read them start.
 //! * [`jobs`] — the single-flight job tracker (config and update jobs), persisted under
 //!   `/data/config/jobs/`.
 //! * [`update`] — RAUC bundles pushed over the API: streamed to disk, installed by a job.
@@ -33,6 +35,7 @@ pub mod listen;
 pub mod logging;
 pub mod nbd;
 pub mod paths;
+pub mod restore;
 pub mod seed;
 pub mod service;
 pub mod system;

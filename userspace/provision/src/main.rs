@@ -22,6 +22,9 @@ enum Command {
     Render(cmd::render::Args),
     /// Run the provisioning service (first-boot.service, every boot).
     Serve(cmd::serve::Args),
+    /// Put the current config's files back in /etc early in boot, load its ruleset and
+    /// host name (atomix-restore.service). Exit 0: restored or unprovisioned; 1: not all.
+    Restore(cmd::restore::Args),
     /// Wipe /data so that the next boot is unprovisioned.
     FactoryReset(cmd::factory_reset::Args),
     /// The A/B slot state on the boot disk; RAUC's bootloader backend.
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(&args),
         Command::Render(args) => cmd::render::run(&args),
         Command::Serve(args) => cmd::serve::run(&args),
+        Command::Restore(args) => cmd::restore::run(&args),
         Command::FactoryReset(args) => cmd::factory_reset::run(&args),
         Command::Slot(args) => cmd::slot::run(&args),
         Command::UpdateInstall(args) => cmd::update_install::run(&args),

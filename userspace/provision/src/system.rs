@@ -29,6 +29,9 @@ pub enum Action {
     NftDeleteTable,
     /// `hostnamectl hostname NAME`
     Hostname { name: String },
+    /// `hostname NAME`: the kernel's host name alone, early in boot (hostnamectl needs
+    /// D-Bus and systemd-hostnamed).
+    KernelHostname { name: String },
     /// `rauc status mark-good`
     RaucMarkGood,
     /// `rauc install BUNDLE`: writes the other slot and makes it the next boot's.
@@ -59,6 +62,7 @@ impl Action {
                 "nft", "add", "table", "inet", "atomix", ";", "delete", "table", "inet", "atomix",
             ]),
             Action::Hostname { name } => s(&["hostnamectl", "hostname", name]),
+            Action::KernelHostname { name } => s(&["hostname", name]),
             Action::RaucMarkGood => s(&["rauc", "status", "mark-good"]),
             Action::RaucInstall { bundle } => vec!["rauc".into(), "install".into(), p(bundle)],
             Action::MountReadOnly { device, target } => vec![

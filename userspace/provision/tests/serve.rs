@@ -503,3 +503,83 @@ fn a_bundle_with_a_bad_signature_installs_nothing_and_leaves_no_file() {
     assert_eq!(job["state"], "succeeded", "{job}");
     stop(s);
 }
+
+/// A reboot of a provisioned device: `/etc` and `/run` (tmpfs) are gone, `restore` puts
+/// the generation's files back and loads the ruleset and host name before any service
+/// starts, and the service's re-apply then finds them in place: nothing that read them
+/// is reloaded or restarted.
+#[test]
+fn a_reboot_restores_the_files_first_and_the_reapply_restarts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let root = root(dir.path(), &key, false);
+    let s = start(&root, "", &[]);
+    let config = config_with_admin(&key, "edge-300");
+    let reply = post_config(&s, &key, config.as_bytes());
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let job = wait_job(&s, reply.header("location").unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    stop(s);
+
+    for tmpfs in ["etc", "run"] {
+        std::fs::remove_dir_all(root.join(tmpfs)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_atomix-provision"))
+        .args(["restore", "--system", "record", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("generation 1 is back in place"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "edge-300\n"
+    );
+    let kinds = |log: &[Value]| -> Vec<String> {
+        log.iter()
+            .map(|a| a["action"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kinds(&actions(&root)), ["nft-apply", "kernel-hostname"]);
+    let ruleset = root.join("etc/nftables.d/atomix.nft");
+    assert_eq!(actions(&root)[0]["file"], ruleset.to_str().unwrap());
+
+    let restored = actions(&root).len();
+    let s = start(&root, "", &[]);
+    wait_health(&s, "the boot re-apply", |h| {
+        h["job"].is_null()
+            && h["provisioned"] == true
+            && actions(&root)
+                .iter()
+                .any(|a| a["action"] == "rauc-mark-good")
+    });
+    let reapply: Vec<Value> = actions(&root).split_off(restored);
+    for a in &reapply {
+        let line = a.to_string();
+        assert!(
+            !["networkctl", "nft-apply", "hostname"].contains(&a["action"].as_str().unwrap())
+                && !line.contains("dnsmasq")
+                && !line.contains("chrony"),
+            "the re-apply touched a service whose files were in place: {line}"
+        );
+    }
+    assert_eq!(reapply.last().unwrap()["action"], "rauc-mark-good");
+    stop(s);
+
+    // Unprovisioned (after a factory reset wiped /data): nothing to restore.
+    std::fs::remove_dir_all(root.join("data")).unwrap();
+    std::fs::remove_dir_all(root.join("etc")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_atomix-provision"))
+        .args(["restore", "--system", "record", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!root.join("etc").exists());
+}

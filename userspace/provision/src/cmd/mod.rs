@@ -3,6 +3,7 @@
 pub mod factory_reset;
 pub mod nbd_hold;
 pub mod render;
+pub mod restore;
 pub mod serve;
 pub mod slot;
 pub mod update_install;

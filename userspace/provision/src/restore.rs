@@ -1,0 +1,255 @@
+//! The current generation put back at boot (`atomix-provision restore`, run by
+//! `atomix-restore.service` before the network and the services that read `/etc`).
+//!
+//! The root's `/etc` lives on the overlay's tmpfs: without this, a provisioned device
+//! boots with the image's defaults (no ruleset of its own, the default LAN, the image's
+//! host name) until the service's re-apply writes the files again and restarts every
+//! service that read the old ones. With them back first, networkd, dnsmasq, chrony and
+//! sshd start with the provisioned config, and the re-apply finds those files identical
+//! and leaves the services alone ([`Act::IfChanged`]). Container units and the update
+//! timer are still loaded by the re-apply: the generators ran before this.
+//!
+//! Only file operations ([`Executor::put_files`]), and the two things nothing would do
+//! at start: the ruleset (`nft -f`) and the kernel's host name. When one of those fails,
+//! that step's files are taken out again, so that the re-apply runs the step itself and
+//! reports what failed; nothing here marks the slot good or bad.
+
+use std::path::PathBuf;
+
+use crate::apply::{load_generation, plan_sync, Act, Applier, Op, Owned, Step, StepPlan};
+use crate::logging;
+use crate::system::Action;
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    /// No current generation: the image's defaults are right.
+    Unprovisioned,
+    /// Generation `n` is back; `failed` names the steps left to the re-apply.
+    Generation { n: u64, failed: Vec<String> },
+}
+
+/// Puts the current generation's files back and loads the ruleset and the host name.
+/// An error: nothing could be restored (e.g. the generation is not valid for this build);
+/// the re-apply will say the same and not mark the slot good.
+pub fn restore(applier: &Applier) -> Result<Restored, String> {
+    let store = applier.store();
+    let Some(n) = store
+        .current()
+        .map_err(|e| format!("cannot read the current generation: {e}"))?
+    else {
+        return Ok(Restored::Unprovisioned);
+    };
+    let loaded = load_generation(&store, n)?;
+    let executor = applier.executor();
+    let mut owned = Owned::load(&applier.paths);
+    let mut failed = Vec::new();
+    for plan in plan_sync(Some(&loaded.desired), &owned.files.clone(), &applier.admin) {
+        let step = plan.step;
+        let message = match executor.put_files(&plan, &mut owned) {
+            Ok(m) => m,
+            Err(e) => {
+                logging::error(&format!("restore {step}: {e}"));
+                failed.push(step.name().to_owned());
+                continue;
+            }
+        };
+        let tree = &loaded.desired.tree;
+        let load = match step {
+            Step::Firewall => tree.get("nftables/atomix.nft").map(|_| Action::NftApply {
+                file: applier.paths.under("etc/nftables.d/atomix.nft"),
+            }),
+            Step::Hostname => tree.get("hostname").map(|name| Action::KernelHostname {
+                name: name.trim().to_owned(),
+            }),
+            _ => None,
+        };
+        if let Some(action) = load {
+            if let Err(e) = applier.system.run(&action) {
+                logging::error(&format!(
+                    "restore {step}: {e}; its files are left to the re-apply"
+                ));
+                take_out(applier, &plan, &mut owned);
+                failed.push(step.name().to_owned());
+                continue;
+            }
+        }
+        logging::info(&format!("restore {step}: {message}"));
+    }
+    Ok(Restored::Generation { n, failed })
+}
+
+/// Takes a step's written files out again (the image's copies back where they were).
+fn take_out(applier: &Applier, plan: &StepPlan, owned: &mut Owned) {
+    let paths: Vec<PathBuf> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Write { path, .. } | Op::Symlink { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    let undo = StepPlan {
+        step: plan.step,
+        ops: paths.into_iter().map(|path| Op::Restore { path }).collect(),
+        act: Act::IfChanged,
+    };
+    if let Err(e) = applier.executor().put_files(&undo, owned) {
+        logging::error(&format!(
+            "restore {}: cannot take its files out: {e}",
+            plan.step
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use atomix_config::generations::Origin;
+
+    use super::*;
+    use crate::failpoints::Failpoints;
+    use crate::jobs::Tracker;
+    use crate::paths::Paths;
+    use crate::system::FakeSystem;
+
+    const EXAMPLE: &str = include_str!("../../../examples/config.toml");
+
+    fn applier(root: &Path, system: Arc<FakeSystem>) -> Applier {
+        Applier {
+            paths: Paths::new(root),
+            system,
+            failpoints: Failpoints::default(),
+            admin: Admin::from_passwd("admin:x:1001:1001::/home/admin:/bin/sh\n"),
+        }
+    }
+
+    use crate::apply::Admin;
+
+    /// Provisions `root` with the example, then "reboots": the tmpfs `/etc` and `/run`
+    /// are gone, `/data` stays.
+    fn provisioned_then_rebooted(root: &Path) {
+        let a = applier(root, Arc::new(FakeSystem::default()));
+        let tracker = Tracker::new(a.paths.jobs());
+        let accepted = crate::input::check_text(EXAMPLE.to_owned(), BTreeMap::new()).unwrap();
+        let job = tracker.start(Origin::Api, None).unwrap();
+        assert!(a.import(job, accepted, Origin::Api, None).succeeded());
+        for tmpfs in ["etc", "run"] {
+            std::fs::remove_dir_all(root.join(tmpfs)).unwrap();
+        }
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/hostname"), "atomixos\n").unwrap();
+    }
+
+    #[test]
+    fn an_unprovisioned_device_keeps_the_images_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone());
+        assert_eq!(restore(&a), Ok(Restored::Unprovisioned));
+        assert!(sys.commands().is_empty());
+        assert!(!dir.path().join("etc").exists());
+    }
+
+    #[test]
+    fn the_files_come_back_with_ruleset_and_host_name_and_the_reapply_restarts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        provisioned_then_rebooted(dir.path());
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone());
+        assert_eq!(
+            restore(&a),
+            Ok(Restored::Generation {
+                n: 1,
+                failed: vec![]
+            })
+        );
+        let nft = dir.path().join("etc/nftables.d/atomix.nft");
+        assert_eq!(
+            sys.commands(),
+            [
+                format!("nft -f {}", nft.display()),
+                "hostname edge-042".to_owned()
+            ]
+        );
+        let live = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(live("etc/hostname"), "edge-042\n");
+        assert!(live("etc/systemd/network/20-atomix-lan.network").contains("Address="));
+        assert!(live("etc/containers/systemd/web.container").contains("Image="));
+        assert_eq!(
+            std::fs::read_link(dir.path().join("etc/localtime")).unwrap(),
+            Path::new("/usr/share/zoneinfo/Europe/Berlin")
+        );
+
+        // The boot's re-apply: only the units, the update timer and mark-good.
+        sys.actions.lock().unwrap().clear();
+        let tracker = Tracker::new(a.paths.jobs());
+        let job = tracker.start(Origin::Boot, Some(1)).unwrap();
+        assert!(a.reapply(job, 1).succeeded());
+        let commands = sys.commands();
+        for untouched in [
+            "networkctl",
+            "systemctl restart dnsmasq",
+            "systemctl restart chrony",
+            "nft",
+            "hostnamectl",
+        ] {
+            assert!(
+                !commands.iter().any(|c| c.starts_with(untouched)),
+                "{untouched} in {commands:?}"
+            );
+        }
+        assert_eq!(commands.last().unwrap(), "rauc status mark-good");
+        // The image's host name is kept for a later return to the defaults.
+        assert_eq!(
+            std::fs::read_to_string(a.paths.run().join("originals/etc/hostname")).unwrap(),
+            "atomixos\n"
+        );
+    }
+
+    #[test]
+    fn a_ruleset_that_does_not_load_is_left_to_the_reapply() {
+        let dir = tempfile::tempdir().unwrap();
+        provisioned_then_rebooted(dir.path());
+        let sys = Arc::new(FakeSystem::failing_on("nft -f"));
+        let a = applier(dir.path(), sys.clone());
+        assert_eq!(
+            restore(&a),
+            Ok(Restored::Generation {
+                n: 1,
+                failed: vec!["firewall".to_owned()]
+            })
+        );
+        assert!(!dir.path().join("etc/nftables.d/atomix.nft").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
+            "edge-042\n"
+        );
+        // The re-apply writes it and loads it, and fails the step if nft still fails.
+        let tracker = Tracker::new(a.paths.jobs());
+        let job = tracker.start(Origin::Boot, Some(1)).unwrap();
+        let outcome = a.reapply(job, 1);
+        assert_eq!(outcome.result.failed_step.as_deref(), Some("firewall"));
+        assert!(dir.path().join("etc/nftables.d/atomix.nft").exists());
+    }
+
+    #[test]
+    fn a_generation_this_build_refuses_restores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        provisioned_then_rebooted(dir.path());
+        let config = dir.path().join("data/config/current/config.toml");
+        std::fs::write(&config, "schema = 99\n").unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone());
+        let err = restore(&a).unwrap_err();
+        assert!(
+            err.contains("generation 1 is not valid for this build"),
+            "{err}"
+        );
+        assert!(sys.commands().is_empty());
+        assert!(!dir.path().join("etc/nftables.d").exists());
+    }
+}
