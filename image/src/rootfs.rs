@@ -229,6 +229,36 @@ pub fn customize(tree: &Path, add: &Additions<'_>) -> Result<()> {
     for dir in ["data", "boot"] {
         fs::create_dir_all(tree.join(dir))?;
     }
+    stamp_updated(tree)
+}
+
+/// `/etc` and `/var` come with the image as new as its `/usr`: without the stamps that
+/// `systemd-update-done` would write, `ConditionNeedsUpdate=` finds them out of date on
+/// every boot of the tmpfs overlay and runs ldconfig, the hwdb and catalog updates and
+/// systemd-update-done each time (on the critical chain of a steady boot). Last in the
+/// build of the tree, so that `/usr` changes no more.
+fn stamp_updated(tree: &Path) -> Result<()> {
+    let usr = fs::metadata(tree.join("usr"))?.modified()?;
+    let nsec = usr
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the tree's /usr is dated before 1970")?
+        .as_nanos();
+    for dir in ["etc", "var"] {
+        let stamp = tree.join(dir).join(".updated");
+        fs::write(
+            &stamp,
+            format!(
+                "# Written by the AtomixOS image build: this directory is as new as /usr.\n\
+                 # See systemd-update-done.service(8).\nTIMESTAMP_NSEC={nsec}\n"
+            ),
+        )
+        .with_context(|| format!("cannot write {}", stamp.display()))?;
+        fs::File::options()
+            .write(true)
+            .open(&stamp)?
+            .set_modified(usr)
+            .with_context(|| format!("cannot date {}", stamp.display()))?;
+    }
     Ok(())
 }
 

@@ -307,6 +307,9 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/var/lib/systemd/linger/admin",
         "squashfs-root/usr/lib/systemd/system.conf.d/10-atomix-watchdog.conf",
         "squashfs-root/etc/systemd/system/multi-user.target.wants/atomix-mark-good-deadline.service",
+        // /etc and /var as new as /usr: no ldconfig, hwdb or catalog update every boot.
+        "squashfs-root/etc/.updated",
+        "squashfs-root/var/.updated",
         // The provisioned config back in /etc before the network starts.
         "squashfs-root/etc/systemd/system/sysinit.target.wants/atomix-restore.service",
         // dnsmasq without Debian's wait for network-online.target (first-boot.service
@@ -323,4 +326,17 @@ fn squashfs_root_holds_the_atomix_parts() {
             .any(|l| l.starts_with("squashfs-root/boot/vmlinuz")),
         "the kernel belongs to the boot partition"
     );
+    // Disabled by the image's preset: nothing an appliance runs, and each ran on every boot.
+    for unit in [
+        "timers.target.wants/apt-daily.timer",
+        "timers.target.wants/podman-auto-update.timer",
+        "default.target.wants/podman-auto-update.service",
+        "default.target.wants/podman-restart.service",
+        "default.target.wants/podman.service",
+        "multi-user.target.wants/chronyd-restricted.service",
+        "multi-user.target.wants/e2scrub_reap.service",
+    ] {
+        let path = format!("squashfs-root/etc/systemd/system/{unit}");
+        assert!(!listing.lines().any(|l| l == path), "{unit} is enabled");
+    }
 }
