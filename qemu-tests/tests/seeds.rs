@@ -139,7 +139,8 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
 
     // The config was back in /etc before networkd started, and the re-apply found the
     // files of the network, time, firewall and host name in place and left those
-    // services alone (the container is still loaded by it).
+    // services alone, only checking that dnsmasq and chrony run (the container is still
+    // loaded by it). The ruleset and host name checked above were loaded by the restore.
     let times = device.ssh(
         &admin,
         "systemctl show -P ActiveEnterTimestampMonotonic atomix-restore.service; \
@@ -161,7 +162,7 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
             reapply
                 .lines()
                 .any(|l| l.contains(&format!(" {step}: 0 files written"))
-                    && l.ends_with(" 0 actions")),
+                    && l.contains(" 0 actions")),
             "the re-apply's {step} step changed something:\n{reapply}"
         );
     }

@@ -173,6 +173,10 @@ pub struct StepPlan {
     pub step: Step,
     pub ops: Vec<Op>,
     pub act: Act,
+    /// Run instead of the actions when an [`Act::IfChanged`] step skips them: that the
+    /// services which read the files at their start are running (`systemctl start` of
+    /// a running unit does nothing; of a failed one it tries again and reports).
+    pub checks: Vec<Action>,
 }
 
 /// What the live system should hold: a rendered tree and bundle files.
@@ -321,11 +325,13 @@ pub fn plan_sync(
         step: Step::Apps,
         ops: files_of(Step::Apps, &mut writes),
         act: Act::IfChanged,
+        checks: Vec::new(),
     });
     plan.push(StepPlan {
         step: Step::SyncQuadlets,
         ops: files_of(Step::SyncQuadlets, &mut writes),
         act: Act::IfChanged,
+        checks: Vec::new(),
     });
 
     // The Quadlet generator only runs on a reload, and a reload is worth it only when there
@@ -372,6 +378,7 @@ pub fn plan_sync(
         step: Step::Units,
         ops: units,
         act: Act::Always,
+        checks: Vec::new(),
     });
 
     let mut lan = files_of(Step::Lan, &mut writes);
@@ -383,6 +390,7 @@ pub fn plan_sync(
         step: Step::Lan,
         ops: lan,
         act: Act::IfChanged,
+        checks: vec![Action::systemctl(&["start", "dnsmasq.service"])],
     });
 
     let mut time = files_of(Step::Time, &mut writes);
@@ -397,6 +405,7 @@ pub fn plan_sync(
         step: Step::Time,
         ops: time,
         act: Act::IfChanged,
+        checks: vec![Action::systemctl(&["start", "chrony.service"])],
     });
 
     let mut firewall = files_of(Step::Firewall, &mut writes);
@@ -411,6 +420,7 @@ pub fn plan_sync(
         step: Step::Firewall,
         ops: firewall,
         act: Act::IfChanged,
+        checks: Vec::new(),
     });
 
     let mut hostname = files_of(Step::Hostname, &mut writes);
@@ -428,12 +438,14 @@ pub fn plan_sync(
         step: Step::Hostname,
         ops: hostname,
         act: Act::IfChanged,
+        checks: Vec::new(),
     });
 
     plan.push(StepPlan {
         step: Step::SshKeys,
         ops: files_of(Step::SshKeys, &mut writes),
         act: Act::IfChanged,
+        checks: Vec::new(),
     });
 
     // The timer is stopped before its files go, and (re)started once they are in place,
@@ -460,6 +472,7 @@ pub fn plan_sync(
         step: Step::UpdateTimer,
         ops: update,
         act: Act::Always,
+        checks: Vec::new(),
     });
     plan
 }
@@ -469,6 +482,11 @@ pub fn plan_sync(
 #[serde(deny_unknown_fields)]
 pub struct Owned {
     pub files: BTreeSet<PathBuf>,
+    /// Steps whose files changed and whose actions have not all succeeded since (a
+    /// failed action, a crash in between, a ruleset `restore` could not load): their
+    /// actions run again even when their files are unchanged.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unsettled: BTreeSet<String>,
 }
 
 impl Owned {
@@ -479,7 +497,7 @@ impl Owned {
             .unwrap_or_default()
     }
 
-    fn save(&self, paths: &Paths) -> Result<(), String> {
+    pub(crate) fn save(&self, paths: &Paths) -> Result<(), String> {
         boot_state::write_record(&paths.owned_manifest(), self).map_err(|e| format!("{e:#}"))
     }
 }
@@ -552,8 +570,31 @@ impl Executor<'_> {
         }
     }
 
-    /// Keeps the image's copy of a file about to be replaced (once).
+    /// Whether a live file holds exactly `contents`, compared as it is read (an app's
+    /// image archive is large); anything but a regular file is not the same.
+    fn same_live(&self, path: &Path, contents: &[u8]) -> Result<bool, String> {
+        if let Some((tree, rel)) = self.untrusted(path) {
+            return tree.same_contents(rel, contents).map_err(|e| chain(&e));
+        }
+        let full = self.paths.under(path);
+        let fail = |e: std::io::Error| format!("cannot read {}: {e}", full.display());
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_file() && m.len() == contents.len() as u64 => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(fail(e)),
+        }
+        let file = std::fs::File::open(&full).map_err(fail)?;
+        crate::beneath::same_stream(file, contents).map_err(fail)
+    }
+
+    /// Keeps the image's copy of a file about to be replaced (once). Not in the trees
+    /// containers write: what is there is the service's own bundle files, or a
+    /// container's changes to them, never the image's.
     fn save_original(&self, path: &Path) -> Result<(), String> {
+        if self.untrusted(path).is_some() {
+            return Ok(());
+        }
         let saved = self.original(path);
         if saved.exists() {
             return Ok(());
@@ -641,9 +682,22 @@ impl Executor<'_> {
     }
 
     fn run_ops(&self, plan: &StepPlan, owned: &mut Owned, act: bool) -> Result<String, String> {
-        let (mut written, mut unchanged, mut removed, mut actions) = (0, 0, 0, 0);
+        let step = plan.step.name();
+        let (mut written, mut unchanged, mut removed, mut actions, mut checked) = (0, 0, 0, 0, 0);
         let mut changed = false;
-        let acts = |changed: bool| act && (plan.act == Act::Always || changed);
+        // Whether the step's actions run, asked at each of them: files changed before it
+        // in this run, or in an earlier run whose actions did not all succeed.
+        let acts = |changed: bool, owned: &Owned| {
+            act && (plan.act == Act::Always || changed || owned.unsettled.contains(step))
+        };
+        // Before a step's first change: unsettled until its actions have succeeded, so
+        // that a failure or a crash in between makes the next run act again.
+        let unsettle = |owned: &mut Owned| -> Result<(), String> {
+            if act && owned.unsettled.insert(step.to_owned()) {
+                owned.save(self.paths)?;
+            }
+            Ok(())
+        };
         let result = (|| {
             for op in &plan.ops {
                 match op {
@@ -655,15 +709,17 @@ impl Executor<'_> {
                             owned.files.insert(path.clone());
                             owned.save(self.paths)?;
                         }
-                        if self.read_live(path)?.as_deref() == Some(contents.as_slice()) {
+                        if self.same_live(path, contents)? {
                             unchanged += 1;
                         } else {
+                            unsettle(owned)?;
                             self.write_live(path, contents)?;
                             written += 1;
                             changed = true;
                         }
                     }
                     Op::Remove { path } | Op::Restore { path } => {
+                        unsettle(owned)?;
                         self.remove_or_restore(path)?;
                         owned.files.remove(path);
                         owned.save(self.paths)?;
@@ -680,12 +736,13 @@ impl Executor<'_> {
                         if live.as_deref() == Some(target.as_path()) {
                             unchanged += 1;
                         } else {
+                            unsettle(owned)?;
                             self.symlink(path, target)?;
                             written += 1;
                             changed = true;
                         }
                     }
-                    Op::HostnameFromFile { path } if acts(changed) => {
+                    Op::HostnameFromFile { path } if acts(changed, owned) => {
                         let name = self.read_live(path)?.unwrap_or_default();
                         let name = String::from_utf8_lossy(&name).trim().to_owned();
                         if !name.is_empty() {
@@ -695,7 +752,7 @@ impl Executor<'_> {
                             actions += 1;
                         }
                     }
-                    Op::Run(action) if acts(changed) => {
+                    Op::Run(action) if acts(changed, owned) => {
                         let action = match action {
                             // The ruleset file is named relative to the root.
                             Action::NftApply { file } => Action::NftApply {
@@ -709,10 +766,26 @@ impl Executor<'_> {
                     Op::HostnameFromFile { .. } | Op::Run(_) => {}
                 }
             }
+            if acts(changed, owned) {
+                if owned.unsettled.remove(step) {
+                    owned.save(self.paths)?;
+                }
+            } else if act {
+                for check in &plan.checks {
+                    self.system.run(check).map_err(|e| e.to_string())?;
+                    checked += 1;
+                }
+            }
             Ok(())
         })();
         result.map(|()| {
-            format!("{written} files written, {unchanged} unchanged, {removed} removed, {actions} actions")
+            let mut m = format!(
+                "{written} files written, {unchanged} unchanged, {removed} removed, {actions} actions"
+            );
+            if checked > 0 {
+                m.push_str(&format!(", {checked} checked"));
+            }
+            m
         })
     }
 }
@@ -1539,6 +1612,9 @@ mod tests {
                 "loginctl enable-linger admin",
                 "systemctl --user -M admin@ daemon-reload",
                 "systemctl --user -M admin@ restart metrics.service",
+                // Checks instead of restarts: that they are running.
+                "systemctl start dnsmasq.service",
+                "systemctl start chrony.service",
                 "systemctl daemon-reload",
                 "systemctl enable atomix-update.timer",
                 "systemctl restart atomix-update.timer",
@@ -1549,8 +1625,61 @@ mod tests {
         let lan = events.iter().find(|e| e.step == "lan").unwrap();
         assert_eq!(
             lan.message,
-            "0 files written, 3 unchanged, 0 removed, 0 actions"
+            "0 files written, 3 unchanged, 0 removed, 0 actions, 1 checked"
         );
+    }
+
+    /// A service that did not come up with files that were already in place still fails
+    /// the boot's re-apply (so an update that breaks it is not marked good).
+    #[test]
+    fn a_service_that_failed_with_unchanged_files_fails_the_reapply() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        let failing = Arc::new(FakeSystem::failing_on("start dnsmasq.service"));
+        let b = applier(dir.path(), failing.clone(), "");
+        let outcome = b.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        assert_eq!(outcome.result.failed_step.as_deref(), Some("lan"));
+        assert!(!failing
+            .commands()
+            .contains(&"rauc status mark-good".to_owned()));
+    }
+
+    /// Files written whose actions failed (or were cut off) are not "in place": the next
+    /// run acts again although the files are unchanged, until the actions succeed.
+    #[test]
+    fn a_step_whose_actions_failed_acts_again_with_its_files_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone(), "");
+        let tracker = Tracker::new(a.paths.jobs());
+        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        std::fs::write(dir.path().join("etc/hostname"), "old\n").unwrap();
+        let failing = Arc::new(FakeSystem::failing_on("hostnamectl"));
+        let b = applier(dir.path(), failing, "");
+        let outcome = b.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        assert_eq!(outcome.result.failed_step.as_deref(), Some("hostname"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
+            "edge-042\n"
+        );
+        assert!(Owned::load(&a.paths).unsettled.contains("hostname"));
+        sys.actions.lock().unwrap().clear();
+        assert!(a
+            .reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1)
+            .succeeded());
+        assert!(sys
+            .commands()
+            .contains(&"hostnamectl hostname edge-042".to_owned()));
+        assert!(Owned::load(&a.paths).unsettled.is_empty());
+        // Settled: the next run leaves it alone.
+        sys.actions.lock().unwrap().clear();
+        assert!(a
+            .reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1)
+            .succeeded());
+        assert!(!sys.commands().iter().any(|c| c.starts_with("hostnamectl")));
     }
 
     #[test]

@@ -179,11 +179,14 @@ impl Beneath {
 
     /// Reads a file; None if it (or a directory on its way) does not exist.
     pub fn read(&self, rel: &Path) -> Result<Option<Vec<u8>>, BeneathError> {
-        let Some((dir, name)) = self.parent(rel, false)? else {
+        let Some(fd) = self.open_regular(rel)? else {
             return Ok(None);
         };
-        let Some(fd) = self.open_in(&dir, name, OFlags::RDONLY, Mode::empty(), rel)? else {
-            return Ok(None);
+        let Some(fd) = fd else {
+            return Err(BeneathError::Invalid {
+                path: self.root.join(rel),
+                reason: "not a regular file (a container may have planted it)",
+            });
         };
         let mut bytes = Vec::new();
         File::from(fd)
@@ -194,6 +197,43 @@ impl Beneath {
                 source,
             })?;
         Ok(Some(bytes))
+    }
+
+    /// Whether `rel` is a regular file holding exactly `expected`, compared as it is
+    /// read. A missing file, or anything but a regular file, is not the same.
+    pub fn same_contents(&self, rel: &Path, expected: &[u8]) -> Result<bool, BeneathError> {
+        let Some(Some(fd)) = self.open_regular(rel)? else {
+            return Ok(false);
+        };
+        let size = rustix::fs::fstat(&fd)
+            .map_err(self.io("read", rel))?
+            .st_size;
+        if u64::try_from(size).ok() != Some(expected.len() as u64) {
+            return Ok(false);
+        }
+        same_stream(File::from(fd), expected).map_err(|source| BeneathError::Io {
+            op: "read",
+            path: self.root.join(rel),
+            source,
+        })
+    }
+
+    /// Opens `rel` for reading: None if it is missing, Some(None) if it is not a regular
+    /// file. Without blocking: a FIFO a container planted would hold an `O_RDONLY` open
+    /// (and the boot's `atomix-provision restore` with it) for ever.
+    fn open_regular(&self, rel: &Path) -> Result<Option<Option<OwnedFd>>, BeneathError> {
+        let Some((dir, name)) = self.parent(rel, false)? else {
+            return Ok(None);
+        };
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let Some(fd) = self.open_in(&dir, name, flags, Mode::empty(), rel)? else {
+            return Ok(None);
+        };
+        let st = rustix::fs::fstat(&fd).map_err(self.io("read", rel))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Ok(Some(None));
+        }
+        Ok(Some(Some(fd)))
     }
 
     /// Writes a file whole: a temporary file beside it, fsync, rename over it, fsync the
@@ -245,10 +285,62 @@ impl Beneath {
     }
 }
 
+/// Whether `reader` yields exactly `expected`, read in blocks.
+pub(crate) fn same_stream(mut reader: impl Read, expected: &[u8]) -> io::Result<bool> {
+    let mut block = vec![0u8; 64 << 10];
+    let mut at = 0;
+    loop {
+        let n = match reader.read(&mut block) {
+            Ok(0) => return Ok(at == expected.len()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if expected.get(at..at + n) != Some(&block[..n]) {
+            return Ok(false);
+        }
+        at += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_planted_fifo_is_neither_waited_on_nor_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Beneath::new(dir.path().join("apps"));
+        b.write(Path::new("web/index.html"), b"hi").unwrap();
+        let fifo = dir.path().join("apps/web/index.html");
+        std::fs::remove_file(&fifo).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Both return at once (a blocking open would hang the test).
+        assert!(!b.same_contents(Path::new("web/index.html"), b"hi").unwrap());
+        let err = b.read(Path::new("web/index.html")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        // The write renames a regular file over it.
+        b.write(Path::new("web/index.html"), b"hi").unwrap();
+        assert!(b.same_contents(Path::new("web/index.html"), b"hi").unwrap());
+        assert!(!b.same_contents(Path::new("web/index.html"), b"ho").unwrap());
+        assert!(!b.same_contents(Path::new("web/index.htm"), b"hi").unwrap());
+    }
+
+    #[test]
+    fn same_stream_compares_across_blocks() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(same_stream(&big[..], &big).unwrap());
+        let mut other = big.clone();
+        other[150_000] ^= 1;
+        assert!(!same_stream(&other[..], &big).unwrap());
+        assert!(!same_stream(&big[..199_999], &big).unwrap());
+        assert!(!same_stream(&big[..], &big[..199_999]).unwrap());
+    }
 
     #[test]
     fn writes_reads_and_removes_beneath_the_root() {

@@ -10,13 +10,13 @@
 //! timer are still loaded by the re-apply: the generators ran before this.
 //!
 //! Only file operations ([`Executor::put_files`]), and the two things nothing would do
-//! at start: the ruleset (`nft -f`) and the kernel's host name. When one of those fails,
-//! that step's files are taken out again, so that the re-apply runs the step itself and
-//! reports what failed; nothing here marks the slot good or bad.
+//! at start: the ruleset (`nft -f`) and the kernel's host name. Their steps are marked
+//! unsettled ([`Owned::unsettled`]) before their files go in and settled once loaded, so
+//! that when a load fails (or this is cut off in between) the re-apply runs the step's
+//! actions itself, even with its files in place, and reports what failed. Nothing here
+//! marks the slot good or bad.
 
-use std::path::PathBuf;
-
-use crate::apply::{load_generation, plan_sync, Act, Applier, Op, Owned, Step, StepPlan};
+use crate::apply::{load_generation, plan_sync, Applier, Owned, Step};
 use crate::logging;
 use crate::system::Action;
 
@@ -25,6 +25,9 @@ use crate::system::Action;
 pub enum Restored {
     /// No current generation: the image's defaults are right.
     Unprovisioned,
+    /// The live files were put in place this boot already (by a restore or an apply):
+    /// nothing done.
+    AlreadyInPlace,
     /// Generation `n` is back; `failed` names the steps left to the re-apply.
     Generation { n: u64, failed: Vec<String> },
 }
@@ -33,6 +36,9 @@ pub enum Restored {
 /// An error: nothing could be restored (e.g. the generation is not valid for this build);
 /// the re-apply will say the same and not mark the slot good.
 pub fn restore(applier: &Applier) -> Result<Restored, String> {
+    if applier.paths.owned_manifest().exists() {
+        return Ok(Restored::AlreadyInPlace);
+    }
     let store = applier.store();
     let Some(n) = store
         .current()
@@ -42,18 +48,10 @@ pub fn restore(applier: &Applier) -> Result<Restored, String> {
     };
     let loaded = load_generation(&store, n)?;
     let executor = applier.executor();
-    let mut owned = Owned::load(&applier.paths);
+    let mut owned = Owned::default();
     let mut failed = Vec::new();
     for plan in plan_sync(Some(&loaded.desired), &owned.files.clone(), &applier.admin) {
         let step = plan.step;
-        let message = match executor.put_files(&plan, &mut owned) {
-            Ok(m) => m,
-            Err(e) => {
-                logging::error(&format!("restore {step}: {e}"));
-                failed.push(step.name().to_owned());
-                continue;
-            }
-        };
         let tree = &loaded.desired.tree;
         let load = match step {
             Step::Firewall => tree.get("nftables/atomix.nft").map(|_| Action::NftApply {
@@ -64,42 +62,28 @@ pub fn restore(applier: &Applier) -> Result<Restored, String> {
             }),
             _ => None,
         };
-        if let Some(action) = load {
-            if let Err(e) = applier.system.run(&action) {
-                logging::error(&format!(
-                    "restore {step}: {e}; its files are left to the re-apply"
-                ));
-                take_out(applier, &plan, &mut owned);
+        let result = (|| {
+            if load.is_some() {
+                owned.unsettled.insert(step.name().to_owned());
+                owned.save(&applier.paths)?;
+            }
+            let message = executor.put_files(&plan, &mut owned)?;
+            if let Some(action) = &load {
+                applier.system.run(action).map_err(|e| e.to_string())?;
+                owned.unsettled.remove(step.name());
+                owned.save(&applier.paths)?;
+            }
+            Ok::<_, String>(message)
+        })();
+        match result {
+            Ok(message) => logging::info(&format!("restore {step}: {message}")),
+            Err(e) => {
+                logging::error(&format!("restore {step}: {e}; left to the re-apply"));
                 failed.push(step.name().to_owned());
-                continue;
             }
         }
-        logging::info(&format!("restore {step}: {message}"));
     }
     Ok(Restored::Generation { n, failed })
-}
-
-/// Takes a step's written files out again (the image's copies back where they were).
-fn take_out(applier: &Applier, plan: &StepPlan, owned: &mut Owned) {
-    let paths: Vec<PathBuf> = plan
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Write { path, .. } | Op::Symlink { path, .. } => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
-    let undo = StepPlan {
-        step: plan.step,
-        ops: paths.into_iter().map(|path| Op::Restore { path }).collect(),
-        act: Act::IfChanged,
-    };
-    if let Err(e) = applier.executor().put_files(&undo, owned) {
-        logging::error(&format!(
-            "restore {}: cannot take its files out: {e}",
-            plan.step
-        ));
-    }
 }
 
 #[cfg(test)]
@@ -111,6 +95,7 @@ mod tests {
     use atomix_config::generations::Origin;
 
     use super::*;
+    use crate::apply::Admin;
     use crate::failpoints::Failpoints;
     use crate::jobs::Tracker;
     use crate::paths::Paths;
@@ -126,8 +111,6 @@ mod tests {
             admin: Admin::from_passwd("admin:x:1001:1001::/home/admin:/bin/sh\n"),
         }
     }
-
-    use crate::apply::Admin;
 
     /// Provisions `root` with the example, then "reboots": the tmpfs `/etc` and `/run`
     /// are gone, `/data` stays.
@@ -223,17 +206,35 @@ mod tests {
                 failed: vec!["firewall".to_owned()]
             })
         );
-        assert!(!dir.path().join("etc/nftables.d/atomix.nft").exists());
+        assert!(dir.path().join("etc/nftables.d/atomix.nft").exists());
         assert_eq!(
             std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
             "edge-042\n"
         );
-        // The re-apply writes it and loads it, and fails the step if nft still fails.
+        // The re-apply loads it although the file is in place, and fails the step if
+        // nft still fails.
         let tracker = Tracker::new(a.paths.jobs());
-        let job = tracker.start(Origin::Boot, Some(1)).unwrap();
-        let outcome = a.reapply(job, 1);
+        let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
         assert_eq!(outcome.result.failed_step.as_deref(), Some("firewall"));
-        assert!(dir.path().join("etc/nftables.d/atomix.nft").exists());
+        // Once nft works, the next run loads it and the step is settled.
+        let working = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), working.clone());
+        let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert!(working.commands().iter().any(|c| c.starts_with("nft -f")));
+        assert!(Owned::load(&a.paths).unsettled.is_empty());
+    }
+
+    #[test]
+    fn a_second_restore_in_the_same_boot_does_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        provisioned_then_rebooted(dir.path());
+        let sys = Arc::new(FakeSystem::default());
+        let a = applier(dir.path(), sys.clone());
+        assert!(matches!(restore(&a), Ok(Restored::Generation { .. })));
+        sys.actions.lock().unwrap().clear();
+        assert_eq!(restore(&a), Ok(Restored::AlreadyInPlace));
+        assert!(sys.commands().is_empty());
     }
 
     #[test]

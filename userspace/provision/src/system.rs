@@ -29,8 +29,9 @@ pub enum Action {
     NftDeleteTable,
     /// `hostnamectl hostname NAME`
     Hostname { name: String },
-    /// `hostname NAME`: the kernel's host name alone, early in boot (hostnamectl needs
-    /// D-Bus and systemd-hostnamed).
+    /// The kernel's host name alone, early in boot (hostnamectl needs D-Bus and
+    /// systemd-hostnamed): [`RealSystem`] writes `/proc/sys/kernel/hostname` itself
+    /// (shown as `hostname NAME`).
     KernelHostname { name: String },
     /// `rauc status mark-good`
     RaucMarkGood,
@@ -107,6 +108,11 @@ impl System for RealSystem {
             action: action.to_string(),
             detail,
         };
+        if let Action::KernelHostname { name } = action {
+            const KERNEL_HOSTNAME: &str = "/proc/sys/kernel/hostname";
+            return std::fs::write(KERNEL_HOSTNAME, name)
+                .map_err(|e| err(format!("cannot write {KERNEL_HOSTNAME}: {e}")));
+        }
         let out = Command::new(&argv[0])
             .args(&argv[1..])
             .output()

@@ -50,6 +50,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             logging::info("restore: unprovisioned, the image's defaults stay");
             Ok(ExitCode::SUCCESS)
         }
+        Ok(Restored::AlreadyInPlace) => {
+            logging::info("restore: the live files are in place already this boot");
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(Restored::Generation { n, failed }) if failed.is_empty() => {
             logging::notice(&format!("restore: generation {n} is back in place"));
             Ok(ExitCode::SUCCESS)
