@@ -302,7 +302,12 @@ fn run(image: &Image, label: &str, n: usize) -> Vec<(&'static str, Phases)> {
     }
 
     device.poweroff(&admin);
-    let masked = boot_script_with(&mut device, " systemd.mask=first-boot.service");
+    // The mark-good deadline goes too: without the service nothing marks the slot good,
+    // and it would hold multi-user.target until its stall time (15 min) reboots.
+    let masked = boot_script_with(
+        &mut device,
+        " systemd.mask=first-boot.service systemd.mask=atomix-mark-good-deadline.service",
+    );
     device.write_boot_file("boot.scr", &masked);
     device.boot();
     let mut console = Console::new();
