@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,37 +69,10 @@ impl Image {
     }
 }
 
-/// Free TCP ports on 127.0.0.1 for QEMU's forwards, outside the kernel's ephemeral range
-/// (`net.ipv4.ip_local_port_range`): a port from `bind(":0")`, once released, may become
-/// the source port of any outgoing connection (the tests' own clients, anything else on
-/// the host) before QEMU binds it, and QEMU then fails to start with `EADDRINUSE`. The
-/// process id spreads concurrent test processes apart, the counter keeps this one's
-/// ports apart, and a port something else holds is skipped.
+/// Free TCP ports for QEMU's forwards (see the `test-ports` crate for why not one from
+/// `bind(":0")`).
 fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOWEST: u32 = 10_000;
-    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .expect("read /proc/sys/net/ipv4/ip_local_port_range");
-    let ephemeral_low: u32 = range
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("net.ipv4.ip_local_port_range holds two numbers");
-    assert!(
-        ephemeral_low > LOWEST + 1_000,
-        "net.ipv4.ip_local_port_range starts at {ephemeral_low}: no room below it for QEMU's forwards"
-    );
-    let span = ephemeral_low - LOWEST;
-    let start = std::process::id().wrapping_mul(97) % span;
-    for _ in 0..span {
-        let port = LOWEST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let port = u16::try_from(port).expect("ports below the ephemeral range fit in u16");
-        if TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free TCP port between {LOWEST} and {ephemeral_low}");
+    test_ports::free_port()
 }
 
 /// Runs a host command, panicking with its output if it fails.

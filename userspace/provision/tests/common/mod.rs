@@ -209,38 +209,8 @@ pub fn config_with_admin(key: &Key, hostname: &str) -> String {
         .replace("edge-042", hostname)
 }
 
-/// A TCP port for a service under test to bind later, outside the kernel's ephemeral
-/// range (`net.ipv4.ip_local_port_range`).
-///
-/// A port taken from `bind(":0")` and released comes from that range, and the kernel may
-/// hand it to any outgoing connection before the service binds it: the flood tests open
-/// hundreds of connections at once, and a service whose port became one of their source
-/// ports cannot listen (`EADDRINUSE`) until they close. Below the range nothing is
-/// allocated on its own; the process id spreads concurrent test processes apart, the
-/// counter keeps one process's tests apart, and a port something else holds is skipped.
+/// A TCP port for a service under test to bind later (see the `test-ports` crate for
+/// why not one from `bind(":0")`).
 pub fn service_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOWEST: u32 = 10_000;
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .expect("read /proc/sys/net/ipv4/ip_local_port_range");
-    let ephemeral_low: u32 = range
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("net.ipv4.ip_local_port_range holds two numbers");
-    assert!(
-        ephemeral_low > LOWEST + 1_000,
-        "net.ipv4.ip_local_port_range starts at {ephemeral_low}: no room below it for test services"
-    );
-    let span = ephemeral_low - LOWEST;
-    let start = std::process::id().wrapping_mul(97) % span;
-    for _ in 0..span {
-        let port = LOWEST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let port = u16::try_from(port).expect("ports below the ephemeral range fit in u16");
-        if std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free TCP port between {LOWEST} and {ephemeral_low}");
+    test_ports::free_port()
 }
