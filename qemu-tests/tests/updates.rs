@@ -212,14 +212,21 @@ fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
 fn hang_then_deadline_reboot(device: &mut Device) {
     device.wait_for_console("failpoint mark-good=hang", BOOT);
     device.wait_for_console("mark-good deadline missed: slot B is not marked good", BOOT);
+    // The hung service is killed rather than given its minute to end the apply.
+    device.wait_for_console("first-boot.service killed", Duration::from_secs(60));
     device.step("waiting for the deadline's reboot");
     assert!(
         device.wait_for_power_off(Duration::from_secs(180)),
         "the device did not reboot within 180 s of the missed deadline"
     );
+    let console = device.console();
     assert!(
-        device.console().contains("reboot: Restarting system"),
+        console.contains("reboot: Restarting system"),
         "the boot did not end in a reboot"
+    );
+    assert!(
+        !console.contains("still running at exit"),
+        "the reboot waited for the hung apply"
     );
 }
 

@@ -136,6 +136,32 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The provisioning service, whose apply stalled.
+const SERVICE: &str = "first-boot.service";
+
+/// Kills the provisioning service before the deadline's reboot. On SIGTERM it would wait
+/// up to a minute for its running apply to end, and this one made no progress for the
+/// whole stall time: the reboot would only be held up. Killed, its job is rolled back by
+/// the next start, as after a power cut.
+fn kill_stalled_service() {
+    let out = std::process::Command::new("systemctl")
+        .args(["kill", "--signal=SIGKILL", SERVICE])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            logging::notice(&format!(
+                "{SERVICE} killed: its stalled apply is rolled back by the next boot"
+            ));
+        }
+        Ok(o) => logging::warn(&format!(
+            "cannot kill {SERVICE} ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => logging::warn(&format!("cannot run systemctl to kill {SERVICE}: {e}")),
+    }
+}
+
 /// How often `wait-good` looks.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -225,6 +251,7 @@ fn wait_good(paths: &Paths, disk: Option<&Path>, args: &WaitGood) -> anyhow::Res
                     "mark-good deadline missed: slot {slot} is not marked good and the apply made no progress for {}: rebooting (the bootloader counts the try)",
                     humantime::format_duration(Duration::from_secs(idle.as_secs()))
                 ));
+                kill_stalled_service();
                 return Ok(ExitCode::FAILURE);
             }
         }
