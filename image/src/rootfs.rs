@@ -224,6 +224,16 @@ pub fn customize(tree: &Path, add: &Additions<'_>) -> Result<()> {
         "127.0.0.1\tlocalhost\n127.0.1.1\tatomixos\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     )?;
 
+    // No SSH host keys (openssh-server's installation made some): every device would
+    // share them. Each device makes its own on /data (atomix-ssh-host-key.service).
+    for entry in fs::read_dir(tree.join("etc/ssh"))? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+            fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+
     // An empty machine-id: each boot of the overlay root gets its own.
     fs::write(tree.join("etc/machine-id"), "")?;
     for dir in ["data", "boot"] {

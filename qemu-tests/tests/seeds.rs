@@ -2,6 +2,7 @@
 //! (and never again), a USB stick, an invalid `/boot/config.toml`; a reboot of a
 //! provisioned device; a wipe and reprovisioning.
 
+use std::process::Command;
 use std::time::Duration;
 
 use atomix_qemu_tests::oci::{self, HELLO_PORT};
@@ -115,9 +116,19 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
         .contains("ok"));
     assert_hello_serves(&device, &admin);
 
+    // The device's own SSH host key, made on /data by its first boot (the image has
+    // none), is the one sshd serves.
+    let host_key = device.ssh(&admin, "cat /data/ssh/ssh_host_ed25519_key.pub");
+    assert_eq!(served_host_key(&device), key_of(&host_key), "{host_key}");
+
     // Reboot: re-applied from /data, the boot seed not imported again.
     device.reboot(&admin);
     wait_provisioned(&mut device);
+    assert_eq!(
+        served_host_key(&device),
+        key_of(&host_key),
+        "the host key must survive a reboot"
+    );
     assert_eq!(device.ssh(&admin, "hostname").trim(), "qemu-boot-seed");
     assert_eq!(
         device.ssh(&admin, "ls /data/config/generations").trim(),
@@ -166,6 +177,31 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
             "the re-apply's {step} step changed something:\n{reapply}"
         );
     }
+}
+
+/// The key part (`ssh-ed25519 AAAA...`) of an OpenSSH public key line.
+fn key_of(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The ed25519 host key the device's sshd presents, read with `ssh-keyscan`.
+fn served_host_key(device: &Device) -> String {
+    let out = Command::new("ssh-keyscan")
+        .args(["-t", "ed25519", "-p"])
+        .arg(device.ssh_port.to_string())
+        .arg("127.0.0.1")
+        .output()
+        .expect("ssh-keyscan");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains("ssh-ed25519"))
+        .unwrap_or_else(|| panic!("ssh-keyscan found no ed25519 key: {text}"));
+    // "[127.0.0.1]:PORT ssh-ed25519 AAAA..."
+    key_of(line.split_once(' ').map_or("", |(_, key)| key))
 }
 
 #[test]
