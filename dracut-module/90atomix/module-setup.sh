@@ -40,7 +40,14 @@ install() {
     inst_simple "$moddir/atomix-modules.conf" /etc/modules-load.d/atomix.conf
     inst_simple "$moddir/atomix-watchdog.conf" /usr/lib/systemd/system.conf.d/10-atomix-watchdog.conf
     inst_simple "$moddir/initrd-deadline.conf" "$systemdsystemunitdir/initrd.target.d/atomix-deadline.conf"
-    inst_hook cmdline 90 "$moddir/parse-atomix-root.sh"
+    # dracut's shell hooks have nothing to do here: the root is not named by root= (its
+    # cmdline hook would stop the boot for want of one) and nothing runs before the
+    # pivot. Each was a bash reading dracut-lib.sh, seconds under emulation.
+    local unit
+    mkdir -p "$initdir/etc/systemd/system"
+    for unit in dracut-cmdline.service dracut-pre-pivot.service; do
+        ln -sf /dev/null "$initdir/etc/systemd/system/$unit"
+    done
 
     # sysroot.mount as atomix-initrd defines it.
     /usr/lib/atomix/atomix-initrd sysroot-unit > "$initdir$systemdsystemunitdir/sysroot.mount"
