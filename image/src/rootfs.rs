@@ -187,7 +187,10 @@ pub fn customize(tree: &Path, add: &Additions<'_>) -> Result<()> {
     ));
     fs::write(&os_release, text)?;
 
-    // The admin user: rootless containers (subordinate ids, lingering), SSH keys only.
+    // The admin user: rootless containers (subordinate ids), SSH keys only. Not lingering
+    // in the image: the apply enables it when the config has rootless containers, so a
+    // device without them starts no user manager (its generators and units cost seconds
+    // of every boot under emulation).
     let in_tree =
         |args: &[&str]| -> Result<()> { run(Command::new("chroot").arg(tree).args(args)) };
     if !fs::read_to_string(tree.join("etc/passwd"))?.contains("\nadmin:") {
@@ -206,8 +209,6 @@ pub fn customize(tree: &Path, add: &Additions<'_>) -> Result<()> {
     let subids = "admin:100000:65536\n";
     fs::write(tree.join("etc/subuid"), subids)?;
     fs::write(tree.join("etc/subgid"), subids)?;
-    fs::create_dir_all(tree.join("var/lib/systemd/linger"))?;
-    fs::write(tree.join("var/lib/systemd/linger/admin"), "")?;
     {
         use std::os::unix::fs::PermissionsExt;
         let sudoers = tree.join("etc/sudoers.d/atomix-admin");

@@ -304,7 +304,6 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/usr/lib/systemd/system-generators/atomix-boot-mount",
         "squashfs-root/data",
         "squashfs-root/boot",
-        "squashfs-root/var/lib/systemd/linger/admin",
         "squashfs-root/usr/lib/systemd/system.conf.d/10-atomix-watchdog.conf",
         "squashfs-root/etc/systemd/system/multi-user.target.wants/atomix-mark-good-deadline.service",
         // /etc and /var as new as /usr: no ldconfig, hwdb or catalog update every boot.
@@ -331,6 +330,13 @@ fn squashfs_root_holds_the_atomix_parts() {
             .lines()
             .any(|l| l.starts_with("squashfs-root/boot/vmlinuz")),
         "the kernel belongs to the boot partition"
+    );
+    // No user manager at every boot: the apply enables lingering for rootless containers.
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.starts_with("squashfs-root/var/lib/systemd/linger/")),
+        "the admin user lingers in the image"
     );
     // No SSH host key that every device would share: each makes its own on /data.
     let host_keys: Vec<&str> = listing
