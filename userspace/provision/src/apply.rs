@@ -363,6 +363,10 @@ pub fn plan_sync(
             units.push(Op::Run(Action::EnableLinger {
                 user: admin.name.clone(),
             }));
+            // logind only queues the user manager's start: wait for it before talking
+            // to it (the image does not linger, so at boot it is not running yet).
+            let manager = format!("user@{}.service", admin.uid);
+            units.push(Op::Run(Action::systemctl(&["start", &manager])));
         }
         for u in old_rootless.difference(&new_rootless) {
             units.push(user(&["stop", u]));
@@ -1241,6 +1245,7 @@ mod tests {
                 "systemctl daemon-reload",
                 "systemctl restart web.service",
                 "loginctl enable-linger admin",
+                "systemctl start user@1001.service",
                 "systemctl --user -M admin@ daemon-reload",
                 "systemctl --user -M admin@ restart metrics.service",
             ]
@@ -1610,6 +1615,7 @@ mod tests {
                 "systemctl daemon-reload",
                 "systemctl restart web.service",
                 "loginctl enable-linger admin",
+                "systemctl start user@1001.service",
                 "systemctl --user -M admin@ daemon-reload",
                 "systemctl --user -M admin@ restart metrics.service",
                 // Checks instead of restarts: that they are running.
