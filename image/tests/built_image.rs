@@ -321,6 +321,7 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/etc/systemd/system-generators/systemd-gpt-auto-generator",
         "squashfs-root/etc/systemd/system-generators/systemd-sysv-generator",
         "squashfs-root/etc/systemd/system/modprobe@drm.service",
+        "squashfs-root/etc/systemd/system/systemd-network-generator.service",
         "squashfs-root/etc/systemd/system/dracut-shutdown.service",
     ] {
         assert!(listing.lines().any(|l| l == path), "{path} missing");
@@ -361,7 +362,6 @@ fn squashfs_root_holds_the_atomix_parts() {
         "cni-dhcp.socket",
         "podman-clean-transient.service",
         "sshd-keygen.service",
-        "systemd-network-generator.service",
         "systemd-udev-load-credentials.service",
         "systemd-pcrlock-make-policy.service",
         "systemd-sysext.socket",
