@@ -118,7 +118,7 @@ fn boot_seed_provisions_the_first_boot_and_a_reboot_reapplies_it() {
 
     // The device's own SSH host key, made on /data by its first boot (the image has
     // none), is the one sshd serves.
-    let host_key = device.ssh(&admin, "cat /data/ssh/ssh_host_ed25519_key.pub");
+    let host_key = device.ssh(&admin, "sudo cat /data/ssh/ssh_host_ed25519_key.pub");
     assert_eq!(served_host_key(&device), key_of(&host_key), "{host_key}");
 
     // Reboot: re-applied from /data, the boot seed not imported again.
