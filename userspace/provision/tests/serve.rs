@@ -569,13 +569,18 @@ fn a_reboot_restores_the_files_first_and_the_reapply_restarts_nothing() {
             "the re-apply touched a service whose files were in place: {line}"
         );
     }
-    // It only checks that the services which read them are running.
+    // It only checks that the services which read them are running, after making sure
+    // the admin's user manager runs for the rootless app (the image does not linger, so
+    // at boot nothing has started it yet).
     let checks: Vec<String> = reapply
         .iter()
         .filter(|a| a["args"][0] == "start")
         .map(|a| a["args"][1].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(checks, ["dnsmasq.service", "chrony.service"]);
+    assert_eq!(
+        checks,
+        ["user@1000.service", "dnsmasq.service", "chrony.service"]
+    );
     assert_eq!(reapply.last().unwrap()["action"], "rauc-mark-good");
     stop(s);
 
