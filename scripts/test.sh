@@ -56,4 +56,5 @@ step "the built image, without booting"
 cargo test -p atomix-image --locked --test built_image
 
 step "boot tests: the built image in qemu-system-aarch64, one device at a time"
-cargo test -p atomix-qemu-tests --locked -- --test-threads=1
+# --nocapture: each test prints its harness steps with their times, also when it passes.
+cargo test -p atomix-qemu-tests --locked -- --test-threads=1 --nocapture
