@@ -14,11 +14,11 @@ use flate2::read::GzDecoder;
 /// Size and count limits for bundles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest `config.toml`, in bytes. A real config is a few KiB (the annotated
-    /// example is under 8 KiB); the limit bounds what validating a hostile one costs
-    /// (`benches/worst_inputs.rs`: its parse tree is the largest part).
+    /// Largest `config.toml`, in bytes (default: the API's
+    /// [`atomix_api::limits::CONFIG_TEXT_BYTES`], which says why).
     pub config_bytes: u64,
-    /// Largest uncompressed bundle (the whole tar stream), in bytes.
+    /// Largest uncompressed bundle (the whole tar stream), in bytes (default: the API's
+    /// [`atomix_api::limits::CONFIG_BUNDLE_BYTES`]).
     pub bundle_bytes: u64,
     /// Most tar entries (files and directories).
     pub entries: usize,
@@ -27,8 +27,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            config_bytes: 256 << 10,
-            bundle_bytes: 16 << 20,
+            config_bytes: atomix_api::limits::CONFIG_TEXT_BYTES,
+            bundle_bytes: atomix_api::limits::CONFIG_BUNDLE_BYTES,
             entries: 1024,
         }
     }

@@ -25,14 +25,8 @@ use crate::render::{write_synced, RenderedTree};
 /// How many generations are kept.
 pub const KEEP: usize = 3;
 
-/// Where a config came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Origin {
-    Boot,
-    Usb,
-    Api,
-}
+/// Where a config came from: the origin the API reports for a job is the one recorded.
+pub use atomix_api::Origin;
 
 /// `generations/N/source.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
