@@ -9,7 +9,8 @@
 //! | `POST /api/update[?reboot=true]` | a RAUC bundle, streamed to disk: 202 + `Location`; 400, 401, 408, 409, 413, 415, 507 |
 //! | `GET /api/jobs/{id}` | 200 the job / 404 |
 //!
-//! Every error is `{"error": "..."}` saying what to fix (422 carries the problems).
+//! Every error is `{"error": "..."}` saying what to fix (422 carries the problems). The
+//! routes, headers, limits and bodies are the API's contract, [`atomix_api`].
 //!
 //! Mutating requests are authenticated from their headers alone (`X-Atomix-Nonce`,
 //! `X-Atomix-Content-SHA256`, `X-Atomix-Signature`) before any body byte is read; the
@@ -20,6 +21,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atomix_api::headers::{
+    CONTENT_SHA256 as DIGEST_HEADER, NONCE as NONCE_HEADER, SIGNATURE as SIGNATURE_HEADER,
+};
+use atomix_api::limits::{CONFIG_BUNDLE_BYTES, CONFIG_TEXT_BYTES, NONCE_TTL, UPDATE_BUNDLE_BYTES};
+use atomix_api::{media_types, routes, Accepted, ErrorBody, Health, Invalid, Nonce, Validated};
 use atomix_config::generations::Origin;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -28,8 +34,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Limited};
-use serde::Serialize;
-use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use crate::apply::chain;
@@ -37,20 +41,8 @@ use crate::auth::{self, Signature};
 use crate::input::{self, Kind, Problem, Rejected};
 use crate::jobs::Job;
 use crate::listen::{Peer, PeerKey};
-use crate::service::{ImportError, Service};
-use crate::update::{self, Bundle, Upload, UploadError, BUNDLE_LIMIT};
-
-/// Largest request body: the bundle limit of the config crate (16 MiB).
-pub const BODY_LIMIT: usize = 16 << 20;
-
-/// The content type of `POST /api/update`'s body.
-pub const BUNDLE_TYPE: &str = "application/octet-stream";
-
-pub const NONCE_HEADER: &str = "x-atomix-nonce";
-pub const SIGNATURE_HEADER: &str = "x-atomix-signature";
-/// The body's SHA-256 (hex), signed with the nonce: a request is authenticated from its
-/// headers before any of its body is read.
-pub const DIGEST_HEADER: &str = "x-atomix-content-sha256";
+use crate::service::Service;
+use crate::update::{self, Bundle, Upload, UploadError};
 
 /// Everything a handler can answer besides success. Messages are for the client: what
 /// to fix, never internals (those go to the journal).
@@ -82,45 +74,54 @@ pub enum AppError {
     Internal,
 }
 
+impl AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::Busy { .. } | AppError::UploadBusy => StatusCode::CONFLICT,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
+            AppError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let msg = self.to_string();
-        match self {
-            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, Json(json!({"error": msg}))),
-            AppError::NotFound => (StatusCode::NOT_FOUND, Json(json!({"error": msg}))),
+        let status = self.status();
+        let error = self.to_string();
+        let mut response = match self {
             AppError::Busy { job } => (
-                StatusCode::CONFLICT,
-                Json(json!({"error": msg, "job": format!("/api/jobs/{job}")})),
-            ),
-            AppError::UploadBusy => (StatusCode::CONFLICT, Json(json!({"error": msg}))),
-            AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": msg}))),
-            AppError::NoSpace(_) => (
-                StatusCode::INSUFFICIENT_STORAGE,
-                Json(json!({"error": msg})),
-            ),
-            AppError::UnsupportedType { .. } => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Json(json!({"error": msg})),
-            ),
+                status,
+                Json(ErrorBody {
+                    error,
+                    job: Some(routes::job(&job)),
+                }),
+            )
+                .into_response(),
             AppError::Invalid(errors) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"valid": false, "error": msg, "errors": errors})),
-            ),
-            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))),
-            AppError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, Json(json!({"error": msg}))),
-            AppError::Unavailable(_) => {
-                let mut r =
-                    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": msg}))).into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-                return r;
-            }
-            AppError::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({"error": msg})),
-            ),
+                status,
+                Json(Invalid {
+                    error,
+                    errors,
+                    valid: false,
+                }),
+            )
+                .into_response(),
+            _ => (status, Json(ErrorBody { error, job: None })).into_response(),
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
-        .into_response()
+        response
     }
 }
 
@@ -136,28 +137,15 @@ impl From<Rejected> for AppError {
 /// The router over shared service state.
 pub fn app(svc: Arc<Service>) -> Router {
     Router::new()
-        .route("/api/health", get(health))
-        .route("/api/nonce", get(nonce))
-        .route("/api/validate", post(validate))
-        .route("/api/config", post(config))
-        .route("/api/update", post(update))
-        .route("/api/jobs/{id}", get(job))
+        .route(routes::HEALTH, get(health))
+        .route(routes::NONCE, get(nonce))
+        .route(routes::VALIDATE, post(validate))
+        .route(routes::CONFIG, post(config))
+        .route(routes::UPDATE, post(update))
+        .route(&format!("{}{{id}}", routes::JOBS), get(job))
         .merge(crate::console::routes())
         .fallback(|| async { AppError::NotFound })
         .with_state(svc)
-}
-
-#[derive(Debug, Serialize)]
-#[serde(deny_unknown_fields)]
-struct Health {
-    status: &'static str,
-    provisioned: bool,
-    build_id: Option<String>,
-    slot: Option<String>,
-    generation: Option<u64>,
-    last_import_error: Option<ImportError>,
-    listening: Vec<String>,
-    job: Option<String>,
 }
 
 async fn health(State(svc): State<Arc<Service>>) -> Json<Health> {
@@ -167,29 +155,26 @@ async fn health(State(svc): State<Arc<Service>>) -> Json<Health> {
         (s.last_import_error.clone(), s.listening.clone())
     };
     Json(Health {
-        status: "ok",
+        status: "ok".into(),
         provisioned: generation.is_some(),
         build_id: svc.boot.as_ref().and_then(|b| b.build_id.clone()),
         slot: svc.boot.as_ref().map(|b| b.slot.to_string()),
         generation,
         last_import_error,
         listening,
-        job: svc.tracker.running().map(|id| format!("/api/jobs/{id}")),
+        job: svc.tracker.running().map(|id| routes::job(&id)),
     })
 }
 
-async fn nonce(
-    State(svc): State<Arc<Service>>,
-    request: axum::extract::Request,
-) -> Json<serde_json::Value> {
+async fn nonce(State(svc): State<Arc<Service>>, request: axum::extract::Request) -> Json<Nonce> {
     let owner = request
         .extensions()
         .get::<Peer>()
         .map(|p| PeerKey::of(p.0.ip()));
-    Json(json!({
-        "nonce": svc.issue_nonce(owner),
-        "expires_in": auth::NONCE_TTL.as_secs(),
-    }))
+    Json(Nonce {
+        expires_in: NONCE_TTL.as_secs(),
+        nonce: svc.issue_nonce(owner),
+    })
 }
 
 /// `/api/validate` checks at once; more wait (up to [`VALIDATION_WAITERS`], for at most
@@ -214,12 +199,12 @@ pub const BODY_GRACE: Duration = Duration::from_secs(10);
 pub const DISCARD_BYTES: u64 = 1 << 20;
 pub const DISCARD_TIME: Duration = Duration::from_secs(2);
 
-/// The body-size limit for a request's declared type: config text 1 MiB, anything else
-/// the bundle limit.
+/// The body-size limit for a request's declared type: config text or, for anything else,
+/// a config bundle.
 fn size_limit(kind: Option<Kind>) -> u64 {
     match kind {
-        Some(Kind::Config) => atomix_config::bundle::Limits::default().config_bytes,
-        _ => BODY_LIMIT as u64,
+        Some(Kind::Config) => CONFIG_TEXT_BYTES,
+        _ => CONFIG_BUNDLE_BYTES,
     }
 }
 
@@ -326,7 +311,7 @@ async fn read_body(
         hasher.update(&chunk);
         buf.extend_from_slice(&chunk);
     }
-    Ok((Bytes::from(buf), auth::hex(&hasher.finalize())))
+    Ok((Bytes::from(buf), atomix_api::hex(&hasher.finalize())))
 }
 
 /// `POST /api/validate` (unauthenticated): 413 (declared size), 415, then a place among
@@ -337,7 +322,7 @@ async fn validate(
     State(svc): State<Arc<Service>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<Validated>, AppError> {
     let ct = content_type(&headers);
     let kind = Kind::from_content_type(ct);
     check_declared(&headers, size_limit(kind), "the body")?;
@@ -379,7 +364,10 @@ async fn validate(
             ))
         })?
         .map_err(|_| AppError::Internal)??;
-    Ok(Json(json!({"valid": true, "warnings": accepted.warnings})))
+    Ok(Json(Validated {
+        valid: true,
+        warnings: accepted.warnings,
+    }))
 }
 
 /// A request whose headers authenticated: its nonce is reserved (given back when this
@@ -448,7 +436,9 @@ pub fn parse_signed_headers(headers: &HeaderMap) -> Result<SignedHeaders<'_>, Ap
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
                 AppError::Unauthorized(format!(
-                    "missing {name} header: fetch a nonce from /api/nonce, send the body's SHA-256 in {DIGEST_HEADER} and sign both with ssh-keygen -Y sign -n atomix-provision"
+                    "missing {name} header: fetch a nonce from {}, send the body's SHA-256 in {DIGEST_HEADER} and sign both with ssh-keygen -Y sign -n {}",
+                    routes::NONCE,
+                    atomix_api::NAMESPACE
                 ))
             })
     };
@@ -476,7 +466,7 @@ fn authenticate(svc: &Arc<Service>, headers: &HeaderMap) -> Result<Authorized, A
     let signature = Signature::by_trusted_key(&svc.trusted_keys(), signed.signature)
         .map_err(|e| unauthorized(&e))?;
     let signer = signature
-        .verify(&auth::signed_message_for_digest(
+        .verify(&atomix_api::signed_message_for_digest(
             signed.nonce,
             &signed.digest,
         ))
@@ -574,12 +564,17 @@ async fn config(
 
 /// `202 Accepted` with the job's URL in `Location` and the body.
 fn accepted_job(id: &str) -> Result<Response, AppError> {
-    let url = format!("/api/jobs/{id}");
-    let mut response = (StatusCode::ACCEPTED, Json(json!({"id": id, "job": url}))).into_response();
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&url).map_err(|_| AppError::Internal)?,
-    );
+    let url = routes::job(id);
+    let location = HeaderValue::from_str(&url).map_err(|_| AppError::Internal)?;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            id: id.into(),
+            job: url,
+        }),
+    )
+        .into_response();
+    response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
 }
 
@@ -599,13 +594,13 @@ async fn update(
     let early = update::parse_query(uri.query())
         .map_err(AppError::BadRequest)
         .and_then(|reboot| {
-            check_declared(&headers, BUNDLE_LIMIT, "the bundle")?;
+            check_declared(&headers, UPDATE_BUNDLE_BYTES, "the bundle")?;
             let auth = authenticate(&svc, &headers)?;
             let ct = content_type(&headers);
             if !ct
                 .split(';')
                 .next()
-                .is_some_and(|e| e.trim().eq_ignore_ascii_case(BUNDLE_TYPE))
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case(media_types::UPDATE_BUNDLE))
             {
                 return Err(AppError::UnsupportedType {
                     got: ct.into(),
@@ -654,7 +649,7 @@ enum Chunk {
 /// bodies. Writing, hashing and syncing (a few hundred MiB to an SD card) run on a
 /// blocking thread, so the API stays responsive.
 async fn receive(dir: std::path::PathBuf, mut body: Body) -> Result<Bundle, AppError> {
-    let upload = Upload::create(&dir, BUNDLE_LIMIT).map_err(upload_error)?;
+    let upload = Upload::create(&dir, UPDATE_BUNDLE_BYTES).map_err(upload_error)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(16);
     let writer = tokio::task::spawn_blocking(move || {
         let mut upload = upload;

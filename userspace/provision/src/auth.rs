@@ -1,28 +1,17 @@
 //! Request authentication: single-use nonces and SSH signatures (SSHSIG).
 //!
-//! The signed message is exactly the bytes
-//!
-//! ```text
-//! atomix-provision\n<nonce>\n<lowercase hex SHA-256 of the request body>\n
-//! ```
-//!
-//! signed with namespace `atomix-provision` (`ssh-keygen -Y sign -n atomix-provision -f
-//! KEY < message`). The request carries `X-Atomix-Nonce: <nonce>`,
-//! `X-Atomix-Content-SHA256: <the same hex SHA-256>` and
-//! `X-Atomix-Signature: <base64 of the armored signature>`, so that it is authenticated
-//! from its headers before its body is read.
+//! What a client signs, with which namespace, and the headers it sends are the API's
+//! contract ([`atomix_api::signing`], [`atomix_api::headers`]): the request is
+//! authenticated from its headers before its body is read.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use sha2::{Digest, Sha256};
+use atomix_api::limits::NONCE_TTL;
+use atomix_api::signing::NAMESPACE;
 pub use ssh_key::PublicKey;
 use ssh_key::{HashAlg, SshSig};
 
-/// The SSHSIG namespace, also the first line of the signed message.
-pub const NAMESPACE: &str = "atomix-provision";
-/// How long a nonce stays valid.
-pub const NONCE_TTL: Duration = Duration::from_secs(120);
 /// How many nonces may be outstanding in all. Past it, the oldest unreserved nonce of
 /// the peer holding the most is dropped; a peer holding fewer than
 /// [`NONCES_PER_PEER`] loses one only when more than [`MAX_NONCES`] / [`NONCES_PER_PEER`]
@@ -154,28 +143,12 @@ impl NonceStore {
     }
 }
 
-/// The bytes a client signs.
-pub fn signed_message(nonce: &str, body: &[u8]) -> Vec<u8> {
-    signed_message_for_digest(nonce, &hex(&Sha256::digest(body)))
-}
-
-/// The bytes a client signs, for a body whose SHA-256 (lowercase hex) is known: a body
-/// too large to hold is hashed while it is stored.
-pub fn signed_message_for_digest(nonce: &str, sha256_hex: &str) -> Vec<u8> {
-    format!("{NAMESPACE}\n{nonce}\n{sha256_hex}\n").into_bytes()
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Why a signature was not accepted. The messages tell the client what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     #[error("X-Atomix-Signature is not base64 of an armored SSH signature")]
     Malformed,
-    #[error("the signature's namespace is {0:?}: sign with -n atomix-provision")]
+    #[error("the signature's namespace is {0:?}: sign with -n {ns}", ns = NAMESPACE)]
     Namespace(String),
     #[error("the signing key is not trusted by this device")]
     UnknownKey,
@@ -267,6 +240,8 @@ impl Signature {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -329,22 +304,6 @@ mod tests {
         assert_eq!(s.reserve(&operator, t0), Ok(()));
         s.spend(&operator);
         assert_eq!(s.reserve(&operator, t0), Err(NonceError::Unknown));
-    }
-
-    #[test]
-    fn message_format_is_exact() {
-        let m = signed_message("ab", b"");
-        assert_eq!(
-            m,
-            b"atomix-provision\nab\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
-        );
-        assert_eq!(
-            signed_message_for_digest(
-                "ab",
-                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            ),
-            m
-        );
     }
 
     #[test]

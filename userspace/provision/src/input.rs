@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use atomix_api::media_types;
 use atomix_config::bundle::{self, BundleError, Limits};
 use atomix_config::{Config, Diagnostic};
-use serde::Serialize;
+
+pub use atomix_api::Problem;
 
 /// What the bytes are, from the request's content type (or a seed's file name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,40 +25,20 @@ impl Kind {
     pub fn from_content_type(value: &str) -> Option<Kind> {
         let essence = value.split(';').next().unwrap_or("").trim();
         match essence.to_ascii_lowercase().as_str() {
-            "application/toml" | "text/plain" => Some(Kind::Config),
-            "application/x-tar" | "application/gzip" | "application/x-gzip" => Some(Kind::Bundle),
+            media_types::CONFIG | "text/plain" => Some(Kind::Config),
+            media_types::TAR | media_types::GZIP | "application/x-gzip" => Some(Kind::Bundle),
             _ => None,
         }
     }
 }
 
-/// One problem, as the API reports it. Bundle refusals have no line or column.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Problem {
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub path: String,
-    pub message: String,
-}
-
-impl From<&Diagnostic> for Problem {
-    fn from(d: &Diagnostic) -> Self {
-        Problem {
-            line: Some(d.line),
-            column: Some(d.column),
-            path: d.path.clone(),
-            message: d.message.clone(),
-        }
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "config.toml:{l}:{c}: {}: {}", self.path, self.message),
-            _ => write!(f, "{}: {}", self.path, self.message),
-        }
+/// A checker's diagnostic as the API reports it.
+fn problem(d: &Diagnostic) -> Problem {
+    Problem {
+        line: Some(d.line),
+        column: Some(d.column),
+        path: d.path.clone(),
+        message: d.message.clone(),
     }
 }
 
@@ -140,7 +122,7 @@ pub fn check(bytes: &[u8], kind: Kind) -> Result<Accepted, Rejected> {
 pub fn check_text(text: String, apps: BTreeMap<String, Vec<u8>>) -> Result<Accepted, Rejected> {
     let names = apps.keys().map(String::as_str).collect();
     let checked = atomix_config::check_bundle("config.toml", &text, &names);
-    let warnings = checked.warnings().map(Problem::from).collect();
+    let warnings = checked.warnings().map(problem).collect();
     match checked.config {
         Some(config) if checked.is_valid() => Ok(Accepted {
             text,
@@ -148,9 +130,7 @@ pub fn check_text(text: String, apps: BTreeMap<String, Vec<u8>>) -> Result<Accep
             apps,
             warnings,
         }),
-        _ => Err(Rejected::Invalid(
-            checked.errors().map(Problem::from).collect(),
-        )),
+        _ => Err(Rejected::Invalid(checked.errors().map(problem).collect())),
     }
 }
 

@@ -10,95 +10,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use atomix_config::generations::Origin;
-use serde::{Deserialize, Serialize};
+
+/// The job types are the API's: what is persisted is what `GET /api/jobs/{id}` answers.
+pub use atomix_api::{Event, Job, JobKind, JobResult, JobState, Level, Rollback, RollbackState};
 
 /// How many finished jobs are kept in memory (older ones are read from disk).
 const IN_MEMORY: usize = 32;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Level {
-    Info,
-    Warning,
-    Error,
-}
-
-/// What a job does. Jobs written before kinds existed are config jobs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobKind {
-    /// Applies a config (`POST /api/config`, a seed, the boot re-apply).
-    #[default]
-    Config,
-    /// Installs a RAUC bundle pushed with `POST /api/update`.
-    Update,
-}
-
-/// One step's progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Event {
-    pub time: String,
-    pub step: String,
-    pub level: Level,
-    pub message: String,
-}
-
-/// The outcome of a finished job.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobResult {
-    /// The generation now current (on success: the new one).
-    pub generation: Option<u64>,
-    /// The step that failed.
-    pub failed_step: Option<String>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RollbackState {
-    None,
-    Completed,
-    Failed,
-}
-
-/// Whether (and to what) a failed job rolled back. `generation` null with `completed`
-/// means back to the unprovisioned defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rollback {
-    pub state: RollbackState,
-    pub generation: Option<u64>,
-}
-
-/// `/data/config/jobs/<id>.json`, and the body of `GET /api/jobs/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Job {
-    pub id: String,
-    #[serde(default)]
-    pub kind: JobKind,
-    pub state: JobState,
-    pub origin: Origin,
-    pub created: String,
-    pub events: Vec<Event>,
-    pub result: Option<JobResult>,
-    pub rollback: Rollback,
-    /// `current` when the job started, the rollback target.
-    pub previous_generation: Option<u64>,
-    /// The generation this job wrote, once persisted.
-    pub staged_generation: Option<u64>,
-}
 
 /// A second job while one runs.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -475,17 +392,6 @@ mod tests {
         assert_eq!(t.running(), None);
         let config = t.start(Origin::Api, Some(2)).unwrap();
         assert_eq!(t.get(&config.id).unwrap().kind, JobKind::Config);
-    }
-
-    #[test]
-    fn job_files_from_before_kinds_read_as_config_jobs() {
-        let old = r#"{"id":"0123456789abcdef","state":"succeeded","origin":"api","created":"t",
-            "events":[],"result":null,"rollback":{"state":"none","generation":null},
-            "previous_generation":null,"staged_generation":null}"#;
-        let job: Job = serde_json::from_str(old).unwrap();
-        assert_eq!(job.kind, JobKind::Config);
-        let json = serde_json::to_value(&job).unwrap();
-        assert_eq!(json["kind"], "config");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub const SEED_NAMES: [(&str, Kind); 3] = [
 ];
 
 /// Largest seed file read (the bundle limit; the checker applies the exact ones).
-const MAX_SEED: u64 = 16 << 20;
+const MAX_SEED: u64 = atomix_api::limits::CONFIG_BUNDLE_BYTES;
 
 /// A seed's bytes and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

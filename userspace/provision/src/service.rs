@@ -8,31 +8,20 @@ use std::time::Instant;
 
 use atomix_config::generations::{Origin, Store};
 use boot_state::BootRecord;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::apply::{Applier, Outcome};
 use crate::auth::{NonceStore, PublicKey};
-use crate::input::{Accepted, Problem};
+use crate::input::Accepted;
 use crate::jobs::{Busy, JobHandle, JobKind, Tracker};
 use crate::paths::Paths;
 use crate::update::{self, UploadSlot};
 
 /// The console and API port.
-pub const PORT: u16 = 8080;
+pub use atomix_api::routes::PORT;
 
 /// A seed that was refused or failed to apply, as health reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImportError {
-    pub origin: Origin,
-    /// Where the seed was found.
-    pub location: String,
-    pub time: String,
-    pub errors: Vec<Problem>,
-    /// The apply job, when the seed was valid but its apply failed.
-    pub job: Option<String>,
-}
+pub use atomix_api::ImportError;
 
 /// What health reports besides the basics.
 #[derive(Debug, Default)]

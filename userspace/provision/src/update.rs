@@ -23,9 +23,6 @@ use crate::failpoints::Failpoints;
 use crate::jobs::{JobHandle, JobResult, Level, Rollback, RollbackState};
 use crate::system::{Action, System};
 
-/// The largest bundle taken (the image is a few hundred MiB).
-pub const BUNDLE_LIMIT: u64 = 2 << 30;
-
 /// How long after a successful update job is recorded the reboot is requested.
 pub const REBOOT_DELAY: Duration = Duration::from_secs(3);
 
@@ -53,7 +50,7 @@ pub enum UploadError {
 fn random_token() -> String {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).expect("the kernel's random source works");
-    crate::auth::hex(&b)
+    atomix_api::hex(&b)
 }
 
 /// A bundle being received: `.<token>.raucb.tmp` in the uploads directory, removed
@@ -127,7 +124,7 @@ impl Upload {
         self.done = true;
         let bundle = Bundle {
             path,
-            sha256: crate::auth::hex(&self.hasher.clone().finalize()),
+            sha256: atomix_api::hex(&self.hasher.clone().finalize()),
             size: self.size,
             removed: false,
         };

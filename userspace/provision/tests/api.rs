@@ -661,7 +661,7 @@ async fn a_signed_bundle_is_installed_by_a_job_and_removed() {
     assert_eq!(steps, ["receive", "install", "install", "cleanup"]);
     let sha = {
         use sha2::Digest as _;
-        atomix_provision::auth::hex(&sha2::Sha256::digest(&bundle))
+        atomix_api::hex(&sha2::Sha256::digest(&bundle))
     };
     let received = job["events"][0]["message"].as_str().unwrap();
     assert!(

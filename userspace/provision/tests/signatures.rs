@@ -18,7 +18,7 @@ fn ed25519_ecdsa_and_rsa_signatures_verify() {
         let trusted = auth::parse_keys(&key.public, "test");
         let body = b"schema = 1\n";
         let sig = signature_header(&key, "00ff", body);
-        let fp = auth::verify(&trusted, &auth::signed_message("00ff", body), &sig)
+        let fp = auth::verify(&trusted, &atomix_api::signed_message("00ff", body), &sig)
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert!(fp.starts_with("SHA256:"), "{fp}");
         let out = std::process::Command::new("ssh-keygen")
@@ -40,7 +40,7 @@ fn wrong_key_namespace_and_tampering_are_refused() {
     let other = keygen(dir.path(), "other", "ed25519");
     let trusted = auth::parse_keys(&key.public, "test");
     let body = b"schema = 1\n";
-    let message = auth::signed_message("abcd", body);
+    let message = atomix_api::signed_message("abcd", body);
 
     let by_other = signature_header(&other, "abcd", body);
     assert_eq!(
@@ -55,12 +55,12 @@ fn wrong_key_namespace_and_tampering_are_refused() {
     );
 
     let good = signature_header(&key, "abcd", body);
-    let tampered = auth::signed_message("abcd", b"schema = 2\n");
+    let tampered = atomix_api::signed_message("abcd", b"schema = 2\n");
     assert_eq!(
         auth::verify(&trusted, &tampered, &good),
         Err(SignatureError::Mismatch)
     );
-    let other_nonce = auth::signed_message("abce", body);
+    let other_nonce = atomix_api::signed_message("abce", body);
     assert_eq!(
         auth::verify(&trusted, &other_nonce, &good),
         Err(SignatureError::Mismatch)

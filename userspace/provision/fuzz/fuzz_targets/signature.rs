@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let b64 = base64::engine::general_purpose::STANDARD;
-    let message = auth::signed_message_for_digest("00ff", MESSAGE_DIGEST);
+    let message = atomix_api::signed_message_for_digest("00ff", MESSAGE_DIGEST);
     match mode % 4 {
         0 => {
             let mut headers = HeaderMap::new();

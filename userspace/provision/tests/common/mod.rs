@@ -57,14 +57,14 @@ pub fn sign_raw(key: &Key, namespace: &str, message: &[u8]) -> String {
 
 /// The X-Atomix-Signature value for a nonce and body, exactly as a client makes it.
 pub fn signature_header(key: &Key, nonce: &str, body: &[u8]) -> String {
-    let message = atomix_provision::auth::signed_message(nonce, body);
+    let message = atomix_api::signed_message(nonce, body);
     base64::engine::general_purpose::STANDARD.encode(sign_raw(key, "atomix-provision", &message))
 }
 
 /// Lowercase hex SHA-256: the X-Atomix-Content-SHA256 value for a body.
 pub fn sha256_hex(body: &[u8]) -> String {
     use sha2::Digest as _;
-    atomix_provision::auth::hex(&sha2::Sha256::digest(body))
+    atomix_api::hex(&sha2::Sha256::digest(body))
 }
 
 /// A response read off a real socket.
