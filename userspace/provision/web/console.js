@@ -1,9 +1,13 @@
-// AtomixOS bootstrap web console. Talks only to this device's API (same origin):
-// GET /api/health, POST /api/validate, GET /api/nonce, POST /api/config, GET /api/jobs/ID.
-// No external resources; every state is shown in words, not only in colour.
+// AtomixOS bootstrap web console. Talks only to this device's API (same origin): health,
+// validate, nonce, config and the job it started. No external resources; every state is
+// shown in words, not only in colour.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// The API's contract (atomix-api's `Contract`), put into the page by the device: routes,
+// header names, the signing namespace, body types and limits are read from here, never
+// repeated in this file.
+const C = JSON.parse($("contract").textContent);
 const STATUS_EVERY_MS = 3000;
 const JOB_EVERY_MS = 400;
 // After a successful apply the device moves its listener to the LAN address; the
@@ -50,12 +54,12 @@ function show(target, ...nodes) {
 // ---------- reading the file ----------
 
 function kindOf(bytes) {
-  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) return "application/gzip";
+  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) return C.media_types.gzip;
   if (bytes.length >= 263) {
     const magic = String.fromCharCode(...bytes.subarray(257, 262));
-    if (magic === "ustar") return "application/x-tar";
+    if (magic === "ustar") return C.media_types.tar;
   }
-  return "application/toml";
+  return C.media_types.config;
 }
 
 async function gunzip(bytes) {
@@ -88,15 +92,15 @@ function tarConfig(tar) {
 
 async function readConfigText(bytes, type) {
   try {
-    if (type === "application/toml") return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-    const tar = type === "application/gzip" ? await gunzip(bytes) : bytes;
+    if (type === C.media_types.config) return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    const tar = type === C.media_types.gzip ? await gunzip(bytes) : bytes;
     return tar ? tarConfig(tar) : null;
   } catch (_) {
     return null;
   }
 }
 
-/// `http://ADDRESS:8080/` from `[network.lan] address = "A.B.C.D/N"`, or null.
+/// `http://ADDRESS:PORT/` from `[network.lan] address = "A.B.C.D/N"`, or null.
 function lanConsole(text) {
   if (!text) return null;
   let inLan = false;
@@ -108,9 +112,9 @@ function lanConsole(text) {
       continue;
     }
     const m = line.match(/^address\s*=\s*"(\d+\.\d+\.\d+\.\d+)\/\d+"/);
-    if (inLan && m) return `http://${m[1]}:8080/`;
+    if (inLan && m) return `http://${m[1]}:${C.port}/`;
     const inline = line.match(/^lan\s*=\s*\{.*address\s*=\s*"(\d+\.\d+\.\d+\.\d+)\/\d+"/);
-    if (inline) return `http://${inline[1]}:8080/`;
+    if (inline) return `http://${inline[1]}:${C.port}/`;
   }
   return null;
 }
@@ -143,6 +147,20 @@ async function api(method, path, { body, headers } = {}) {
   return { status: response.status, json, headers: response.headers };
 }
 
+/// A limit as people write it: "256 KiB", "16 MiB" (as atomix-api's `limits::describe`).
+function describeSize(bytes) {
+  for (const [size, unit] of [[2 ** 30, "GiB"], [2 ** 20, "MiB"], [2 ** 10, "KiB"]]) {
+    if (bytes >= size && bytes % size === 0) return `${bytes / size} ${unit}`;
+  }
+  return `${bytes} bytes`;
+}
+
+/// "2 minutes", or seconds when it is not a whole number of minutes.
+function describeSeconds(secs) {
+  if (secs % 60 !== 0) return `${secs} seconds`;
+  return secs === 60 ? "1 minute" : `${secs / 60} minutes`;
+}
+
 const NO_ANSWER = "The device did not answer. Check the cable and the address in the address bar, make sure the device has finished booting, then try again.";
 
 /// What to do about a refusal, as a sentence, by status.
@@ -158,11 +176,11 @@ function refusalSentence(status, json, what) {
     case 503:
       return "The device is busy with other requests. Wait a few seconds and try again." + detail;
     case 401:
-      return "The device refused the signature. Sign with a key the device trusts (a provisioning key of its image or, once provisioned, an admin key of its current config), sign the message shown for this exact file, and submit within 2 minutes of preparing: press “Prepare signing” for a new nonce and sign again." + detail;
+      return `The device refused the signature. Sign with a key the device trusts (a provisioning key of its image or, once provisioned, an admin key of its current config), sign the message shown for this exact file, and submit within ${describeSeconds(C.limits.nonce_ttl_secs)} of preparing: press “Prepare signing” for a new nonce and sign again.` + detail;
     case 409:
       return "The device is already applying a config; that job is followed below. Wait until it has finished, then press “Prepare signing” and apply again.";
     case 413:
-      return "The file is too large for the device: a config.toml may be at most 1 MiB and a bundle at most 16 MiB unpacked. Leave large files out of the bundle and choose it again." + detail;
+      return `The file is too large for the device: a config.toml may be at most ${describeSize(C.limits.config_text_bytes)} and a bundle at most ${describeSize(C.limits.config_bundle_bytes)} unpacked. Leave large files out of the bundle and choose it again.` + detail;
     case 415:
       return "The device does not accept this kind of file. Choose a config.toml (text) or a bundle (.tar or .tar.gz)." + detail;
     case 422:
@@ -186,7 +204,7 @@ function problemLine(p) {
 }
 
 async function refreshStatus() {
-  const r = await api("GET", "/api/health");
+  const r = await api("GET", C.routes.health);
   if (r.status !== 200) {
     $("status-note").textContent = r.status === 0 ? "✗ The device is not answering; retrying…" : `✗ The device answered HTTP ${r.status}; retrying…`;
     return null;
@@ -222,7 +240,7 @@ async function choose(file) {
   state.contentType = kindOf(bytes);
   state.text = await readConfigText(bytes, state.contentType);
   resetSigning();
-  const what = state.contentType === "application/toml" ? "config.toml" : "bundle";
+  const what = state.contentType === C.media_types.config ? "config.toml" : "bundle";
   $("file-info").textContent = `Chosen: ${file.name} (${what}, ${bytes.length} bytes).`;
   $("validate").disabled = false;
   $("prepare").disabled = false;
@@ -273,7 +291,7 @@ async function validate() {
   if (!state.bytes) return;
   const out = $("validation");
   show(out, el("p", {}, "Validating…"));
-  const r = await api("POST", "/api/validate", { body: state.bytes, headers: { "Content-Type": state.contentType } });
+  const r = await api("POST", C.routes.validate, { body: state.bytes, headers: { "Content-Type": state.contentType } });
   if (r.status === 200) {
     const warnings = r.json.warnings || [];
     show(out, message("good", `Valid: ${state.name} can be applied.`), warnings.length ? renderProblems(warnings, "warning") : "");
@@ -296,28 +314,30 @@ function shellQuote(s) {
   return "'" + s.replace(/'/g, "'\\''") + "'";
 }
 
+/// The message the device checks the signature against (atomix-api's `signed_message`).
 function signedMessage() {
-  return `atomix-provision\n${state.nonce}\n${state.sha}\n`;
+  return `${C.namespace}\n${state.nonce}\n${state.sha}\n`;
 }
 
 function updateCommand() {
   if (!state.nonce) return;
   const key = $("key-path").value.trim() || "KEY";
   $("command").textContent =
-    `printf 'atomix-provision\\n%s\\n%s\\n' ${state.nonce} ${state.sha} | ssh-keygen -Y sign -n atomix-provision -f ${shellQuote(key)}`;
+    `printf '${C.namespace}\\n%s\\n%s\\n' ${state.nonce} ${state.sha} | ssh-keygen -Y sign -n ${C.namespace} -f ${shellQuote(key)}`;
 }
 
 async function prepare() {
   if (!state.bytes) return;
   show($("apply-result"));
-  const r = await api("GET", "/api/nonce");
+  const r = await api("GET", C.routes.nonce);
   if (r.status !== 200) {
     show($("apply-result"), message("bad", "Could not get a nonce.", refusalSentence(r.status, r.json, "nonce")));
     return;
   }
   state.nonce = r.json.nonce;
   state.sha = await sha256Hex(state.bytes);
-  state.nonceExpires = Date.now() + (r.json.expires_in || 120) * 1000;
+  state.nonceExpires = Date.now() + (r.json.expires_in || C.limits.nonce_ttl_secs) * 1000;
+  tickExpiry();
   $("message").textContent = signedMessage();
   const link = $("message-download");
   if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
@@ -383,14 +403,14 @@ async function submit() {
   }
   $("submit").disabled = true;
   const nonce = state.nonce;
-  const r = await api("POST", "/api/config", {
+  const r = await api("POST", C.routes.config, {
     body: state.bytes,
     headers: {
       "Content-Type": state.contentType,
-      "X-Atomix-Nonce": nonce,
+      [C.headers.nonce]: nonce,
       // The device checks the signature against this before it reads the body.
-      "X-Atomix-Content-SHA256": state.sha,
-      "X-Atomix-Signature": signatureHeader(pasted),
+      [C.headers.content_sha256]: state.sha,
+      [C.headers.signature]: signatureHeader(pasted),
     },
   });
   $("submit").disabled = false;
@@ -486,7 +506,16 @@ function finish(job, lan) {
 
 // ---------- wiring ----------
 
+/// The parts of the page that name the contract's constants.
+function fillConstants() {
+  $("file").accept = [".toml", ".tar", ".tgz", ".gz", C.media_types.config, "text/plain", C.media_types.tar, C.media_types.gzip].join(",");
+  $("sign-file-command").textContent = `ssh-keygen -Y sign -n ${C.namespace} -f KEY atomix-message.txt`;
+  $("health-link").href = C.routes.health;
+  $("health-link").textContent = C.routes.health;
+}
+
 function wire() {
+  fillConstants();
   const drop = $("drop");
   $("file").addEventListener("change", (e) => e.target.files[0] && choose(e.target.files[0]));
   for (const ev of ["dragenter", "dragover"]) {
