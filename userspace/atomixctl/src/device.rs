@@ -1,10 +1,15 @@
 //! The device's HTTP API (userspace/README.md, "HTTP API"), as a small blocking client.
 //! Every refusal the operator can act on is a [`DeviceError`] variant whose message says
-//! what to do; the JSON bodies stay `serde_json::Value` so new fields never break the CLI.
+//! what to do. Routes, headers and bodies are the API's contract ([`atomix_api`]); its
+//! types ignore fields they do not know, so a newer device's additions never break the
+//! CLI.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use atomix_api::limits::{describe, CONFIG_BUNDLE_BYTES, CONFIG_TEXT_BYTES, UPDATE_BUNDLE_BYTES};
+use atomix_api::routes::{self, PORT};
+use atomix_api::{headers, media_types, Accepted, ErrorBody, Health, Invalid, Job, Nonce, Problem};
+use serde::de::DeserializeOwned;
 
 /// Where a device's API is: `http://HOST:PORT`, no trailing slash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,14 +17,14 @@ pub struct DeviceUrl(String);
 
 impl DeviceUrl {
     /// Accepts `http://HOST[:PORT][/]`, or a bare `HOST[:PORT]`; the port defaults to
-    /// 8080 (the service's). `https://` is refused: the device speaks plain HTTP.
+    /// the service's ([`PORT`]). `https://` is refused: the device speaks plain HTTP.
     pub fn parse(s: &str) -> Result<DeviceUrl, String> {
         let s = s.trim();
         let rest = if let Some(rest) = s.strip_prefix("http://") {
             rest
         } else if s.starts_with("https://") {
             return Err(format!(
-                "{s:?}: the device serves plain HTTP; use http://HOST:8080"
+                "{s:?}: the device serves plain HTTP; use http://HOST:{PORT}"
             ));
         } else if s.contains("://") {
             return Err(format!("{s:?}: only http:// URLs are supported"));
@@ -29,7 +34,7 @@ impl DeviceUrl {
         let host = rest.trim_end_matches('/');
         if host.is_empty() || host.contains('/') {
             return Err(format!(
-                "{s:?} is not a device address: give http://HOST[:PORT], e.g. http://192.168.100.1:8080"
+                "{s:?} is not a device address: give http://HOST[:PORT], e.g. http://192.168.100.1:{PORT}"
             ));
         }
         // `[v6]` and `[v6]:port`, `v4`, `v4:port`, `name:port`.
@@ -42,9 +47,9 @@ impl DeviceUrl {
         let authority = if has_port {
             host.to_owned()
         } else if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:8080")
+            format!("[{host}]:{PORT}")
         } else {
-            format!("{host}:8080")
+            format!("{host}:{PORT}")
         };
         Ok(DeviceUrl(format!("http://{authority}")))
     }
@@ -71,9 +76,16 @@ pub enum DeviceError {
     Busy { job: String, id: String },
     #[error("the device says the config is not valid:\n{}", .0.join("\n"))]
     Invalid(Vec<String>),
-    #[error("the file is too large for the device (413: {0}); a config.toml may be 1 MiB, a bundle 16 MiB")]
+    #[error(
+        "the file is too large for the device (413: {0}); a config.toml may be {config}, a bundle {bundle}",
+        config = describe(CONFIG_TEXT_BYTES),
+        bundle = describe(CONFIG_BUNDLE_BYTES)
+    )]
     TooLarge(String),
-    #[error("the device refused the update bundle's size (413: {0}); it takes at most 2 GiB")]
+    #[error(
+        "the device refused the update bundle's size (413: {0}); it takes at most {limit}",
+        limit = describe(UPDATE_BUNDLE_BYTES)
+    )]
     BundleTooLarge(String),
     #[error("another bundle upload to the device is in progress; wait for it and try again")]
     UploadInProgress,
@@ -106,11 +118,37 @@ pub struct Upload<'a> {
 /// The content type the API wants for these bytes: a bundle (gzip or tar) or config text.
 pub fn content_type(bytes: &[u8]) -> &'static str {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        "application/gzip"
+        media_types::GZIP
     } else if atomix_config::bundle::looks_like_bundle(bytes) {
-        "application/x-tar"
+        media_types::TAR
     } else {
-        "application/toml"
+        media_types::CONFIG
+    }
+}
+
+/// A device's answer: its status and body text, read as JSON on demand.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    text: String,
+}
+
+impl Reply {
+    /// The body as `T`; a body that is not one is an error naming the request.
+    fn body<T: DeserializeOwned>(&self, what: &str) -> Result<T, DeviceError> {
+        serde_json::from_str(&self.text).map_err(|e| DeviceError::Other {
+            what: what.to_owned(),
+            status: self.status,
+            message: format!("an answer atomixctl cannot read ({e})"),
+        })
+    }
+
+    /// A refusal's body; one that is not JSON is its text.
+    fn refusal(&self) -> ErrorBody {
+        serde_json::from_str(&self.text).unwrap_or_else(|_| ErrorBody {
+            error: self.text.clone(),
+            job: None,
+        })
     }
 }
 
@@ -136,16 +174,14 @@ impl Device {
         }
     }
 
-    /// `(status, JSON body)`; a body that is not JSON becomes `{"error": text}`.
-    fn read(mut response: http_response::Response) -> (u16, Value) {
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value =
-            serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"error": text}));
-        (status, value)
+    fn read(mut response: http_response::Response) -> Reply {
+        Reply {
+            status: response.status().as_u16(),
+            text: response.body_mut().read_to_string().unwrap_or_default(),
+        }
     }
 
-    fn get(&self, path: &str) -> Result<(u16, Value), DeviceError> {
+    fn get(&self, path: &str) -> Result<Reply, DeviceError> {
         let response = self
             .agent
             .get(&format!("{}{path}", self.url))
@@ -155,34 +191,31 @@ impl Device {
     }
 
     /// `GET /api/health`.
-    pub fn health(&self) -> Result<Value, DeviceError> {
-        match self.get("/api/health")? {
-            (200, v) => Ok(v),
-            (status, v) => Err(other("GET /api/health", status, &v)),
+    pub fn health(&self) -> Result<Health, DeviceError> {
+        let what = format!("GET {}", routes::HEALTH);
+        match self.get(routes::HEALTH)? {
+            reply if reply.status == 200 => reply.body(&what),
+            reply => Err(other(&what, &reply)),
         }
     }
 
     /// `GET /api/nonce`: the nonce.
     pub fn nonce(&self) -> Result<String, DeviceError> {
-        match self.get("/api/nonce")? {
-            (200, v) => v["nonce"].as_str().map(str::to_owned).ok_or_else(|| {
-                other(
-                    "GET /api/nonce",
-                    200,
-                    &serde_json::json!({"error": "no nonce in the answer"}),
-                )
-            }),
-            (status, v) => Err(other("GET /api/nonce", status, &v)),
+        let what = format!("GET {}", routes::NONCE);
+        match self.get(routes::NONCE)? {
+            reply if reply.status == 200 => Ok(reply.body::<Nonce>(&what)?.nonce),
+            reply => Err(other(&what, &reply)),
         }
     }
 
     /// `GET /api/jobs/{id}`; `id` may also be the job's path (`/api/jobs/ID`).
-    pub fn job(&self, id: &str) -> Result<Value, DeviceError> {
+    pub fn job(&self, id: &str) -> Result<Job, DeviceError> {
         let path = job_path(id);
+        let what = format!("GET {path}");
         match self.get(&path)? {
-            (200, v) => Ok(v),
-            (404, _) => Err(DeviceError::NotFound),
-            (status, v) => Err(other(&format!("GET {path}"), status, &v)),
+            reply if reply.status == 200 => reply.body(&what),
+            reply if reply.status == 404 => Err(DeviceError::NotFound),
+            reply => Err(other(&what, &reply)),
         }
     }
 
@@ -194,26 +227,28 @@ impl Device {
         sha256: &str,
         signature_b64: &str,
     ) -> Result<String, DeviceError> {
+        let what = format!("POST {}", routes::CONFIG);
         let response = self
             .agent
-            .post(&format!("{}/api/config", self.url))
+            .post(&format!("{}{}", self.url, routes::CONFIG))
             .header("Content-Type", upload.content_type)
             .header("Expect", "100-continue")
-            .header("X-Atomix-Nonce", nonce)
-            .header("X-Atomix-Content-SHA256", sha256)
-            .header("X-Atomix-Signature", signature_b64)
+            .header(headers::NONCE, nonce)
+            .header(headers::CONTENT_SHA256, sha256)
+            .header(headers::SIGNATURE, signature_b64)
             .send(upload.body)
             .map_err(|e| self.unreachable(e))?;
-        let (status, v) = Self::read(response);
-        let message = || v["error"].as_str().unwrap_or("").to_owned();
-        match status {
-            202 => accepted_job("POST /api/config", &v),
-            401 => Err(DeviceError::Refused(message())),
-            409 => Err(busy(v["job"].as_str().unwrap_or(""))),
-            413 => Err(DeviceError::TooLarge(message())),
-            415 => Err(DeviceError::Unsupported(message())),
-            422 => Err(DeviceError::Invalid(problems(&v))),
-            _ => Err(other("POST /api/config", status, &v)),
+        let reply = Self::read(response);
+        match reply.status {
+            202 => Ok(reply.body::<Accepted>(&what)?.job),
+            401 => Err(DeviceError::Refused(reply.refusal().error)),
+            409 => Err(busy(&reply.refusal().job.unwrap_or_default())),
+            413 => Err(DeviceError::TooLarge(reply.refusal().error)),
+            415 => Err(DeviceError::Unsupported(reply.refusal().error)),
+            422 => Err(DeviceError::Invalid(problems(
+                &reply.body::<Invalid>(&what)?.errors,
+            ))),
+            _ => Err(other(&what, &reply)),
         }
     }
 }
@@ -265,40 +300,39 @@ impl Device {
         signature_b64: &str,
     ) -> Result<String, DeviceError> {
         let query = if reboot { "?reboot=true" } else { "" };
-        let what = format!("POST /api/update{query}");
+        let what = format!("POST {}{query}", routes::UPDATE);
         let size = upload.size;
         let mut body = Counting { upload, sent: 0 };
         let response = self
             .agent
-            .post(&format!("{}/api/update{query}", self.url))
+            .post(&format!("{}{}{query}", self.url, routes::UPDATE))
             // The upload takes as long as it takes; only a stalled answer is an error.
             .config()
             .timeout_global(None)
             .timeout_send_body(None)
             .timeout_recv_response(Some(BUNDLE_ANSWER_TIMEOUT))
             .build()
-            .header("Content-Type", "application/octet-stream")
+            .header("Content-Type", media_types::UPDATE_BUNDLE)
             .header("Content-Length", size.to_string())
             // The device answers a refusal from the headers alone; the bundle is only
             // sent once it has asked for it.
             .header("Expect", "100-continue")
-            .header("X-Atomix-Nonce", nonce)
-            .header("X-Atomix-Content-SHA256", sha256)
-            .header("X-Atomix-Signature", signature_b64)
+            .header(headers::NONCE, nonce)
+            .header(headers::CONTENT_SHA256, sha256)
+            .header(headers::SIGNATURE, signature_b64)
             .send(ureq::SendBody::from_reader(&mut body))
             .map_err(|e| self.unreachable(e))?;
-        let (status, v) = Self::read(response);
-        let message = || v["error"].as_str().unwrap_or("").to_owned();
-        match status {
-            202 => accepted_job(&what, &v),
-            401 => Err(DeviceError::Refused(message())),
-            409 => match v["job"].as_str() {
-                Some(job) => Err(busy(job)),
+        let reply = Self::read(response);
+        match reply.status {
+            202 => Ok(reply.body::<Accepted>(&what)?.job),
+            401 => Err(DeviceError::Refused(reply.refusal().error)),
+            409 => match reply.refusal().job {
+                Some(job) => Err(busy(&job)),
                 None => Err(DeviceError::UploadInProgress),
             },
-            413 => Err(DeviceError::BundleTooLarge(message())),
-            415 => Err(DeviceError::Unsupported(message())),
-            _ => Err(other(&what, status, &v)),
+            413 => Err(DeviceError::BundleTooLarge(reply.refusal().error)),
+            415 => Err(DeviceError::Unsupported(reply.refusal().error)),
+            _ => Err(other(&what, &reply)),
         }
     }
 }
@@ -306,17 +340,6 @@ impl Device {
 /// ureq's response type, named once.
 mod http_response {
     pub type Response = ureq::http::Response<ureq::Body>;
-}
-
-/// A 202's job path.
-fn accepted_job(what: &str, v: &Value) -> Result<String, DeviceError> {
-    v["job"].as_str().map(str::to_owned).ok_or_else(|| {
-        other(
-            what,
-            202,
-            &serde_json::json!({"error": "no job in the answer"}),
-        )
-    })
 }
 
 /// A 409: the job that runs, by path and id.
@@ -327,36 +350,37 @@ fn busy(job: &str) -> DeviceError {
     }
 }
 
-fn other(what: &str, status: u16, v: &Value) -> DeviceError {
+fn other(what: &str, reply: &Reply) -> DeviceError {
+    let error = reply.refusal().error;
     DeviceError::Other {
         what: what.to_owned(),
-        status,
-        message: v["error"].as_str().unwrap_or("(no message)").to_owned(),
+        status: reply.status,
+        message: if error.is_empty() {
+            "(no message)".to_owned()
+        } else {
+            error
+        },
     }
 }
 
 /// `/api/jobs/ID` for an id or a job path.
 pub fn job_path(id: &str) -> String {
-    if id.starts_with("/api/jobs/") {
+    if id.starts_with(routes::JOBS) {
         id.to_owned()
     } else {
-        format!("/api/jobs/{id}")
+        routes::job(id)
     }
 }
 
 /// A 422's problems, one line each, as the device words them.
-pub fn problems(v: &Value) -> Vec<String> {
-    v["errors"]
-        .as_array()
-        .map(|a| a.iter().map(problem_line).collect())
-        .unwrap_or_default()
+pub fn problems(errors: &[Problem]) -> Vec<String> {
+    errors.iter().map(problem_line).collect()
 }
 
 /// `config.toml:LINE:COL: path: message`, or `member: message` without a position.
-pub fn problem_line(p: &Value) -> String {
-    let path = p["path"].as_str().unwrap_or("");
-    let message = p["message"].as_str().unwrap_or("");
-    match (p["line"].as_u64(), p["column"].as_u64()) {
+pub fn problem_line(p: &Problem) -> String {
+    let Problem { path, message, .. } = p;
+    match (p.line, p.column) {
         (Some(l), Some(c)) => format!("config.toml:{l}:{c}: {path}: {message}"),
         _ if path.is_empty() => message.to_owned(),
         _ => format!("{path}: {message}"),
@@ -397,12 +421,13 @@ mod tests {
 
     #[test]
     fn problems_read_like_the_offline_validator() {
-        let v = serde_json::json!({"errors": [
+        let v: Invalid = serde_json::from_value(serde_json::json!({"error": "the config is not valid", "valid": false, "errors": [
             {"line": 3, "column": 5, "path": "device.hostname", "message": "bad"},
             {"line": null, "column": null, "path": "../x", "message": "refused: a path outside the bundle"},
-        ]});
+        ]}))
+        .unwrap();
         assert_eq!(
-            problems(&v),
+            problems(&v.errors),
             [
                 "config.toml:3:5: device.hostname: bad",
                 "../x: refused: a path outside the bundle"

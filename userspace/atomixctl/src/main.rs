@@ -20,8 +20,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use atomix_api::limits::UPDATE_BUNDLE_BYTES;
+use atomix_api::{Job, JobState};
 use clap::{Parser, Subcommand};
-use serde_json::Value;
 
 use device::{BundleUpload, Device, DeviceError, DeviceUrl, Upload};
 
@@ -148,6 +149,11 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     writeln!(out).context("cannot write to stdout")
 }
 
+/// A device's answer as JSON, with its keys sorted as atomixctl has always printed them.
+fn print_answer(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    print_json(&serde_json::to_value(v).context("cannot write the answer as JSON")?)
+}
+
 fn print_lines(lines: &[String]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for l in lines {
@@ -178,7 +184,7 @@ fn validate(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
 fn status(device: &Device, json: bool) -> anyhow::Result<ExitCode> {
     let h = device.health()?;
     if json {
-        print_json(&h)?;
+        print_answer(&h)?;
     } else {
         print_lines(&[format!("device:       {}", device.url())])?;
         print_lines(&show::health(&h))?;
@@ -189,21 +195,22 @@ fn status(device: &Device, json: bool) -> anyhow::Result<ExitCode> {
 fn job(device: &Device, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let j = device.job(id)?;
     if json {
-        print_json(&j)?;
+        print_answer(&j)?;
     } else {
         print_lines(&show::job(&j))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The console's address once `text` is applied: `http://<network.lan.address>:8080`.
+/// The console's address once `text` is applied: `http://<network.lan.address>:PORT`.
 fn lan_console(text: &str) -> Option<String> {
     // Decoded only: the address is known even where a bundle's files would be needed
     // for the whole check.
     let config = atomix_config::decode::decode(text).config?;
     Some(format!(
-        "http://{}:8080",
-        config.network.lan.address.get_ref().addr
+        "http://{}:{}",
+        config.network.lan.address.get_ref().addr,
+        atomix_api::routes::PORT
     ))
 }
 
@@ -244,8 +251,11 @@ fn provision(
     };
     progress(&format!("signing with {}", identity.description));
     let nonce = device.nonce()?;
-    let sha256 = sign::sha256_hex(&bytes);
-    let signature = sign::sign(&identity, &sign::signed_message_for_digest(&nonce, &sha256))?;
+    let sha256 = atomix_api::sha256_hex(&bytes);
+    let signature = sign::sign(
+        &identity,
+        &atomix_api::signed_message_for_digest(&nonce, &sha256),
+    )?;
     let upload = Upload {
         content_type: device::content_type(&bytes),
         body: &bytes,
@@ -259,11 +269,11 @@ fn provision(
 
     let finished = follow(device, &job_path, timeout, json, lan.as_deref())?;
     if json {
-        print_json(&finished)?;
+        print_answer(&finished)?;
     } else {
         print_lines(&show::outcome(&finished))?;
     }
-    if finished["state"] == "succeeded" {
+    if finished.state == JobState::Succeeded {
         if let Some(lan) = lan.filter(|l| *l != device.url().as_str()) {
             progress(&format!(
                 "the device now serves its console and API on the LAN only: {lan}"
@@ -274,9 +284,6 @@ fn provision(
         Ok(ExitCode::from(EXIT_FAILED))
     }
 }
-
-/// The largest bundle the device takes (`POST /api/update`).
-const BUNDLE_LIMIT: u64 = 2 << 30;
 
 fn update(
     device: &Device,
@@ -292,9 +299,9 @@ fn update(
         .metadata()
         .with_context(|| format!("cannot read {shown}"))?
         .len();
-    if size > BUNDLE_LIMIT {
+    if size > UPDATE_BUNDLE_BYTES {
         anyhow::bail!(
-            "{shown} is {size} bytes, more than the {BUNDLE_LIMIT} the device takes; nothing was sent"
+            "{shown} is {size} bytes, more than the {UPDATE_BUNDLE_BYTES} the device takes; nothing was sent"
         );
     }
     let progress = |line: &str| {
@@ -303,10 +310,10 @@ fn update(
         }
     };
     // A busy device is told before reading and sending hundreds of MiB for a 409.
-    if let Some(job) = device.health()?["job"].as_str() {
+    if let Some(job) = device.health()?.job {
         return Err(DeviceError::Busy {
-            job: job.to_owned(),
-            id: job.rsplit('/').next().unwrap_or(job).to_owned(),
+            id: job.rsplit('/').next().unwrap_or(&job).to_owned(),
+            job,
         }
         .into());
     }
@@ -317,7 +324,10 @@ fn update(
         .with_context(|| format!("cannot read {shown}"))?;
     progress(&format!("signing with {}", identity.description));
     let nonce = device.nonce()?;
-    let signature = sign::sign(&identity, &sign::signed_message_for_digest(&nonce, &sha256))?;
+    let signature = sign::sign(
+        &identity,
+        &atomix_api::signed_message_for_digest(&nonce, &sha256),
+    )?;
     let mut shown_tenth = 0;
     let mut report = |sent: u64| {
         let tenth = sent.saturating_mul(10).checked_div(size).unwrap_or(10);
@@ -344,11 +354,11 @@ fn update(
     ));
     let finished = follow(device, &job_path, timeout, json, None)?;
     if json {
-        print_json(&finished)?;
+        print_answer(&finished)?;
     } else {
         print_lines(&show::outcome(&finished))?;
     }
-    Ok(if finished["state"] == "succeeded" {
+    Ok(if finished.state == JobState::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)
@@ -366,7 +376,7 @@ fn follow(
     timeout: Duration,
     json: bool,
     lan: Option<&str>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Job> {
     let deadline = Instant::now() + timeout;
     let mut shown = 0;
     let mut lost_since: Option<Instant> = None;
@@ -374,14 +384,13 @@ fn follow(
         match device.job(job_path) {
             Ok(j) => {
                 lost_since = None;
-                let events = j["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
                 if !json {
-                    for e in events.iter().skip(shown) {
+                    for e in j.events.iter().skip(shown) {
                         eprintln!("{}", show::event(e));
                     }
                 }
-                shown = shown.max(events.len());
-                if matches!(j["state"].as_str(), Some("succeeded" | "failed")) {
+                shown = shown.max(j.events.len());
+                if j.state.is_finished() {
                     return Ok(j);
                 }
             }

@@ -1,155 +1,148 @@
-//! Human output: the device's JSON (health, jobs, events) as lines for a terminal.
-//! Pure functions over `serde_json::Value`, tested with inline JSON.
+//! Human output: the device's answers (health, jobs, events) as lines for a terminal.
+//! Pure functions over `atomix_api`'s types, tested with inline JSON.
 
-use serde_json::Value;
+use atomix_api::{
+    Event, Health, ImportError, Job, JobKind, JobState, Level, Rollback, RollbackState,
+};
+use serde::Serialize;
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// An optional value, `-` when absent.
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// The name a value has on the wire (`api`, `succeeded`, `warning`).
+fn wire_name(v: impl Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_owned(),
     }
 }
 
 /// `GET /api/health` as aligned `name: value` lines.
-pub fn health(h: &Value) -> Vec<String> {
-    let provisioned = if h["provisioned"].as_bool() == Some(true) {
-        format!("yes, generation {}", text(&h["generation"]))
+pub fn health(h: &Health) -> Vec<String> {
+    let provisioned = if h.provisioned {
+        format!("yes, generation {}", or_dash(h.generation))
     } else {
         "no".to_owned()
     };
-    let listening = h["listening"]
-        .as_array()
-        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "-".to_owned());
+    let listening = if h.listening.is_empty() {
+        "-".to_owned()
+    } else {
+        h.listening.join(", ")
+    };
     let mut lines = vec![
-        format!("build id:     {}", text(&h["build_id"])),
-        format!("slot:         {}", text(&h["slot"])),
+        format!("build id:     {}", or_dash(h.build_id.as_ref())),
+        format!("slot:         {}", or_dash(h.slot.as_ref())),
         format!("provisioned:  {provisioned}"),
         format!("listening:    {listening}"),
-        format!("running job:  {}", text(&h["job"])),
+        format!("running job:  {}", or_dash(h.job.as_ref())),
     ];
-    let e = &h["last_import_error"];
-    if !e.is_null() {
+    if let Some(e) = &h.last_import_error {
         lines.push(format!("last import error: {}", import_error(e)));
     }
     lines
 }
 
 /// A `last_import_error`: where the seed came from, then each problem on its own line.
-fn import_error(e: &Value) -> String {
+fn import_error(e: &ImportError) -> String {
     let mut lines = vec![format!(
         "{} ({}, {})",
-        text(&e["location"]),
-        text(&e["origin"]),
-        text(&e["time"])
+        e.location,
+        wire_name(e.origin),
+        e.time
     )];
-    if let Some(problems) = e["errors"].as_array() {
-        lines.extend(problems.iter().map(crate::device::problem_line));
-    }
-    if !e["job"].is_null() {
-        lines.push(format!("apply job: {}", text(&e["job"])));
+    lines.extend(e.errors.iter().map(crate::device::problem_line));
+    if let Some(job) = &e.job {
+        lines.push(format!("apply job: {job}"));
     }
     lines.join("\n  ")
 }
 
 /// One job event: `  time  step  [level] message`.
-pub fn event(e: &Value) -> String {
-    let level = match e["level"].as_str() {
-        Some("info") | None => String::new(),
-        Some(l) => format!("[{l}] "),
+pub fn event(e: &Event) -> String {
+    let level = match e.level {
+        Level::Info => String::new(),
+        l => format!("[{}] ", wire_name(l)),
     };
-    let time = e["time"].as_str().unwrap_or("");
     // RFC 3339: the clock time is what a reader follows.
-    let clock = time.get(11..19).unwrap_or(time);
-    format!(
-        "  {clock}  {:<14} {level}{}",
-        e["step"].as_str().unwrap_or(""),
-        e["message"].as_str().unwrap_or("")
-    )
+    let clock = e.time.get(11..19).unwrap_or(&e.time);
+    format!("  {clock}  {:<14} {level}{}", e.step, e.message)
 }
 
 /// What a finished job came to, and on failure its rollback state.
-pub fn outcome(job: &Value) -> Vec<String> {
-    let result = &job["result"];
+pub fn outcome(job: &Job) -> Vec<String> {
+    let result = job.result.clone().unwrap_or_default();
+    let failed = || {
+        format!(
+            "job {} FAILED at step {}: {}",
+            job.id,
+            or_dash(result.failed_step.as_ref()),
+            or_dash(result.error.as_ref())
+        )
+    };
     let mut lines = Vec::new();
-    let update = job["kind"] == "update";
-    match job["state"].as_str() {
-        Some("succeeded") if update => {
+    match (job.kind, job.state) {
+        (JobKind::Update, JobState::Succeeded) => {
             lines.push(format!(
                 "job {} succeeded: the bundle is installed in the other slot, which boots next",
-                text(&job["id"])
+                job.id
             ));
-            if job["events"]
-                .as_array()
-                .is_some_and(|e| e.iter().any(|e| e["step"] == "reboot"))
-            {
+            if job.events.iter().any(|e| e.step == "reboot") {
                 lines.push("the device is rebooting into it".to_owned());
             } else {
                 lines.push("reboot the device to run it".to_owned());
             }
         }
-        Some("failed") if update => {
-            lines.push(format!(
-                "job {} FAILED at step {}: {}",
-                text(&job["id"]),
-                text(&result["failed_step"]),
-                text(&result["error"])
-            ));
+        (JobKind::Update, JobState::Failed) => {
+            lines.push(failed());
             lines.push("the slot the device runs from is unchanged".to_owned());
         }
-        Some("succeeded") => lines.push(format!(
+        (JobKind::Config, JobState::Succeeded) => lines.push(format!(
             "job {} succeeded: generation {} is current",
-            text(&job["id"]),
-            text(&result["generation"])
+            job.id,
+            or_dash(result.generation)
         )),
-        Some("failed") => {
-            lines.push(format!(
-                "job {} FAILED at step {}: {}",
-                text(&job["id"]),
-                text(&result["failed_step"]),
-                text(&result["error"])
-            ));
-            lines.push(rollback(&job["rollback"]));
+        (JobKind::Config, JobState::Failed) => {
+            lines.push(failed());
+            lines.push(rollback(&job.rollback));
         }
-        Some(state) => lines.push(format!("job {} is {state}", text(&job["id"]))),
-        None => lines.push("the job has no state".to_owned()),
+        (_, state @ (JobState::Queued | JobState::Running)) => {
+            lines.push(format!("job {} is {}", job.id, wire_name(state)))
+        }
     }
     lines
 }
 
 /// The rollback state in words.
-pub fn rollback(r: &Value) -> String {
-    let restored = match r["generation"].as_u64() {
+pub fn rollback(r: &Rollback) -> String {
+    let restored = match r.generation {
         Some(g) => format!("generation {g} is current again"),
         None => "the device is unprovisioned again (the image's defaults)".to_owned(),
     };
-    match r["state"].as_str() {
-        Some("completed") => format!("rollback: completed; {restored}"),
-        Some("failed") => "rollback: FAILED; the device may be half-configured: reboot it (the current generation is re-applied at boot) and check its journal".to_owned(),
-        Some("none") => "rollback: none needed; nothing had been changed".to_owned(),
-        _ => format!("rollback: {}", text(&r["state"])),
+    match r.state {
+        RollbackState::Completed => format!("rollback: completed; {restored}"),
+        RollbackState::Failed => "rollback: FAILED; the device may be half-configured: reboot it (the current generation is re-applied at boot) and check its journal".to_owned(),
+        RollbackState::None => "rollback: none needed; nothing had been changed".to_owned(),
     }
 }
 
 /// A whole job: header, events, outcome.
-pub fn job(j: &Value) -> Vec<String> {
-    let kind = match j["kind"].as_str() {
-        Some("update") => "update, ",
-        _ => "",
+pub fn job(j: &Job) -> Vec<String> {
+    let kind = match j.kind {
+        JobKind::Update => "update, ",
+        JobKind::Config => "",
     };
     let mut lines = vec![format!(
         "job {} ({kind}{}, created {}): {}",
-        text(&j["id"]),
-        text(&j["origin"]),
-        text(&j["created"]),
-        text(&j["state"])
+        j.id,
+        wire_name(j.origin),
+        j.created,
+        wire_name(j.state)
     )];
-    if let Some(events) = j["events"].as_array() {
-        lines.extend(events.iter().map(event));
-    }
-    if matches!(j["state"].as_str(), Some("succeeded" | "failed")) {
+    lines.extend(j.events.iter().map(event));
+    if j.state.is_finished() {
         lines.extend(outcome(j));
     }
     lines
@@ -158,14 +151,19 @@ pub fn job(j: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// A device's answer, from its JSON.
+    fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
 
     #[test]
     fn health_lines() {
         let h = json!({"status":"ok","provisioned":true,"build_id":"b1","slot":"a","generation":2,
             "last_import_error":null,"listening":["192.168.100.1:8080"],"job":null});
         assert_eq!(
-            health(&h),
+            health(&parse(h)),
             [
                 "build id:     b1",
                 "slot:         a",
@@ -174,9 +172,9 @@ mod tests {
                 "running job:  -",
             ]
         );
-        let h = json!({"provisioned":false,"build_id":null,"slot":null,"listening":[],
+        let h = json!({"status":"ok","provisioned":false,"build_id":null,"slot":null,"listening":[],
             "last_import_error":{"origin":"boot","location":"/boot/config.toml","time":"t","job":null,"errors":[{"line":1,"column":1,"path":"schema","message":"bad"}]}});
-        let lines = health(&h);
+        let lines = health(&parse(h));
         assert_eq!(lines[2], "provisioned:  no");
         assert!(
             lines[5].contains("config.toml:1:1: schema: bad")
@@ -191,7 +189,7 @@ mod tests {
             "events":[{"time":"2026-01-01T10:00:01Z","step":"firewall","level":"error","message":"boom"}],
             "result":{"generation":null,"failed_step":"firewall","error":"boom"},
             "rollback":{"state":"completed","generation":null}});
-        let lines = job(&j);
+        let lines = job(&parse(j));
         assert_eq!(lines[1], "  10:00:01  firewall       [error] boom");
         assert_eq!(lines[2], "job j1 FAILED at step firewall: boom");
         assert_eq!(
@@ -199,10 +197,10 @@ mod tests {
             "rollback: completed; the device is unprovisioned again (the image's defaults)"
         );
         assert_eq!(
-            rollback(&json!({"state":"completed","generation":3})),
+            rollback(&parse(json!({"state":"completed","generation":3}))),
             "rollback: completed; generation 3 is current again"
         );
-        assert!(rollback(&json!({"state":"failed","generation":null})).contains("FAILED"));
+        assert!(rollback(&parse(json!({"state":"failed","generation":null}))).contains("FAILED"));
     }
 
     #[test]
@@ -212,7 +210,7 @@ mod tests {
             "events":[event("receive"), event("install"), event("cleanup"), event("reboot")],
             "result":{"generation":2,"failed_step":null,"error":null},
             "rollback":{"state":"none","generation":null}});
-        let lines = job(&j);
+        let lines = job(&parse(j.clone()));
         assert_eq!(lines[0], "job u1 (update, api, created c): succeeded");
         assert_eq!(
             lines[5..],
@@ -223,12 +221,12 @@ mod tests {
         );
         let mut no_reboot = j.clone();
         no_reboot["events"] = json!([event("install")]);
-        assert_eq!(outcome(&no_reboot)[1], "reboot the device to run it");
-        let failed = json!({"id":"u2","kind":"update","state":"failed",
+        assert_eq!(outcome(&parse(no_reboot))[1], "reboot the device to run it");
+        let failed = json!({"id":"u2","kind":"update","state":"failed","origin":"api","created":"c","events":[],
             "result":{"generation":null,"failed_step":"install","error":"`rauc install x` failed: bad"},
             "rollback":{"state":"none","generation":null}});
         assert_eq!(
-            outcome(&failed),
+            outcome(&parse(failed)),
             [
                 "job u2 FAILED at step install: `rauc install x` failed: bad",
                 "the slot the device runs from is unchanged"

@@ -1,5 +1,6 @@
 //! Signing an upload the way the device checks it (userspace/README.md,
-//! "Authentication"), through `ssh-keygen -Y sign` so that ssh-agent, passphrases and
+//! "Authentication"; the message and namespace are [`atomix_api::signing`]'s), through
+//! `ssh-keygen -Y sign` so that ssh-agent, passphrases and
 //! hardware keys (FIDO `sk-` keys, PKCS#11 through the agent) all work without this
 //! tool ever reading a private key.
 //!
@@ -12,36 +13,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
+use atomix_api::NAMESPACE;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-/// The namespace the device verifies.
-pub const NAMESPACE: &str = "atomix-provision";
-
-/// The SHA-256 of a body in lowercase hex: what is signed and what the request's
-/// `X-Atomix-Content-SHA256` header carries.
-pub fn sha256_hex(body: &[u8]) -> String {
-    hex(&Sha256::digest(body))
-}
-
-/// The exact bytes signed, three lines each ending in `\n`, for a body known by its
-/// SHA-256 (lowercase hex; a bundle too large to read into memory is hashed from its
-/// file).
-pub fn signed_message_for_digest(nonce: &str, sha256_hex: &str) -> Vec<u8> {
-    format!("{NAMESPACE}\n{nonce}\n{sha256_hex}\n").into_bytes()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The SHA-256 (lowercase hex) of everything `reader` yields, read in 1 MiB pieces.
+/// The SHA-256 (lowercase hex) of everything `reader` yields, read in 1 MiB pieces: a
+/// bundle too large to read into memory is hashed from its file.
 pub fn sha256_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match reader.read(&mut buf) {
-            Ok(0) => return Ok(hex(&hasher.finalize())),
+            Ok(0) => return Ok(atomix_api::hex(&hasher.finalize())),
             Ok(n) => hasher.update(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -194,17 +177,15 @@ mod tests {
 
     #[test]
     fn the_message_is_three_lines() {
-        let m = signed_message_for_digest("n1", &sha256_hex(b"abc"));
+        let streamed = sha256_of(&b"abc"[..]).unwrap();
         assert_eq!(
-            String::from_utf8(m.clone()).unwrap(),
+            String::from_utf8(atomix_api::signed_message_for_digest("n1", &streamed)).unwrap(),
             "atomix-provision\nn1\nba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
         );
-        let streamed = sha256_of(&b"abc"[..]).unwrap();
-        assert_eq!(signed_message_for_digest("n1", &streamed), m);
         let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
         assert_eq!(
             sha256_of(&big[..]).unwrap(),
-            hex(&Sha256::digest(&big)),
+            atomix_api::sha256_hex(&big),
             "across read boundaries"
         );
     }
