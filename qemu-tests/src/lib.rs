@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use atomix_api::{headers, routes, Health, Job, Nonce};
 use serde_json::Value;
 
 pub mod oci;
@@ -400,17 +401,21 @@ impl Device {
 
     /// Waits until `GET /api/health` on `port` answers 200, and returns its JSON.
     pub fn wait_for_health(&mut self, port: u16, timeout: Duration) -> Value {
-        self.step(&format!("waiting for /api/health on port {port}"));
+        self.step(&format!("waiting for {} on port {port}", routes::HEALTH));
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok((200, health)) = self.get(port, "/api/health") {
+            if let Ok((200, health)) = self.get(port, routes::HEALTH) {
                 return health;
             }
             if self.exited() {
                 panic!("QEMU exited before the API answered");
             }
             if Instant::now() > deadline {
-                panic!("/api/health did not answer within {} s", timeout.as_secs());
+                panic!(
+                    "{} did not answer within {} s",
+                    routes::HEALTH,
+                    timeout.as_secs()
+                );
             }
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -423,12 +428,14 @@ impl Device {
         self.step("waiting until the device is provisioned (LAN health)");
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok((200, health)) = self.get(self.lan_port, "/api/health") {
-                if health["provisioned"] == true && health["job"].is_null() {
-                    return health;
+            if let Ok((200, answer)) = self.get(self.lan_port, routes::HEALTH) {
+                let health: Health = serde_json::from_value(answer.clone())
+                    .unwrap_or_else(|e| panic!("health is not what the API says ({e}): {answer}"));
+                if health.provisioned && health.job.is_none() {
+                    return answer;
                 }
-                if !health["last_import_error"].is_null() {
-                    panic!("the device refused its seed: {health}");
+                if health.last_import_error.is_some() {
+                    panic!("the device refused its seed: {answer}");
                 }
             }
             if self.exited() {
@@ -697,8 +704,9 @@ pub fn public_key(key: &Path) -> String {
 }
 
 impl Device {
-    /// `POST path` on `port` with `body`, authenticated as the API wants: a fresh nonce,
-    /// the message `atomix-provision\n<nonce>\n<sha256 of body>\n` signed by `key` with
+    /// `POST path` on `port` with `body`, authenticated as the API wants
+    /// ([`atomix_api::signing`]): a fresh nonce, the message
+    /// `atomix-provision\n<nonce>\n<sha256 of body>\n` signed by `key` with the real
     /// `ssh-keygen -Y sign -n atomix-provision`.
     pub fn signed_post(
         &self,
@@ -708,21 +716,27 @@ impl Device {
         body: &[u8],
         key: &Path,
     ) -> Result<(u16, Value), String> {
-        let (status, nonce) = self.get(port, "/api/nonce")?;
+        let (status, answer) = self.get(port, routes::NONCE)?;
         if status != 200 {
-            return Err(format!("GET /api/nonce: {status} {nonce}"));
+            return Err(format!("GET {}: {status} {answer}", routes::NONCE));
         }
-        let nonce = nonce["nonce"].as_str().ok_or("no nonce")?.to_owned();
+        let nonce = serde_json::from_value::<Nonce>(answer.clone())
+            .map_err(|e| format!("GET {}: {e}: {answer}", routes::NONCE))?
+            .nonce;
         let body_file = self.dir.join("request-body");
         fs::write(&body_file, body).unwrap();
         let digest = host(Command::new("sha256sum").arg(&body_file));
         let digest = digest.split_whitespace().next().unwrap();
         let message = self.dir.join("request-message");
-        fs::write(&message, format!("atomix-provision\n{nonce}\n{digest}\n")).unwrap();
+        fs::write(
+            &message,
+            atomix_api::signed_message_for_digest(&nonce, digest),
+        )
+        .unwrap();
         let _ = fs::remove_file(format!("{}.sig", message.display()));
         host(
             Command::new("ssh-keygen")
-                .args(["-q", "-Y", "sign", "-n", "atomix-provision", "-f"])
+                .args(["-q", "-Y", "sign", "-n", atomix_api::NAMESPACE, "-f"])
                 .arg(key)
                 .arg(&message),
         );
@@ -741,9 +755,9 @@ impl Device {
             .post(&format!("http://127.0.0.1:{port}{path}"))
             .header("Content-Type", content_type)
             .header("Expect", "100-continue")
-            .header("X-Atomix-Nonce", &nonce)
-            .header("X-Atomix-Content-SHA256", digest)
-            .header("X-Atomix-Signature", signature.trim())
+            .header(headers::NONCE, &nonce)
+            .header(headers::CONTENT_SHA256, digest)
+            .header(headers::SIGNATURE, signature.trim())
             .send(body)
             .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
@@ -764,9 +778,11 @@ impl Device {
         let deadline = Instant::now() + timeout;
         loop {
             for port in [port, self.lan_port] {
-                if let Ok((200, state)) = self.get(port, job) {
-                    if state["state"] == "succeeded" || state["state"] == "failed" {
-                        return state;
+                if let Ok((200, answer)) = self.get(port, job) {
+                    let state: Job = serde_json::from_value(answer.clone())
+                        .unwrap_or_else(|e| panic!("{job} is not a job ({e}): {answer}"));
+                    if state.state.is_finished() {
+                        return answer;
                     }
                 }
             }
