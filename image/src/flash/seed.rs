@@ -13,7 +13,7 @@ use atomix_config::report::{check_input, Loaded};
 use crate::command;
 
 /// The largest seed the device reads from the boot partition.
-const MAX_SEED: u64 = 16 << 20;
+const MAX_SEED: u64 = atomix_api::limits::CONFIG_BUNDLE_BYTES;
 
 /// A checked seed and the name the device looks for on the boot partition (the names of
 /// `atomix-provision`'s `seed::SEED_NAMES`).
