@@ -1179,7 +1179,7 @@ mod tests {
     use crate::jobs::JobState;
     use crate::system::FakeSystem;
 
-    const EXAMPLE: &str = include_str!("../../../examples/config.toml");
+    const EXAMPLE: &str = include_str!("../../../../examples/config.toml");
 
     fn admin() -> Admin {
         Admin::from_passwd("root:x:0:0::/root:/bin/sh\nadmin:x:1001:1001::/home/admin:/bin/sh\n")
