@@ -93,64 +93,83 @@ pub struct Desired {
     pub apps: BTreeMap<String, Vec<u8>>,
 }
 
+/// One route: a rendered file, or every file under a rendered directory (a name ending
+/// in `/`), and where it goes live.
+struct Route {
+    /// None for a live file made from another one, not rendered itself.
+    rendered: Option<&'static str>,
+    /// Relative to the root; a directory when `rendered` is one.
+    live: String,
+    step: Step,
+}
+
+/// Where rendered files go and which step puts them there, read both ways: forwards for
+/// the files to write ([`live_path`]), backwards for the step of an owned file to remove.
+fn routes(admin: &Admin) -> [Route; 12] {
+    let route = |rendered, live: &str, step| Route {
+        rendered,
+        live: live.to_owned(),
+        step,
+    };
+    [
+        route(
+            Some("quadlet/rootful/"),
+            "etc/containers/systemd/",
+            Step::SyncQuadlets,
+        ),
+        route(
+            Some("quadlet/rootless/"),
+            &format!("etc/containers/systemd/users/{}/", admin.uid),
+            Step::SyncQuadlets,
+        ),
+        route(Some("networkd/"), "etc/systemd/network/", Step::Lan),
+        // The image's default LAN service lives in this file: replace it, never both.
+        route(
+            Some("dnsmasq/atomix.conf"),
+            "etc/dnsmasq.d/atomix-lan.conf",
+            Step::Lan,
+        ),
+        route(Some("chrony/"), "etc/chrony/sources.d/", Step::Time),
+        route(Some("timezone"), "etc/timezone", Step::Time),
+        // The link to the zone, made from `timezone`.
+        route(None, LOCALTIME, Step::Time),
+        route(Some("nftables/"), "etc/nftables.d/", Step::Firewall),
+        route(Some("hostname"), HOSTNAME, Step::Hostname),
+        route(
+            Some("authorized_keys"),
+            &format!("etc/ssh/authorized_keys/{}", admin.name),
+            Step::SshKeys,
+        ),
+        route(Some("systemd/"), "etc/systemd/system/", Step::UpdateTimer),
+        route(Some("apps/"), "data/apps/", Step::Apps),
+    ]
+}
+
+/// What follows `pattern` in `path` when the pattern covers it: the rest of the path
+/// under a directory (ending in `/`), or "" for the file itself.
+fn covered<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
+    if pattern.ends_with('/') {
+        path.strip_prefix(pattern)
+    } else {
+        (path == pattern).then_some("")
+    }
+}
+
 /// Where a rendered file goes, and which step puts it there.
 pub fn live_path(rel: &str, admin: &Admin) -> Option<(Step, PathBuf)> {
-    let p = |s: String| Some(PathBuf::from(s));
-    let (step, path) = if let Some(f) = rel.strip_prefix("quadlet/rootful/") {
-        (Step::SyncQuadlets, p(format!("etc/containers/systemd/{f}")))
-    } else if let Some(f) = rel.strip_prefix("quadlet/rootless/") {
-        (
-            Step::SyncQuadlets,
-            p(format!("etc/containers/systemd/users/{}/{f}", admin.uid)),
-        )
-    } else if let Some(f) = rel.strip_prefix("networkd/") {
-        (Step::Lan, p(format!("etc/systemd/network/{f}")))
-    } else if rel == "dnsmasq/atomix.conf" {
-        // The image's default LAN service lives in this file: replace it, never both.
-        (Step::Lan, p("etc/dnsmasq.d/atomix-lan.conf".into()))
-    } else if let Some(f) = rel.strip_prefix("chrony/") {
-        (Step::Time, p(format!("etc/chrony/sources.d/{f}")))
-    } else if rel == "timezone" {
-        (Step::Time, p("etc/timezone".into()))
-    } else if let Some(f) = rel.strip_prefix("nftables/") {
-        (Step::Firewall, p(format!("etc/nftables.d/{f}")))
-    } else if rel == "hostname" {
-        (Step::Hostname, p("etc/hostname".into()))
-    } else if rel == "authorized_keys" {
-        (
-            Step::SshKeys,
-            p(format!("etc/ssh/authorized_keys/{}", admin.name)),
-        )
-    } else if let Some(f) = rel.strip_prefix("systemd/") {
-        (Step::UpdateTimer, p(format!("etc/systemd/system/{f}")))
-    } else if rel.starts_with("apps/") {
-        (Step::Apps, p(format!("data/{rel}")))
-    } else {
-        return None;
-    };
-    Some((step, path?))
+    routes(admin).into_iter().find_map(|route| {
+        let rest = covered(route.rendered?, rel)?;
+        Some((route.step, PathBuf::from(format!("{}{rest}", route.live))))
+    })
 }
 
 /// The step that owns a live path (for removals).
-fn step_of(path: &Path) -> Option<Step> {
+fn step_of(path: &Path, admin: &Admin) -> Option<Step> {
     let s = path.to_str()?;
-    let prefixes = [
-        ("etc/containers/systemd/", Step::SyncQuadlets),
-        ("data/apps/", Step::Apps),
-        ("etc/systemd/network/", Step::Lan),
-        ("etc/dnsmasq.d/", Step::Lan),
-        ("etc/chrony/", Step::Time),
-        ("etc/nftables.d/", Step::Firewall),
-        ("etc/ssh/authorized_keys/", Step::SshKeys),
-        ("etc/systemd/system/", Step::UpdateTimer),
-        ("etc/timezone", Step::Time),
-        ("etc/localtime", Step::Time),
-        ("etc/hostname", Step::Hostname),
-    ];
-    prefixes
-        .iter()
-        .find(|(p, _)| s.starts_with(p))
-        .map(|(_, step)| *step)
+    routes(admin)
+        .into_iter()
+        .find(|route| covered(&route.live, s).is_some())
+        .map(|route| route.step)
 }
 
 const HOSTNAME: &str = "etc/hostname";
@@ -201,7 +220,7 @@ pub fn plan_sync(
     }
     let mut removes: BTreeMap<Step, Vec<Op>> = BTreeMap::new();
     for path in owned.iter().filter(|p| !wanted.contains(*p)) {
-        if let Some(step) = step_of(path) {
+        if let Some(step) = step_of(path, admin) {
             let path = path.clone();
             // The image's own files are put back, never removed: on the overlay root
             // a removal would hide the image's copy.
@@ -430,6 +449,20 @@ mod tests {
     fn admin_uid_comes_from_passwd() {
         assert_eq!(admin().uid, 1001);
         assert_eq!(Admin::from_passwd("").uid, 1000);
+    }
+
+    /// One table both ways: each rendered file's live path leads back to its step.
+    #[test]
+    fn a_live_path_routes_back_to_the_step_that_wrote_it() {
+        let d = desired_of(&accepted(EXAMPLE));
+        let rendered = d.tree.files.keys().map(String::as_str);
+        for rel in rendered.chain(["apps/web/sub/index.html"]) {
+            let (step, path) = live_path(rel, &admin()).expect(rel);
+            assert_eq!(step_of(&path, &admin()), Some(step), "{rel}");
+        }
+        assert_eq!(step_of(Path::new(LOCALTIME), &admin()), Some(Step::Time));
+        assert_eq!(live_path("elsewhere/file", &admin()), None);
+        assert_eq!(step_of(Path::new("etc/passwd"), &admin()), None);
     }
 
     #[test]
