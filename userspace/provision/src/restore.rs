@@ -88,69 +88,43 @@ pub fn restore(applier: &Applier) -> Result<Restored, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::Arc;
 
     use atomix_config::generations::Origin;
 
     use super::*;
-    use crate::apply::Admin;
-    use crate::failpoints::Failpoints;
-    use crate::jobs::Tracker;
-    use crate::paths::Paths;
+    use crate::apply::fixture::Device;
     use crate::system::FakeSystem;
 
-    const EXAMPLE: &str = include_str!("../../../examples/config.toml");
-
-    fn applier(root: &Path, system: Arc<FakeSystem>) -> Applier {
-        Applier {
-            paths: Paths::new(root),
-            system,
-            failpoints: Failpoints::default(),
-            admin: Admin::from_passwd("admin:x:1001:1001::/home/admin:/bin/sh\n"),
-        }
-    }
-
-    /// Provisions `root` with the example, then "reboots": the tmpfs `/etc` and `/run`
-    /// are gone, `/data` stays.
-    fn provisioned_then_rebooted(root: &Path) {
-        let a = applier(root, Arc::new(FakeSystem::default()));
-        let tracker = Tracker::new(a.paths.jobs());
-        let accepted = crate::input::check_text(EXAMPLE.to_owned(), BTreeMap::new()).unwrap();
-        let job = tracker.start(Origin::Api, None).unwrap();
-        assert!(a.import(job, accepted, Origin::Api, None).succeeded());
-        for tmpfs in ["etc", "run"] {
-            std::fs::remove_dir_all(root.join(tmpfs)).unwrap();
-        }
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/hostname"), "atomixos\n").unwrap();
+    /// A device provisioned with the example, then rebooted: the tmpfs `/etc` and
+    /// `/run` are gone, `/data` stays.
+    fn provisioned_then_rebooted() -> Device {
+        let mut dev = Device::provisioned();
+        dev.reboot();
+        dev
     }
 
     #[test]
     fn an_unprovisioned_device_keeps_the_images_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone());
-        assert_eq!(restore(&a), Ok(Restored::Unprovisioned));
-        assert!(sys.commands().is_empty());
-        assert!(!dir.path().join("etc").exists());
+        let dev = Device::new();
+        assert_eq!(restore(&dev.applier), Ok(Restored::Unprovisioned));
+        assert!(dev.sys.commands().is_empty());
+        assert!(!dev.root().join("etc").exists());
     }
 
     #[test]
     fn the_files_come_back_with_ruleset_and_host_name_and_the_reapply_restarts_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        provisioned_then_rebooted(dir.path());
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone());
+        let dev = provisioned_then_rebooted();
+        let (a, sys) = (&dev.applier, &dev.sys);
         assert_eq!(
-            restore(&a),
+            restore(a),
             Ok(Restored::Generation {
                 n: 1,
                 failed: vec![]
             })
         );
-        let nft = dir.path().join("etc/nftables.d/atomix.nft");
+        let nft = dev.root().join("etc/nftables.d/atomix.nft");
         assert_eq!(
             sys.commands(),
             [
@@ -158,19 +132,21 @@ mod tests {
                 "hostname edge-042".to_owned()
             ]
         );
-        let live = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
-        assert_eq!(live("etc/hostname"), "edge-042\n");
-        assert!(live("etc/systemd/network/20-atomix-lan.network").contains("Address="));
-        assert!(live("etc/containers/systemd/web.container").contains("Image="));
+        assert_eq!(dev.live("etc/hostname"), "edge-042\n");
+        assert!(dev
+            .live("etc/systemd/network/20-atomix-lan.network")
+            .contains("Address="));
+        assert!(dev
+            .live("etc/containers/systemd/web.container")
+            .contains("Image="));
         assert_eq!(
-            std::fs::read_link(dir.path().join("etc/localtime")).unwrap(),
+            std::fs::read_link(dev.root().join("etc/localtime")).unwrap(),
             Path::new("/usr/share/zoneinfo/Europe/Berlin")
         );
 
         // The boot's re-apply: only the units, the update timer and mark-good.
         sys.actions.lock().unwrap().clear();
-        let tracker = Tracker::new(a.paths.jobs());
-        let job = tracker.start(Origin::Boot, Some(1)).unwrap();
+        let job = dev.tracker.start(Origin::Boot, Some(1)).unwrap();
         assert!(a.reapply(job, 1).succeeded());
         let commands = sys.commands();
         for untouched in [
@@ -195,10 +171,8 @@ mod tests {
 
     #[test]
     fn a_ruleset_that_does_not_load_is_left_to_the_reapply() {
-        let dir = tempfile::tempdir().unwrap();
-        provisioned_then_rebooted(dir.path());
-        let sys = Arc::new(FakeSystem::failing_on("nft -f"));
-        let a = applier(dir.path(), sys.clone());
+        let dev = provisioned_then_rebooted();
+        let a = dev.applier(Arc::new(FakeSystem::failing_on("nft -f")), "");
         assert_eq!(
             restore(&a),
             Ok(Restored::Generation {
@@ -206,51 +180,42 @@ mod tests {
                 failed: vec!["firewall".to_owned()]
             })
         );
-        assert!(dir.path().join("etc/nftables.d/atomix.nft").exists());
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
-            "edge-042\n"
-        );
+        assert!(dev.root().join("etc/nftables.d/atomix.nft").exists());
+        assert_eq!(dev.live("etc/hostname"), "edge-042\n");
         // The re-apply loads it although the file is in place, and fails the step if
         // nft still fails.
-        let tracker = Tracker::new(a.paths.jobs());
-        let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        let outcome = dev.reapply_by(&a);
         assert_eq!(outcome.result.failed_step.as_deref(), Some("firewall"));
         // Once nft works, the next run loads it and the step is settled.
-        let working = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), working.clone());
-        let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        let outcome = dev.reapply_by(&dev.applier);
         assert!(outcome.succeeded(), "{outcome:?}");
-        assert!(working.commands().iter().any(|c| c.starts_with("nft -f")));
-        assert!(Owned::load(&a.paths).unsettled.is_empty());
+        assert!(dev.sys.commands().iter().any(|c| c.starts_with("nft -f")));
+        assert!(Owned::load(&dev.applier.paths).unsettled.is_empty());
     }
 
     #[test]
     fn a_second_restore_in_the_same_boot_does_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        provisioned_then_rebooted(dir.path());
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone());
-        assert!(matches!(restore(&a), Ok(Restored::Generation { .. })));
-        sys.actions.lock().unwrap().clear();
-        assert_eq!(restore(&a), Ok(Restored::AlreadyInPlace));
-        assert!(sys.commands().is_empty());
+        let dev = provisioned_then_rebooted();
+        assert!(matches!(
+            restore(&dev.applier),
+            Ok(Restored::Generation { .. })
+        ));
+        dev.sys.actions.lock().unwrap().clear();
+        assert_eq!(restore(&dev.applier), Ok(Restored::AlreadyInPlace));
+        assert!(dev.sys.commands().is_empty());
     }
 
     #[test]
     fn a_generation_this_build_refuses_restores_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        provisioned_then_rebooted(dir.path());
-        let config = dir.path().join("data/config/current/config.toml");
+        let dev = provisioned_then_rebooted();
+        let config = dev.root().join("data/config/current/config.toml");
         std::fs::write(&config, "schema = 99\n").unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone());
-        let err = restore(&a).unwrap_err();
+        let err = restore(&dev.applier).unwrap_err();
         assert!(
             err.contains("generation 1 is not valid for this build"),
             "{err}"
         );
-        assert!(sys.commands().is_empty());
-        assert!(!dir.path().join("etc/nftables.d").exists());
+        assert!(dev.sys.commands().is_empty());
+        assert!(!dev.root().join("etc/nftables.d").exists());
     }
 }

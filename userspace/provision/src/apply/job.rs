@@ -340,52 +340,22 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::apply::fixture::{desired, Device, EXAMPLE};
     use crate::input::check_text;
     use crate::jobs::JobState;
     use crate::system::FakeSystem;
 
-    const EXAMPLE: &str = include_str!("../../../../examples/config.toml");
-
-    fn admin() -> Admin {
-        Admin::from_passwd("root:x:0:0::/root:/bin/sh\nadmin:x:1001:1001::/home/admin:/bin/sh\n")
-    }
-
-    fn accepted(text: &str) -> Accepted {
-        check_text(text.to_owned(), BTreeMap::new()).expect("valid config")
-    }
-
-    fn applier(root: &Path, system: Arc<FakeSystem>, failpoints: &str) -> Applier {
-        Applier {
-            paths: Paths::new(root),
-            system,
-            failpoints: Failpoints::parse(failpoints).unwrap(),
-            admin: admin(),
-        }
-    }
-    fn run_import(a: &Applier, tracker: &Arc<Tracker>, text: &str) -> (Outcome, Job) {
-        let store = Store::new(a.paths.config_store());
-        let job = tracker
-            .start(Origin::Api, store.current().unwrap())
-            .unwrap();
-        let id = job.id.clone();
-        let outcome = a.import(job, accepted(text), Origin::Api, Some("SHA256:x".into()));
-        (outcome, tracker.get(&id).unwrap())
-    }
-
     #[test]
     fn a_first_apply_writes_switches_and_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "");
-        let tracker = Tracker::new(a.paths.jobs());
-        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        let dev = Device::new();
+        let (outcome, job) = dev.import(EXAMPLE);
         assert!(outcome.succeeded(), "{outcome:?}");
         assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.result.unwrap().generation, Some(1));
         let steps: Vec<&str> = job.events.iter().map(|e| e.step.as_str()).collect();
         let all: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(steps, all);
-        let store = Store::new(a.paths.config_store());
+        let store = dev.store();
         assert_eq!(store.current().unwrap(), Some(1));
         let source: SourceRecord =
             serde_json::from_slice(&std::fs::read(store.path(1).join("source.json")).unwrap())
@@ -394,31 +364,30 @@ mod tests {
             (source.origin, source.signer.as_deref()),
             (Origin::Api, Some("SHA256:x"))
         );
-        let live = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
-        assert_eq!(live("etc/hostname"), "edge-042\n");
-        assert!(
-            live("etc/containers/systemd/web.container").contains("Image=ghcr.io/acme/web:1.4.2")
-        );
-        assert!(sys.commands().contains(&"rauc status mark-good".to_owned()));
+        assert_eq!(dev.live("etc/hostname"), "edge-042\n");
+        assert!(dev
+            .live("etc/containers/systemd/web.container")
+            .contains("Image=ghcr.io/acme/web:1.4.2"));
+        assert!(dev
+            .sys
+            .commands()
+            .contains(&"rauc status mark-good".to_owned()));
         // The 13 written files and the etc/localtime link.
-        assert_eq!(Owned::load(&a.paths).files.len(), 14);
+        assert_eq!(Owned::load(&dev.applier.paths).files.len(), 14);
     }
 
     #[test]
     fn a_failed_first_apply_returns_to_unprovisioned_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::failing_on("nft -f"));
-        let a = applier(dir.path(), sys.clone(), "");
-        let image_default = dir.path().join("etc/dnsmasq.d/atomix-lan.conf");
+        let dev = Device::with_system(FakeSystem::failing_on("nft -f"));
+        let image_default = dev.root().join("etc/dnsmasq.d/atomix-lan.conf");
         std::fs::create_dir_all(image_default.parent().unwrap()).unwrap();
         std::fs::write(&image_default, "# image default\n").unwrap();
         // The image's host name, time zone and localtime link.
-        let etc = dir.path().join("etc");
+        let etc = dev.root().join("etc");
         std::fs::write(etc.join("hostname"), "atomix\n").unwrap();
         std::fs::write(etc.join("timezone"), "Etc/UTC\n").unwrap();
         std::os::unix::fs::symlink("/usr/share/zoneinfo/Etc/UTC", etc.join("localtime")).unwrap();
-        let tracker = Tracker::new(a.paths.jobs());
-        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        let (outcome, job) = dev.import(EXAMPLE);
         assert_eq!(job.state, JobState::Failed);
         let result = job.result.unwrap();
         assert_eq!(result.failed_step.as_deref(), Some("firewall"));
@@ -430,17 +399,17 @@ mod tests {
                 generation: None
             }
         );
-        let store = Store::new(a.paths.config_store());
+        let store = dev.store();
         assert_eq!(store.current().unwrap(), None);
         assert!(
             store.list().unwrap().is_empty(),
             "the failed generation is discarded"
         );
-        assert!(!dir
-            .path()
+        assert!(!dev
+            .root()
             .join("etc/containers/systemd/web.container")
             .exists());
-        assert_eq!(Owned::load(&a.paths).files, BTreeSet::new());
+        assert_eq!(Owned::load(&dev.applier.paths).files, BTreeSet::new());
         assert_eq!(
             std::fs::read_to_string(&image_default).unwrap(),
             "# image default\n"
@@ -457,7 +426,7 @@ mod tests {
             std::fs::read_link(etc.join("localtime")).unwrap(),
             Path::new("/usr/share/zoneinfo/Etc/UTC")
         );
-        let cmds = sys.commands();
+        let cmds = dev.sys.commands();
         assert!(
             cmds.contains(&"systemctl stop web.service".to_owned()),
             "{cmds:?}"
@@ -472,13 +441,9 @@ mod tests {
     fn every_step_after_persist_rolls_back_to_the_previous_generation() {
         let second = EXAMPLE.replace("edge-042", "edge-043");
         for step in &Step::ALL[2..] {
-            let dir = tempfile::tempdir().unwrap();
-            let sys = Arc::new(FakeSystem::default());
-            let good = applier(dir.path(), sys.clone(), "");
-            let tracker = Tracker::new(good.paths.jobs());
-            assert!(run_import(&good, &tracker, EXAMPLE).0.succeeded());
-            let failing = applier(dir.path(), sys, &format!("{}=error", step.name()));
-            let (outcome, job) = run_import(&failing, &tracker, &second);
+            let dev = Device::provisioned();
+            let failing = dev.applier(dev.sys.clone(), &format!("{}=error", step.name()));
+            let (outcome, job) = dev.import_by(&failing, &second);
             assert_eq!(job.state, JobState::Failed, "{step}");
             assert_eq!(
                 outcome.rollback,
@@ -488,35 +453,27 @@ mod tests {
                 },
                 "{step}"
             );
-            let store = Store::new(good.paths.config_store());
+            let store = dev.store();
             assert_eq!(store.current().unwrap(), Some(1), "{step}");
             assert_eq!(store.list().unwrap(), [1], "{step}");
-            assert_eq!(
-                std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
-                "edge-042\n",
-                "{step}"
-            );
+            assert_eq!(dev.live("etc/hostname"), "edge-042\n", "{step}");
         }
     }
 
     #[test]
     fn turning_the_update_timer_off_is_undone_by_a_rollback() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "");
-        let tracker = Tracker::new(a.paths.jobs());
-        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
-        let timer = dir.path().join("etc/systemd/system/atomix-update.timer");
+        let dev = Device::provisioned();
+        let timer = dev.root().join("etc/systemd/system/atomix-update.timer");
         let timer_text = std::fs::read_to_string(&timer).unwrap();
         assert!(timer_text.contains("OnUnitActiveSec=1d"), "{timer_text}");
 
-        sys.actions.lock().unwrap().clear();
+        dev.sys.actions.lock().unwrap().clear();
         let off = EXAMPLE.replace("rauc = true", "rauc = false");
-        let failing = applier(dir.path(), sys.clone(), "switch=error");
-        let (_, job) = run_import(&failing, &tracker, &off);
+        let failing = dev.applier(dev.sys.clone(), "switch=error");
+        let (_, job) = dev.import_by(&failing, &off);
         assert_eq!(job.rollback.state, RollbackState::Completed);
         assert_eq!(std::fs::read_to_string(&timer).unwrap(), timer_text);
-        let cmds = sys.commands();
+        let cmds = dev.sys.commands();
         let disabled = cmds
             .iter()
             .position(|c| c == "systemctl disable --now atomix-update.timer")
@@ -527,28 +484,26 @@ mod tests {
             .expect("and started again by the rollback");
         assert!(disabled < restarted, "{cmds:?}");
 
-        let (outcome, _) = run_import(&a, &tracker, &off);
+        let (outcome, _) = dev.import(&off);
         assert!(outcome.succeeded());
         assert!(!timer.exists());
-        assert!(!dir
-            .path()
+        assert!(!dev
+            .root()
             .join("etc/systemd/system/atomix-update.service")
             .exists());
     }
 
     #[test]
     fn failures_before_persist_change_nothing_and_a_failed_rollback_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "render=error");
-        let tracker = Tracker::new(a.paths.jobs());
-        let (outcome, _) = run_import(&a, &tracker, EXAMPLE);
+        let dev = Device::new();
+        let a = dev.applier(dev.sys.clone(), "render=error");
+        let (outcome, _) = dev.import_by(&a, EXAMPLE);
         assert_eq!(outcome.rollback.state, RollbackState::None);
-        assert!(sys.commands().is_empty());
-        assert!(!dir.path().join("etc").exists());
+        assert!(dev.sys.commands().is_empty());
+        assert!(!dev.root().join("etc").exists());
 
-        let a = applier(dir.path(), sys, "lan=error,rollback=error");
-        let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+        let a = dev.applier(dev.sys.clone(), "lan=error,rollback=error");
+        let (outcome, job) = dev.import_by(&a, EXAMPLE);
         assert_eq!(outcome.rollback.state, RollbackState::Failed);
         assert!(job
             .events
@@ -558,17 +513,14 @@ mod tests {
 
     #[test]
     fn reapply_marks_good_only_on_full_success() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "");
-        let tracker = Tracker::new(a.paths.jobs());
-        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        let dev = Device::provisioned();
+        let sys = &dev.sys;
         sys.actions.lock().unwrap().clear();
-        let failing = applier(dir.path(), sys.clone(), "units=error");
-        let outcome = failing.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        let failing = dev.applier(sys.clone(), "units=error");
+        let outcome = dev.reapply_by(&failing);
         assert!(!outcome.succeeded());
         assert!(!sys.commands().contains(&"rauc status mark-good".to_owned()));
-        let outcome = a.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        let outcome = dev.reapply_by(&dev.applier);
         assert!(outcome.succeeded(), "{outcome:?}");
         assert_eq!(sys.commands().last().unwrap(), "rauc status mark-good");
     }
@@ -578,17 +530,13 @@ mod tests {
     /// no service that read its files is restarted or reloaded.
     #[test]
     fn a_reapply_over_identical_files_restarts_nothing_that_read_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "");
-        let tracker = Tracker::new(a.paths.jobs());
-        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
-        sys.actions.lock().unwrap().clear();
-        let job = tracker.start(Origin::Boot, Some(1)).unwrap();
+        let dev = Device::provisioned();
+        dev.sys.actions.lock().unwrap().clear();
+        let job = dev.tracker.start(Origin::Boot, Some(1)).unwrap();
         let id = job.id.clone();
-        assert!(a.reapply(job, 1).succeeded());
+        assert!(dev.applier.reapply(job, 1).succeeded());
         assert_eq!(
-            sys.commands(),
+            dev.sys.commands(),
             [
                 "systemctl daemon-reload",
                 "systemctl restart web.service",
@@ -605,7 +553,7 @@ mod tests {
                 "rauc status mark-good",
             ]
         );
-        let events = tracker.get(&id).unwrap().events;
+        let events = dev.tracker.get(&id).unwrap().events;
         let lan = events.iter().find(|e| e.step == "lan").unwrap();
         assert_eq!(
             lan.message,
@@ -617,14 +565,9 @@ mod tests {
     /// the boot's re-apply (so an update that breaks it is not marked good).
     #[test]
     fn a_service_that_failed_with_unchanged_files_fails_the_reapply() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "");
-        let tracker = Tracker::new(a.paths.jobs());
-        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        let dev = Device::provisioned();
         let failing = Arc::new(FakeSystem::failing_on("start dnsmasq.service"));
-        let b = applier(dir.path(), failing.clone(), "");
-        let outcome = b.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        let outcome = dev.reapply_by(&dev.applier(failing.clone(), ""));
         assert_eq!(outcome.result.failed_step.as_deref(), Some("lan"));
         assert!(!failing
             .commands()
@@ -635,51 +578,34 @@ mod tests {
     /// run acts again although the files are unchanged, until the actions succeed.
     #[test]
     fn a_step_whose_actions_failed_acts_again_with_its_files_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "");
-        let tracker = Tracker::new(a.paths.jobs());
-        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
-        std::fs::write(dir.path().join("etc/hostname"), "old\n").unwrap();
+        let dev = Device::provisioned();
+        let (a, sys) = (&dev.applier, &dev.sys);
+        std::fs::write(dev.root().join("etc/hostname"), "old\n").unwrap();
         let failing = Arc::new(FakeSystem::failing_on("hostnamectl"));
-        let b = applier(dir.path(), failing, "");
-        let outcome = b.reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1);
+        let outcome = dev.reapply_by(&dev.applier(failing, ""));
         assert_eq!(outcome.result.failed_step.as_deref(), Some("hostname"));
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
-            "edge-042\n"
-        );
+        assert_eq!(dev.live("etc/hostname"), "edge-042\n");
         assert!(Owned::load(&a.paths).unsettled.contains("hostname"));
         sys.actions.lock().unwrap().clear();
-        assert!(a
-            .reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1)
-            .succeeded());
+        assert!(dev.reapply_by(a).succeeded());
         assert!(sys
             .commands()
             .contains(&"hostnamectl hostname edge-042".to_owned()));
         assert!(Owned::load(&a.paths).unsettled.is_empty());
         // Settled: the next run leaves it alone.
         sys.actions.lock().unwrap().clear();
-        assert!(a
-            .reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1)
-            .succeeded());
+        assert!(dev.reapply_by(a).succeeded());
         assert!(!sys.commands().iter().any(|c| c.starts_with("hostnamectl")));
     }
 
     #[test]
     fn a_reapply_runs_the_actions_of_the_steps_whose_files_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "");
-        let tracker = Tracker::new(a.paths.jobs());
-        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
-        sys.actions.lock().unwrap().clear();
-        std::fs::write(dir.path().join("etc/hostname"), "someone-else\n").unwrap();
-        std::fs::remove_file(dir.path().join("etc/localtime")).unwrap();
-        assert!(a
-            .reapply(tracker.start(Origin::Boot, Some(1)).unwrap(), 1)
-            .succeeded());
-        let commands = sys.commands();
+        let dev = Device::provisioned();
+        dev.sys.actions.lock().unwrap().clear();
+        std::fs::write(dev.root().join("etc/hostname"), "someone-else\n").unwrap();
+        std::fs::remove_file(dev.root().join("etc/localtime")).unwrap();
+        assert!(dev.reapply_by(&dev.applier).succeeded());
+        let commands = dev.sys.commands();
         assert!(commands.contains(&"hostnamectl hostname edge-042".to_owned()));
         assert!(commands.contains(&"systemctl restart chrony.service".to_owned()));
         for untouched in [
@@ -692,20 +618,15 @@ mod tests {
                 "{untouched} in {commands:?}"
             );
         }
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
-            "edge-042\n"
-        );
+        assert_eq!(dev.live("etc/hostname"), "edge-042\n");
     }
 
     #[test]
     fn recovery_only_closes_an_update_job_and_touches_no_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys.clone(), "");
-        let tracker = Tracker::new(a.paths.jobs());
-        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
-        let job = tracker
+        let dev = Device::provisioned();
+        let (a, sys) = (&dev.applier, &dev.sys);
+        let job = dev
+            .tracker
             .start_kind(JobKind::Update, Origin::Api, Some(1))
             .unwrap();
         let id = job.id.clone();
@@ -721,23 +642,17 @@ mod tests {
         assert_eq!(result.generation, Some(1));
         assert!(result.error.unwrap().contains("rauc status"));
         assert!(sys.commands().is_empty(), "{:?}", sys.commands());
-        assert_eq!(
-            Store::new(a.paths.config_store()).current().unwrap(),
-            Some(1)
-        );
+        assert_eq!(dev.store().current().unwrap(), Some(1));
     }
 
     #[test]
     fn recovery_rolls_back_a_job_cut_off_after_the_switch() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = Arc::new(FakeSystem::default());
-        let a = applier(dir.path(), sys, "");
-        let tracker = Tracker::new(a.paths.jobs());
-        assert!(run_import(&a, &tracker, EXAMPLE).0.succeeded());
+        let dev = Device::provisioned();
+        let a = &dev.applier;
         // A job staged generation 2 and switched, then the power went.
-        let store = Store::new(a.paths.config_store());
-        let job = tracker.start(Origin::Api, Some(1)).unwrap();
-        let d = desired_of(&accepted(EXAMPLE));
+        let store = dev.store();
+        let job = dev.tracker.start(Origin::Api, Some(1)).unwrap();
+        let d = desired(EXAMPLE);
         let source = SourceRecord {
             origin: Origin::Api,
             sha256: "x".into(),
@@ -775,7 +690,7 @@ mod tests {
                 .next()
                 .unwrap()
         );
-        let apps = files
+        let apps: BTreeMap<String, Vec<u8>> = files
             .iter()
             .map(|(p, c)| (format!("apps/web/{p}"), c.as_bytes().to_vec()))
             .collect();
@@ -804,26 +719,16 @@ mod tests {
             ("sub", "outside", &[("file.txt", "old")]),
         ];
         for (replaced, target, second) in cases {
-            let dir = tempfile::tempdir().unwrap();
-            let a = applier(dir.path(), Arc::new(FakeSystem::default()), "");
-            let tracker = Tracker::new(a.paths.jobs());
-            let outside = dir.path().join("outside");
+            let dev = Device::new();
+            let outside = dev.root().join("outside");
             std::fs::create_dir_all(&outside).unwrap();
             std::fs::write(outside.join("index.html"), "host").unwrap();
             std::fs::write(outside.join("file.txt"), "host").unwrap();
 
-            let run = |acc: Accepted| {
-                let store = Store::new(a.paths.config_store());
-                let job = tracker
-                    .start(Origin::Api, store.current().unwrap())
-                    .unwrap();
-                let id = job.id.clone();
-                let outcome = a.import(job, acc, Origin::Api, None);
-                (outcome, tracker.get(&id).unwrap())
-            };
+            let run = |acc: Accepted| dev.import_accepted(&dev.applier, acc, None);
             let (first, _) = run(with_apps(&[("sub/index.html", "old"), ("file.txt", "old")]));
             assert!(first.succeeded(), "{first:?}");
-            let apps = dir.path().join("data/apps/web");
+            let apps = dev.root().join("data/apps/web");
             assert_eq!(
                 std::fs::read_to_string(apps.join("sub/index.html")).unwrap(),
                 "old"
@@ -836,7 +741,7 @@ mod tests {
             } else {
                 std::fs::remove_file(&planted).unwrap();
             }
-            std::os::unix::fs::symlink(dir.path().join(target), &planted).unwrap();
+            std::os::unix::fs::symlink(dev.root().join(target), &planted).unwrap();
 
             let (outcome, job) = run(with_apps(second));
             let result = job.result.unwrap();
@@ -881,17 +786,15 @@ mod tests {
             Step::Switch,
             Step::MarkGood,
         ] {
-            let dir = tempfile::tempdir().unwrap();
-            let sys = Arc::new(FakeSystem::default());
-            let a = applier(dir.path(), sys.clone(), &format!("{}=error", step.name()));
-            let etc = dir.path().join("etc");
+            let dev = Device::new();
+            let a = dev.applier(dev.sys.clone(), &format!("{}=error", step.name()));
+            let etc = dev.root().join("etc");
             std::fs::create_dir_all(&etc).unwrap();
             std::fs::write(etc.join("hostname"), "atomix\n").unwrap();
             std::os::unix::fs::symlink("/usr/share/zoneinfo/Etc/UTC", etc.join("localtime"))
                 .unwrap();
             // The image has no etc/timezone: the one the apply wrote goes again.
-            let tracker = Tracker::new(a.paths.jobs());
-            let (outcome, job) = run_import(&a, &tracker, EXAMPLE);
+            let (outcome, job) = dev.import_by(&a, EXAMPLE);
             assert_eq!(job.state, JobState::Failed, "{step}");
             assert_eq!(outcome.rollback.state, RollbackState::Completed, "{step}");
             assert_eq!(
@@ -905,7 +808,7 @@ mod tests {
                 Path::new("/usr/share/zoneinfo/Etc/UTC"),
                 "{step}"
             );
-            let cmds = sys.commands();
+            let cmds = dev.sys.commands();
             let hostnames: Vec<&String> = cmds
                 .iter()
                 .filter(|c| c.starts_with("hostnamectl"))
@@ -956,19 +859,14 @@ mod tests {
             ),
         ];
         for (names, want) in cases {
-            let dir = tempfile::tempdir().unwrap();
-            let a = applier(dir.path(), Arc::new(FakeSystem::default()), "");
-            let tracker = Tracker::new(a.paths.jobs());
+            let dev = Device::new();
             let files: Vec<(&str, &str)> = names.iter().map(|n| (*n, "x")).collect();
-            let store = Store::new(a.paths.config_store());
-            let job = tracker.start(Origin::Api, None).unwrap();
-            let id = job.id.clone();
-            a.import(job, with_apps(&files), Origin::Api, None);
-            let result = tracker.get(&id).unwrap().result.unwrap();
+            let (_, job) = dev.import_accepted(&dev.applier, with_apps(&files), None);
+            let result = job.result.unwrap();
             assert_eq!(result.failed_step.as_deref(), Some("validate"));
             assert_eq!(result.error.as_ref(), Some(want));
-            assert_eq!(store.list().unwrap(), Vec::<u64>::new());
-            assert!(!dir.path().join("data/apps").exists());
+            assert_eq!(dev.store().list().unwrap(), Vec::<u64>::new());
+            assert!(!dev.root().join("data/apps").exists());
         }
     }
 }

@@ -34,6 +34,8 @@
 //! | `job.rs` | the job runner [`Applier`]: import with rollback, re-apply, crash recovery |
 
 mod executor;
+#[cfg(test)]
+pub(crate) mod fixture;
 mod generation;
 mod job;
 mod plan;

@@ -408,21 +408,8 @@ pub fn plan_sync(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::apply::generation::desired_of;
-    use crate::input::{check_text, Accepted};
-
-    const EXAMPLE: &str = include_str!("../../../../examples/config.toml");
-
-    fn admin() -> Admin {
-        Admin::from_passwd("root:x:0:0::/root:/bin/sh\nadmin:x:1001:1001::/home/admin:/bin/sh\n")
-    }
-
-    fn accepted(text: &str) -> Accepted {
-        check_text(text.to_owned(), BTreeMap::new()).expect("valid config")
-    }
+    use crate::apply::fixture::{admin, desired, EXAMPLE};
 
     fn ops_text(plan: &[StepPlan], step: Step) -> Vec<String> {
         plan.iter()
@@ -454,7 +441,7 @@ mod tests {
     /// One table both ways: each rendered file's live path leads back to its step.
     #[test]
     fn a_live_path_routes_back_to_the_step_that_wrote_it() {
-        let d = desired_of(&accepted(EXAMPLE));
+        let d = desired(EXAMPLE);
         let rendered = d.tree.files.keys().map(String::as_str);
         for rel in rendered.chain(["apps/web/sub/index.html"]) {
             let (step, path) = live_path(rel, &admin()).expect(rel);
@@ -467,7 +454,7 @@ mod tests {
 
     #[test]
     fn plan_for_a_first_apply() {
-        let d = desired_of(&accepted(EXAMPLE));
+        let d = desired(EXAMPLE);
         let plan = plan_sync(Some(&d), &BTreeSet::new(), &admin());
         let steps: Vec<Step> = plan.iter().map(|p| p.step).collect();
         assert_eq!(steps, Step::ALL[3..12]);
@@ -531,7 +518,7 @@ mod tests {
         let (head, rest) = EXAMPLE.split_once("[[containers]]").unwrap();
         let without = format!("{head}{}", &rest[rest.find("[update]").unwrap()..]);
         assert!(!without.contains("[[containers]]"));
-        let d = desired_of(&accepted(&without));
+        let d = desired(&without);
         let plan = plan_sync(Some(&d), &BTreeSet::new(), &admin());
         assert!(
             ops_text(&plan, Step::Units).is_empty(),
@@ -559,7 +546,7 @@ mod tests {
         .map(PathBuf::from)
         .collect();
         let off = EXAMPLE.replace("rauc = true", "rauc = false");
-        let d = desired_of(&accepted(&off));
+        let d = desired(&off);
         for plan in [
             plan_sync(Some(&d), &owned, &admin()),
             plan_sync(None, &owned, &admin()),
@@ -591,7 +578,7 @@ mod tests {
         .iter()
         .map(PathBuf::from)
         .collect();
-        let d = desired_of(&accepted(EXAMPLE));
+        let d = desired(EXAMPLE);
         let plan = plan_sync(Some(&d), &owned, &admin());
         let quadlets = ops_text(&plan, Step::SyncQuadlets);
         assert_eq!(quadlets[0], "remove etc/containers/systemd/old.container");
