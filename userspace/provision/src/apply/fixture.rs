@@ -33,7 +33,8 @@ pub(crate) fn accepted(text: &str) -> Accepted {
 
 /// What an apply of `text` syncs the live system to.
 pub(crate) fn desired(text: &str) -> Desired {
-    desired_of(&accepted(text))
+    let accepted = accepted(text);
+    desired_of(&accepted, &atomix_config::config_sha256(&accepted.text))
 }
 
 /// A device: its root, the fake system its applier acts through, and its job tracker.

@@ -32,14 +32,15 @@ pub fn load_generation(store: &Store, n: u64) -> Result<Loaded, String> {
     Ok(Loaded {
         n,
         lan_address: accepted.config.network.lan.address.get_ref().addr,
-        desired: desired_of(&accepted),
+        desired: desired_of(&accepted, &atomix_config::config_sha256(&accepted.text)),
     })
 }
 
-pub(crate) fn desired_of(a: &Accepted) -> Desired {
-    let sha = atomix_config::config_sha256(&a.text);
+/// What the live system should hold for an accepted config whose text hashes to
+/// `config_sha256` (named in the rendered files' headers).
+pub(crate) fn desired_of(a: &Accepted, config_sha256: &str) -> Desired {
     Desired {
-        tree: atomix_config::render::render(&a.config, &sha),
+        tree: atomix_config::render::render(&a.config, config_sha256),
         apps: a.apps.clone(),
     }
 }

@@ -114,15 +114,17 @@ impl Applier {
                 .map_err(|e| e.to_string())?;
                 Ok(((), format!("valid, {} warnings", accepted.warnings.len())))
             })?;
-            let desired = self.step(&job, Step::Render, || {
-                let d = desired_of(&accepted);
+            // The hash the rendered headers name is the one source.json records.
+            let (desired, sha256) = self.step(&job, Step::Render, || {
+                let sha256 = atomix_config::config_sha256(&accepted.text);
+                let d = desired_of(&accepted, &sha256);
                 let m = format!("{} files", d.tree.files.len());
-                Ok((d, m))
+                Ok(((d, sha256), m))
             })?;
             let n = self.step(&job, Step::Persist, || {
                 let source = SourceRecord {
                     origin,
-                    sha256: atomix_config::config_sha256(&accepted.text),
+                    sha256,
                     signer: signer.clone(),
                     time: crate::now_rfc3339(),
                 };
@@ -364,6 +366,11 @@ mod tests {
             (source.origin, source.signer.as_deref()),
             (Origin::Api, Some("SHA256:x"))
         );
+        // The hash source.json records is the one the rendered headers name.
+        assert_eq!(source.sha256, atomix_config::config_sha256(EXAMPLE));
+        assert!(dev
+            .live("etc/containers/systemd/web.container")
+            .contains(&format!("config.toml sha256 {}", source.sha256)));
         assert_eq!(dev.live("etc/hostname"), "edge-042\n");
         assert!(dev
             .live("etc/containers/systemd/web.container")
