@@ -122,8 +122,7 @@ impl Service {
         }
         let lan = self
             .current()
-            .and_then(|n| crate::apply::load_generation(&self.store(), n).ok())
-            .map(|l| l.lan_address);
+            .and_then(|n| crate::apply::lan_address(&self.store(), n));
         let ip = lan.unwrap_or(Ipv4Addr::UNSPECIFIED);
         vec![SocketAddr::V4(SocketAddrV4::new(ip, self.port))]
     }

@@ -1,8 +1,10 @@
 //! Generations read back from the store: checked and rendered again by this build,
-//! with their bundle files, as the [`Desired`] state a re-apply or rollback syncs to.
+//! with their bundle files, as the [`Desired`] state a re-apply or rollback syncs to;
+//! and the LAN address of one, checked but not rendered, for the listeners.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use atomix_config::generations::Store;
 
@@ -14,7 +16,6 @@ use crate::input::Accepted;
 pub struct Loaded {
     pub n: u64,
     pub desired: Desired,
-    pub lan_address: std::net::Ipv4Addr,
 }
 
 /// Reads generation `n`: its config.toml is checked and rendered again (so a new image's
@@ -31,7 +32,6 @@ pub fn load_generation(store: &Store, n: u64) -> Result<Loaded, String> {
     })?;
     Ok(Loaded {
         n,
-        lan_address: accepted.config.network.lan.address.get_ref().addr,
         desired: desired_of(&accepted, &atomix_config::config_sha256(&accepted.text)),
     })
 }
@@ -45,7 +45,30 @@ pub(crate) fn desired_of(a: &Accepted, config_sha256: &str) -> Desired {
     }
 }
 
+/// The LAN address of generation `n`, from its config.toml as this build checks it
+/// (with the names of its bundle files, which the config may refer to). None where
+/// [`load_generation`] would fail: unreadable, or not valid for this build. Nothing is
+/// rendered and no bundle file is read.
+pub fn lan_address(store: &Store, n: u64) -> Option<Ipv4Addr> {
+    let dir = store.path(n);
+    let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+    let files = app_files(&dir.join("apps")).ok()?;
+    let names = files.keys().map(String::as_str).collect();
+    let config = atomix_config::check_bundle("config.toml", &text, &names).config?;
+    Some(config.network.lan.address.get_ref().addr)
+}
+
 fn read_apps(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    for (name, p) in app_files(dir)? {
+        let bytes = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        out.insert(name, bytes);
+    }
+    Ok(out)
+}
+
+/// A generation's bundle files: `apps/<container>/...` to where they are stored.
+fn app_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
     let mut out = BTreeMap::new();
     if !dir.is_dir() {
         return Ok(out);
@@ -60,11 +83,48 @@ fn read_apps(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
                 stack.push(p);
             } else {
                 let rel = p.strip_prefix(dir).expect("under dir");
-                let bytes =
-                    std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                out.insert(format!("apps/{}", rel.display()), bytes);
+                out.insert(format!("apps/{}", rel.display()), p);
             }
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::fixture::{Device, EXAMPLE};
+    use crate::input::check_text;
+
+    #[test]
+    fn the_lan_address_is_read_only_from_a_generation_this_build_accepts() {
+        let dev = Device::provisioned();
+        let store = dev.store();
+        assert_eq!(
+            lan_address(&store, 1),
+            Some(Ipv4Addr::new(192, 168, 100, 1))
+        );
+        assert_eq!(lan_address(&store, 2), None, "no such generation");
+        let config = store.path(1).join("config.toml");
+        std::fs::write(&config, "schema = 99\n").unwrap();
+        assert_eq!(lan_address(&store, 1), None);
+        assert!(load_generation(&store, 1).is_err());
+    }
+
+    /// The config may name its bundle files (an image archive): they count as there.
+    #[test]
+    fn a_generation_with_an_image_archive_has_its_lan_address() {
+        let dev = Device::new();
+        let text = format!(
+            "{EXAMPLE}\n[[containers]]\nname = \"hello\"\nimage = \"oci-archive:/data/apps/hello/hello.tar\"\n"
+        );
+        let apps = BTreeMap::from([("apps/hello/hello.tar".to_owned(), b"archive".to_vec())]);
+        let accepted = check_text(text, apps).expect("valid config");
+        let (outcome, _) = dev.import_accepted(&dev.applier, accepted, None);
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(
+            lan_address(&dev.store(), 1),
+            Some(Ipv4Addr::new(192, 168, 100, 1))
+        );
+    }
 }
