@@ -4,7 +4,8 @@
 //! * [`system`] — the side-effect trait (systemctl, nft, rauc, mount...): real, record, fake.
 //! * [`failpoints`] — `ATOMIX_FAILPOINTS`: make a chosen apply step fail, sleep or crash.
 //! * [`input`] — request bodies and seeds to a checked config (or positioned errors).
-//! * [`apply`] — the apply plan (data) and its executor with rollback.
+//! * [`apply`] — applying a config: the step names, the planner (plans as data), the
+//!   executor, stored generations read back, and the job runner with rollback.
 //! * [`restore`] — the current generation's files put back at boot, before the services
 //!   that read them start.
 //! * [`jobs`] — the single-flight job tracker (config and update jobs), persisted under
