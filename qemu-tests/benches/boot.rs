@@ -303,10 +303,28 @@ fn run(image: &Image, label: &str, n: usize) -> Vec<(&'static str, Phases)> {
             .dir
             .join(format!("analyze-{}.txt", scenario.replace(' ', "-")));
         fs::write(&file, analysis).unwrap();
+        report(&device, scenario, &phases);
         out.push((scenario, phases));
     }
 
+    // The floor is read over SSH, which only `atomix-restore.service` opens without the
+    // provisioning service: a build from before it (e.g. a kept baseline) has no floor.
+    let restores = device
+        .ssh(
+            &admin,
+            "test -e /usr/lib/systemd/system/atomix-restore.service && echo yes || echo no",
+        )
+        .trim()
+        == "yes";
     device.poweroff(&admin);
+    if !restores {
+        eprintln!(
+            "bench: {label} ({}) has no atomix-restore.service: no floor for this build \
+             (with first-boot.service masked nothing would let SSH in)",
+            image.build_id()
+        );
+        return out;
+    }
     // The mark-good deadline goes too: without the service nothing marks the slot good,
     // and it would hold multi-user.target until its stall time (15 min) reboots.
     let masked = boot_script_with(
@@ -331,8 +349,19 @@ fn run(image: &Image, label: &str, n: usize) -> Vec<(&'static str, Phases)> {
     let mut phases = Phases::new();
     host_phases(&console, &mut phases, None);
     guest_phases(&device, &admin, &mut phases);
+    report(&device, "floor", &phases);
     out.push(("floor: first-boot.service masked", phases));
     out
+}
+
+/// One boot's phases as they are measured, so that a run cut short still leaves its
+/// figures in the log.
+fn report(device: &Device, scenario: &str, phases: &Phases) {
+    let line: Vec<String> = phases
+        .iter()
+        .map(|(phase, s)| format!("{phase} {s:.1}"))
+        .collect();
+    eprintln!("bench: {} {scenario}: {}", device.name, line.join("; "));
 }
 
 fn median_and_spread(values: &mut [f64]) -> (f64, f64, f64) {
