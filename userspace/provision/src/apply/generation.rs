@@ -46,9 +46,11 @@ pub(crate) fn desired_of(a: &Accepted, config_sha256: &str) -> Desired {
 }
 
 /// The LAN address of generation `n`, from its config.toml as this build checks it
-/// (with the names of its bundle files, which the config may refer to). None where
-/// [`load_generation`] would fail: unreadable, or not valid for this build. Nothing is
-/// rendered and no bundle file is read.
+/// (with the names of its bundle files, which the config may refer to). None where its
+/// config.toml cannot be read or is not valid for this build. Nothing is rendered and
+/// no bundle file is read, only listed: a generation whose bundle file cannot be read
+/// (an I/O error, a FIFO) still has its address here, so the listener narrows to the LAN,
+/// while [`load_generation`] of it fails and its restore and re-apply say so.
 pub fn lan_address(store: &Store, n: u64) -> Option<Ipv4Addr> {
     let dir = store.path(n);
     let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
