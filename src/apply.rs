@@ -186,6 +186,32 @@ fn apply_step(
                  to have it formatted on the next boot",
             )
         }
+        Step::MountBoot { device, target } => {
+            let fstype = actions.probe_fstype(device)?.with_context(|| {
+                format!(
+                    "{} (the booted slot's boot partition) holds no filesystem: reflash the \
+                     device",
+                    device.display()
+                )
+            })?;
+            // The boot partition is FAT on every AtomixOS disk: readable by root only, as
+            // it holds the boot seed (the privileged host test uses another filesystem
+            // where the kernel has no FAT driver).
+            let options = if fstype == "vfat" { "umask=0077" } else { "" };
+            mount_once(
+                actions,
+                &Mount {
+                    source: device.display().to_string(),
+                    target: target.clone(),
+                    fstype,
+                    read_only: false,
+                    no_atime: true,
+                    options: options.into(),
+                },
+                "check the boot partition with fsck.vfat from a rescue system, or reflash \
+                 the device",
+            )
+        }
         Step::WriteMarker { path, marker } => {
             if actions.exists(path) {
                 log::info!(
@@ -400,8 +426,9 @@ mod tests {
         fn wait_partition_node(&self, disk: &Path, number: u32) -> Result<PathBuf> {
             Ok(PathBuf::from(format!("{}{number}", disk.display())))
         }
-        fn probe_fstype(&self, _: &Path) -> Result<Option<String>> {
-            Ok(Some("f2fs".into()))
+        fn probe_fstype(&self, device: &Path) -> Result<Option<String>> {
+            let boot = device == Path::new("/dev/vda1");
+            Ok(Some(if boot { "vfat" } else { "f2fs" }.into()))
         }
     }
 
@@ -455,6 +482,7 @@ mod tests {
             disk: "/dev/vda".into(),
             table: table(&fake.labels.borrow()),
             data: None,
+            boot_device: Some("/dev/vda1".into()),
             now: "t".into(),
         };
         let layout = layout();
@@ -487,6 +515,7 @@ mod tests {
             "run systemd-repart --dry-run=no --no-pager --seed=random --root=/ --definitions=/r/run/atomix/repart.d /dev/vda",
             "mount overlay overlay /r/sysroot",
             "mount f2fs /dev/vda5 /r/sysroot/data",
+            "mount vfat /dev/vda1 /r/sysroot/boot",
             "write /r/sysroot/data/atomix/fresh-flash",
             "write /r/run/atomix/boot.json",
         ];
@@ -502,6 +531,7 @@ mod tests {
                 "repart",
                 "mount-sysroot",
                 "mount-data",
+                "mount-boot",
                 "fresh-flash-marker",
                 "boot-record"
             ]

@@ -177,6 +177,7 @@ fn inspect_and_plan(
         disk: root.disk.clone(),
         table,
         data,
+        boot_device: boot_device.clone(),
         now: now_rfc3339(),
     };
     let plan = plan::plan(&situation, layout, paths, args.stage);
@@ -227,7 +228,12 @@ fn post_sysroot_plan(paths: &Paths) -> Result<(Vec<plan::Step>, BootRecord)> {
         slot: record.slot,
         created: now_rfc3339(),
     });
-    let steps = plan::post_sysroot_steps(Path::new(&record.disk), marker, paths);
+    let steps = plan::post_sysroot_steps(
+        Path::new(&record.disk),
+        record.boot_device.as_deref().map(Path::new),
+        marker,
+        paths,
+    );
     Ok((steps, record))
 }
 

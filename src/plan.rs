@@ -17,6 +17,8 @@ pub struct Paths {
     pub work: PathBuf,
     pub sysroot: PathBuf,
     pub data: PathBuf,
+    /// Where the booted slot's boot partition is mounted (`/boot` after switch-root).
+    pub boot: PathBuf,
     pub marker: PathBuf,
     pub boot_record: PathBuf,
     /// The repart definitions handed to `systemd-repart` this boot.
@@ -37,6 +39,7 @@ impl Paths {
             work: p("run/overlay-root/work"),
             marker: data.join(boot_state::MARKER_IN_DATA),
             data,
+            boot: sysroot.join("boot"),
             sysroot,
             boot_record: p(boot_state::BOOT_RECORD_PATH),
             runtime_definitions: p("run/atomix/repart.d"),
@@ -67,6 +70,8 @@ pub struct Situation {
     pub table: PartitionTable,
     /// The data partition's device and the filesystem it holds, when it exists.
     pub data: Option<DataPartition>,
+    /// The booted slot's boot partition (`boot-<slot>` on the root's disk), when it exists.
+    pub boot_device: Option<PathBuf>,
     /// Now, RFC 3339, for the marker.
     pub now: String,
 }
@@ -117,6 +122,10 @@ pub enum Step {
         label: String,
         target: PathBuf,
     },
+    /// Mount the booted slot's boot partition (vfat) at `sysroot/boot`. Mounted here
+    /// rather than by a unit after switch-root, where it would wait for the root's udev
+    /// coldplug to reach the partition, with everything after `local-fs.target` behind it.
+    MountBoot { device: PathBuf, target: PathBuf },
     /// Write the fresh-flash marker unless the new partition already brought it.
     WriteMarker {
         path: PathBuf,
@@ -136,6 +145,7 @@ impl Step {
             Step::Repart { .. } => "repart",
             Step::FormatData { .. } => "format-data",
             Step::MountData { .. } => "mount-data",
+            Step::MountBoot { .. } => "mount-boot",
             Step::WriteMarker { .. } => "fresh-flash-marker",
             Step::WriteBootRecord { .. } => "boot-record",
         }
@@ -212,9 +222,12 @@ pub fn plan(situation: &Situation, layout: &Layout, paths: &Paths, stage: Stage)
         Stage::PreSysroot => steps.push(Step::WriteBootRecord {
             path: paths.boot_record.clone(),
         }),
-        Stage::All | Stage::PostSysroot => {
-            steps.extend(post_sysroot_steps(&situation.disk, marker, paths))
-        }
+        Stage::All | Stage::PostSysroot => steps.extend(post_sysroot_steps(
+            &situation.disk,
+            situation.boot_device.as_deref(),
+            marker,
+            paths,
+        )),
     }
     Plan {
         fresh_flash,
@@ -223,9 +236,11 @@ pub fn plan(situation: &Situation, layout: &Layout, paths: &Paths, stage: Stage)
     }
 }
 
-/// The steps after `sysroot.mount`. `marker` is `Some` on a fresh flash.
+/// The steps after `sysroot.mount`. `boot_device` is the booted slot's boot partition,
+/// `marker` is `Some` on a fresh flash.
 pub fn post_sysroot_steps(
     disk: &Path,
+    boot_device: Option<&Path>,
     marker: Option<FreshFlashMarker>,
     paths: &Paths,
 ) -> Vec<Step> {
@@ -234,6 +249,12 @@ pub fn post_sysroot_steps(
         label: disk_layout::DATA.to_owned(),
         target: paths.data.clone(),
     }];
+    if let Some(device) = boot_device {
+        steps.push(Step::MountBoot {
+            device: device.to_owned(),
+            target: paths.boot.clone(),
+        });
+    }
     if let Some(marker) = marker {
         steps.push(Step::WriteMarker {
             path: paths.marker.clone(),
@@ -287,6 +308,7 @@ mod tests {
                 device: "/dev/vda5".into(),
                 fstype: fstype.map(str::to_owned),
             }),
+            boot_device: Some("/dev/vda1".into()),
             now: "2026-11-27T05:00:00Z".into(),
         }
     }
@@ -320,6 +342,7 @@ mod tests {
                     "repart",
                     "mount-sysroot",
                     "mount-data",
+                    "mount-boot",
                     "fresh-flash-marker",
                     "boot-record",
                 ],
@@ -335,6 +358,7 @@ mod tests {
                     "mount-overlay-tmpfs",
                     "mount-sysroot",
                     "mount-data",
+                    "mount-boot",
                     "boot-record",
                 ],
             },
@@ -350,6 +374,7 @@ mod tests {
                     "format-data",
                     "mount-sysroot",
                     "mount-data",
+                    "mount-boot",
                     "boot-record",
                 ],
             },
@@ -365,6 +390,7 @@ mod tests {
                     "repart",
                     "mount-sysroot",
                     "mount-data",
+                    "mount-boot",
                     "boot-record",
                 ],
             },
@@ -380,6 +406,7 @@ mod tests {
                     "repart",
                     "mount-sysroot",
                     "mount-data",
+                    "mount-boot",
                     "fresh-flash-marker",
                     "boot-record",
                 ],
@@ -447,11 +474,20 @@ mod tests {
         let post = plan(&s, &layout(), &paths, Stage::PostSysroot);
         assert!(!names(&post).contains(&"mount-sysroot"));
         assert_eq!(
-            post_sysroot_steps(&s.disk, None, &paths)
+            post_sysroot_steps(&s.disk, None, None, &paths)
                 .iter()
                 .map(Step::name)
                 .collect::<Vec<_>>(),
-            ["mount-data", "boot-record"]
+            ["mount-data", "boot-record"],
+            "a disk without the slot's boot partition mounts no /boot"
+        );
+        let with_boot = post_sysroot_steps(&s.disk, Some(Path::new("/dev/vda1")), None, &paths);
+        assert_eq!(
+            with_boot[1],
+            Step::MountBoot {
+                device: "/dev/vda1".into(),
+                target: "/r/sysroot/boot".into(),
+            }
         );
     }
 

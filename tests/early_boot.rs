@@ -1,11 +1,12 @@
 //! Privileged integration tests of `atomix-initrd setup`: a real GPT disk image on a loop
-//! device (boot-a FAT, rootfs-a squashfs with known files), the real sequence run inside a
+//! device (boot-a, rootfs-a squashfs with known files), the real sequence run inside a
 //! private mount namespace (`unshare -m`) with `--root` in a temporary directory, and the
 //! results checked with findmnt, sfdisk, blkid and fsck.
 //!
 //! Needs root, loop devices, squashfs-tools, dosfstools, f2fs-tools, e2fsprogs and
-//! systemd-repart: `scripts/setup-host.sh` installs them. The host kernel cannot mount f2fs,
-//! so the full sequence runs with a copy of `repart.d/` that formats `data` as ext4; the
+//! systemd-repart: `scripts/setup-host.sh` installs them. The host kernel cannot mount f2fs
+//! nor FAT, so the full sequence runs with a copy of `repart.d/` that formats `data` as
+//! ext4, and boot-a is ext4 too (on a device it is FAT: the QEMU boot tests mount it); the
 //! real definitions are checked up to formatting (`--stage pre-sysroot`) with fsck.f2fs.
 
 use std::fs;
@@ -93,6 +94,7 @@ impl TestDisk {
         let tree = dir.path().join("tree");
         fs::create_dir_all(tree.join("etc")).unwrap();
         fs::create_dir_all(tree.join("data")).unwrap();
+        fs::create_dir_all(tree.join("boot")).unwrap();
         fs::write(tree.join("etc/os-release"), "ID=atomixos\nBUILD_ID=test\n").unwrap();
         fs::write(tree.join("etc/hostname"), "from-squashfs\n").unwrap();
         let squashfs = dir.path().join("rootfs.squashfs");
@@ -123,8 +125,8 @@ impl TestDisk {
         run(Command::new("partx").arg("--update").arg(&disk.loopdev));
         disk.wait_for_node(1);
         disk.wait_for_node(2);
-        run(Command::new("mkfs.vfat")
-            .args(["-n", "BOOT-A"])
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-L", "boot-a"])
             .arg(disk.part(1)));
         run(Command::new("dd")
             .arg(format!("if={}", squashfs.display()))
@@ -370,6 +372,9 @@ fn fresh_flash_then_next_boot() {
     let data = find("/sysroot/data");
     assert_eq!(data.1, "ext4");
     assert_eq!(data.2, disk.part(5));
+    let boot = find("/sysroot/boot");
+    assert_eq!(boot.1, "ext4", "the host kernel's stand-in for FAT");
+    assert_eq!(boot.2, disk.part(1), "the booted slot's boot partition");
 
     // A write to / lands in the tmpfs upper; the squashfs shows through.
     assert_eq!(
@@ -400,6 +405,7 @@ fn fresh_flash_then_next_boot() {
             "repart",
             "mount-sysroot",
             "mount-data",
+            "mount-boot",
             "fresh-flash-marker"
         ]
     );
@@ -593,6 +599,7 @@ fn power_cut_at_every_step_is_finished_by_the_next_boot() {
         "repart",
         "mount-sysroot",
         "mount-data",
+        "mount-boot",
         "fresh-flash-marker",
         "boot-record",
     ];

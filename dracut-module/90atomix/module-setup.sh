@@ -18,9 +18,11 @@ depends() {
 installkernel() {
     # The file systems and block layers of the sequence: the squashfs slot, the overlay
     # root, f2fs /data (and the compressors its options name), the vfat boot partition
-    # with its code pages, loop devices (systemd-repart formats through them). The disk,
+    # (mounted at /sysroot/boot) with its code pages and Debian's default I/O character
+    # set (nls_ascii: without it the mount fails with EINVAL), loop devices
+    # (systemd-repart formats through them). The disk,
     # USB and watchdog drivers of each machine are in dracut.conf.d/atomix.conf.
-    hostonly='' instmods -c squashfs overlay f2fs loop vfat nls_cp437 nls_iso8859-1 \
+    hostonly='' instmods -c squashfs overlay f2fs loop vfat nls_cp437 nls_iso8859-1 nls_ascii \
         crc32_generic || return 1
     hostonly='' instmods lz4_compress lz4hc_compress zstd_compress
 }

@@ -164,13 +164,15 @@ const INITRD_MAX_BYTES: u64 = 12 * 1024 * 1024;
 /// (each either there as a module or built into the kernel).
 const INITRD_NEEDED_MODULES: &[&str] = &[
     // The boot sequence: the squashfs slot, the overlay root, f2fs /data, the vfat boot
-    // partition, loop devices for systemd-repart.
+    // partition (with the kernel's default I/O character set, ascii), loop devices for
+    // systemd-repart.
     "squashfs",
     "overlay",
     "f2fs",
     "vfat",
     "nls_cp437",
     "nls_iso8859_1",
+    "nls_ascii",
     "loop",
     // Rock64: the eMMC and SD controller, its I/O domains and regulators.
     "dw_mmc_rockchip",
@@ -301,7 +303,6 @@ fn squashfs_root_holds_the_atomix_parts() {
     );
     for path in [
         "squashfs-root/usr/lib/atomix/atomix-initrd",
-        "squashfs-root/usr/lib/systemd/system-generators/atomix-boot-mount",
         "squashfs-root/data",
         "squashfs-root/boot",
         "squashfs-root/usr/lib/systemd/system.conf.d/10-atomix-watchdog.conf",
@@ -311,8 +312,7 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/var/.updated",
         // The provisioned config back in /etc before the network starts.
         "squashfs-root/etc/systemd/system/sysinit.target.wants/atomix-restore.service",
-        // dnsmasq without Debian's wait for network-online.target (first-boot.service
-        // is ordered after dnsmasq).
+        // dnsmasq without Debian's wait for network-online.target.
         "squashfs-root/etc/systemd/system/dnsmasq.service",
         // Masked: no AF_VSOCK on either machine, it failed on every boot.
         "squashfs-root/etc/systemd/system-generators/systemd-ssh-generator",
@@ -323,9 +323,20 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/etc/systemd/system/modprobe@drm.service",
         "squashfs-root/etc/systemd/system/systemd-network-generator.service",
         "squashfs-root/etc/systemd/system/dracut-shutdown.service",
+        // Masked: the root never repartitions (the initrd does), yet the unit's Wants=
+        // started modprobe@loop and modprobe@dm_mod on every boot.
+        "squashfs-root/etc/systemd/system/systemd-repart.service",
     ] {
         assert!(listing.lines().any(|l| l == path), "{path} missing");
     }
+    // /boot is mounted by the initrd (atomix-initrd's mount-boot step), not by a unit that
+    // waits for the root's udev coldplug.
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.ends_with("system-generators/atomix-boot-mount")),
+        "the boot partition's generator is back"
+    );
     assert!(
         !listing
             .lines()

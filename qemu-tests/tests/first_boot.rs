@@ -74,6 +74,10 @@ fn fresh_flash_without_seed_opens_the_console_and_provisions_over_the_api() {
     assert!(root.contains("lowerdir=/run/rootfs-base"), "{root}");
     let data = device.ssh(&admin, "findmnt -n -o FSTYPE /data");
     assert_eq!(data.trim(), "f2fs");
+    // The booted slot's boot partition, mounted by the initrd: FAT, root's only.
+    let boot = device.ssh(&admin, "findmnt -n -o FSTYPE,SOURCE,OPTIONS /boot");
+    assert!(boot.starts_with("vfat /dev/vda1 "), "{boot}");
+    assert!(boot.contains("fmask=0077,dmask=0077"), "{boot}");
     let eth1 = device.ssh(&admin, "ip -4 -o addr show dev eth1");
     assert!(eth1.contains("192.168.100.1/24"), "{eth1}");
     let rules = device.ssh(&admin, "sudo nft list ruleset");
