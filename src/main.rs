@@ -20,7 +20,6 @@ mod blockdev;
 mod cli;
 mod cmdline;
 mod failpoint;
-mod kmsg;
 mod mountinfo;
 mod partition_table;
 mod plan;
@@ -54,11 +53,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Setup(args) => {
-            kmsg::init(&cli.kmsg);
+            kmsg_log::init(&cli.kmsg);
             setup(&args)
         }
         Command::Generate { normal_dir } => {
-            kmsg::init(&cli.kmsg);
+            kmsg_log::init(&cli.kmsg);
             generate(&normal_dir)
         }
     };
