@@ -53,11 +53,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Setup(args) => {
-            kmsg_log::init(&cli.kmsg);
+            init_logging(&cli.kmsg);
             setup(&args)
         }
         Command::Generate { normal_dir } => {
-            kmsg_log::init(&cli.kmsg);
+            init_logging(&cli.kmsg);
             generate(&normal_dir)
         }
     };
@@ -72,6 +72,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every record to the kernel log with its level; stderr for a person at a terminal.
+fn init_logging(kmsg: &Path) {
+    kmsg_log::init(kmsg_log::Config {
+        ident: "atomix-initrd",
+        kmsg: Some(kmsg),
+        kmsg_level: log::LevelFilter::Debug,
+        stderr: kmsg_log::Stderr::Fallback,
+    });
 }
 
 fn setup(args: &SetupArgs) -> Result<()> {

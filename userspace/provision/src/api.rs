@@ -616,14 +616,14 @@ async fn update(
     let ((reboot, auth, _slot), body) = match early {
         Ok(ok) => (ok, body),
         Err(e) => {
-            crate::logging::warn(&format!("bundle upload refused: {e}"));
+            log::warn!("bundle upload refused: {e}");
             discard(&headers, body).await;
             return Err(e);
         }
     };
     let bundle = receive(svc.paths.uploads(), body).await?;
     if let Err(e) = auth.check_digest(&bundle.sha256) {
-        crate::logging::warn(&format!("bundle upload refused: {e}"));
+        log::warn!("bundle upload refused: {e}");
         return Err(e);
     }
     let id = svc
@@ -704,7 +704,7 @@ fn upload_error(e: UploadError) -> AppError {
         UploadError::TooLarge { .. } => AppError::TooLarge(e.to_string()),
         UploadError::NoSpace { .. } => AppError::NoSpace(e.to_string()),
         UploadError::Io { .. } => {
-            crate::logging::error(&format!("bundle upload: {}", chain(&e)));
+            log::error!("bundle upload: {}", chain(&e));
             AppError::Internal
         }
     }

@@ -167,7 +167,7 @@ pub fn parse_keys(text: &str, source: &str) -> Vec<PublicKey> {
         }
         match ssh_key::authorized_keys::Entry::from_str_lossy(line) {
             Some(k) => keys.push(k),
-            None => crate::logging::warn(&format!("{source}:{}: not a public key", i + 1)),
+            None => log::warn!("{source}:{}: not a public key", i + 1),
         }
     }
     keys

@@ -82,7 +82,7 @@ const USB_POLL: Duration = Duration::from_secs(2);
 pub fn run(svc: &Arc<Service>) {
     let steps = plan(facts(svc));
     let mut watch = None;
-    crate::logging::info(&format!("boot flow: {steps:?}"));
+    log::info!("boot flow: {steps:?}");
     for step in steps {
         match step {
             BootAction::Reapply => reapply(svc),
@@ -90,16 +90,16 @@ pub fn run(svc: &Arc<Service>) {
                 let found = seed::seed_in_dir(&svc.paths.boot(), "/boot");
                 import(svc, Origin::Boot, found);
             }
-            BootAction::IgnoreBootSeed => crate::logging::info(
-                "the seed in /boot is ignored: it is applied only on the first boot after a flash",
+            BootAction::IgnoreBootSeed => log::info!(
+                "the seed in /boot is ignored: it is applied only on the first boot after a flash"
             ),
             BootAction::RemoveMarker => {
                 let marker = svc.paths.marker();
                 match std::fs::remove_file(&marker) {
-                    Ok(()) => crate::logging::info("fresh-flash marker removed"),
+                    Ok(()) => log::info!("fresh-flash marker removed"),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        crate::logging::error(&format!("cannot remove {}: {e}", marker.display()))
+                        log::error!("cannot remove {}: {e}", marker.display())
                     }
                 }
             }
@@ -126,7 +126,7 @@ pub fn run(svc: &Arc<Service>) {
     if svc.provisioned() {
         return;
     }
-    crate::logging::notice("unprovisioned: the console waits on port 8080");
+    log::info!(target: kmsg_log::NOTICE, "unprovisioned: the console waits on port 8080");
     let Some(mut watch) = watch else { return };
     // A USB stick may come up after the first look (slow enumeration) or be plugged in
     // by an operator at the waiting device: search each one as it arrives.
@@ -136,7 +136,7 @@ pub fn run(svc: &Arc<Service>) {
         if arrived.is_empty() || svc.provisioned() {
             continue;
         }
-        crate::logging::info(&format!("USB media arrived: {arrived:?}"));
+        log::info!("USB media arrived: {arrived:?}");
         let found = seed::search_devices(&svc.paths, svc.applier.system.as_ref(), &arrived);
         import(svc, Origin::Usb, Ok(found));
     }
@@ -152,12 +152,10 @@ fn reapply(svc: &Arc<Service>) {
         Ok(job) => {
             let outcome = svc.applier.reapply(job, n);
             if !outcome.succeeded() {
-                crate::logging::error(&format!(
-                    "re-applying generation {n} failed: the slot is not marked good"
-                ));
+                log::error!("re-applying generation {n} failed: the slot is not marked good");
             }
         }
-        Err(busy) => crate::logging::error(&format!("cannot re-apply: {busy}")),
+        Err(busy) => log::error!("cannot re-apply: {busy}"),
     }
 }
 
@@ -177,7 +175,7 @@ fn import(svc: &Arc<Service>, origin: Origin, found: Result<Option<Seed>, String
             return;
         }
     };
-    crate::logging::notice(&format!("seed found: {}", seed.location));
+    log::info!(target: kmsg_log::NOTICE, "seed found: {}", seed.location);
     let accepted = match input::check(&seed.bytes, seed.kind) {
         Ok(a) => a,
         Err(rejected) => {
@@ -192,10 +190,7 @@ fn import(svc: &Arc<Service>, origin: Origin, found: Result<Option<Seed>, String
     // An API client may have got in first: wait for its job, which may provision.
     let job = loop {
         if svc.provisioned() {
-            crate::logging::info(&format!(
-                "{} not applied: provisioned meanwhile",
-                seed.location
-            ));
+            log::info!("{} not applied: provisioned meanwhile", seed.location);
             return;
         }
         match svc.tracker.start(origin, svc.current()) {

@@ -85,7 +85,7 @@ impl Failpoints {
             None | Some(Failpoint::Sleep(_) | Failpoint::Hang) => Ok(()),
             Some(Failpoint::Error) => Err(Triggered(step.to_owned())),
             Some(Failpoint::Crash) => {
-                crate::logging::error(&format!("failpoint {step}=crash: exiting"));
+                log::error!("failpoint {step}=crash: exiting");
                 std::process::exit(CRASH_STATUS)
             }
         }
@@ -97,7 +97,7 @@ impl Failpoints {
         match self.points.get(step) {
             Some(Failpoint::Sleep(d)) => std::thread::sleep(*d),
             Some(Failpoint::Hang) => {
-                crate::logging::error(&format!("failpoint {step}=hang: the step never returns"));
+                log::error!("failpoint {step}=hang: the step never returns");
                 loop {
                     std::thread::park();
                 }

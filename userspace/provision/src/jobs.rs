@@ -65,7 +65,7 @@ impl Tracker {
         let path = self.dir.join(format!("{}.json", job.id));
         if let Err(e) = boot_state::write_record(&path, job) {
             // The job still runs; its outcome is only lost across a restart.
-            crate::logging::error(&format!("job {}: {e}", job.id));
+            log::error!("job {}: {e}", job.id);
         }
     }
 
@@ -153,7 +153,7 @@ impl Tracker {
                     out.push(job)
                 }
                 Ok(_) => {}
-                Err(e) => crate::logging::warn(&format!("ignoring {e}")),
+                Err(e) => log::warn!("ignoring {e}"),
             }
         }
         out.sort_by(|a, b| a.created.cmp(&b.created));
@@ -228,9 +228,9 @@ impl JobHandle {
         };
         let line = format!("job {} {}: {}", self.id, event.step, event.message);
         match level {
-            Level::Error => crate::logging::error(&line),
-            Level::Warning => crate::logging::warn(&line),
-            Level::Info => crate::logging::notice(&line),
+            Level::Error => log::error!("{line}"),
+            Level::Warning => log::warn!("{line}"),
+            Level::Info => log::info!(target: kmsg_log::NOTICE, "{line}"),
         }
         self.tracker.update(&self.id, |j| j.events.push(event));
     }

@@ -19,7 +19,6 @@
 //! * [`console`] — the bootstrap web console at `/` (assets compiled in from `web/`).
 //! * [`listen`] — the listeners, narrowed to the LAN address once provisioned.
 //! * [`service`] — the shared state that ties them together.
-//! * [`logging`] — stderr lines with kernel levels for the journal, errors to kmsg.
 //! * [`deadline`] — the mark-good deadline: a provisioned boot whose apply stalls reboots.
 
 pub mod api;
@@ -33,7 +32,6 @@ pub mod failpoints;
 pub mod input;
 pub mod jobs;
 pub mod listen;
-pub mod logging;
 pub mod nbd;
 pub mod paths;
 pub mod restore;

@@ -253,7 +253,7 @@ async fn accept_loop(
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and the like: wait rather than spin.
-                crate::logging::warn(&format!("accept: {e}"));
+                log::warn!("accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -382,7 +382,7 @@ pub async fn run(app: Router, svc: Arc<Service>, mut shutdown: watch::Receiver<b
             .collect();
         for addr in stale {
             if let Some(r) = running.remove(&addr) {
-                crate::logging::notice(&format!("no longer listening on {}", r.bound));
+                log::info!(target: kmsg_log::NOTICE, "no longer listening on {}", r.bound);
                 let _ = r.stop.send(());
                 let _ = r.task.await;
             }
@@ -397,7 +397,7 @@ pub async fn run(app: Router, svc: Arc<Service>, mut shutdown: watch::Receiver<b
             match bind(*addr) {
                 Ok(listener) => {
                     let bound = listener.local_addr().unwrap_or(*addr);
-                    crate::logging::notice(&format!("listening on http://{bound}"));
+                    log::info!(target: kmsg_log::NOTICE, "listening on http://{bound}");
                     let (stop, stopped) = oneshot::channel::<()>();
                     let task = tokio::spawn(accept_loop(
                         listener,
@@ -409,7 +409,7 @@ pub async fn run(app: Router, svc: Arc<Service>, mut shutdown: watch::Receiver<b
                 }
                 Err(e) => {
                     failed = true;
-                    crate::logging::error(&format!("cannot listen on {addr}: {e}; retrying"));
+                    log::error!("cannot listen on {addr}: {e}; retrying");
                 }
             }
         }

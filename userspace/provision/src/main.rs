@@ -3,6 +3,7 @@
 
 mod cmd;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -37,8 +38,32 @@ enum Command {
     NbdHold(cmd::nbd_hold::Args),
 }
 
+impl Command {
+    /// The kernel log device the subcommand also logs to (`--kmsg`), if any.
+    fn kmsg(&self) -> Option<&Path> {
+        match self {
+            Command::Serve(args) => args.kmsg.as_deref(),
+            Command::Restore(args) => args.kmsg.as_deref(),
+            Command::Slot(args) => match &args.command {
+                cmd::slot::Command::WaitGood(wait) => wait.kmsg.as_deref(),
+                _ => None,
+            },
+            Command::NbdHold(args) => Some(&args.kmsg),
+            _ => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every line to stderr with its kernel level, for the journal; to the kernel log
+    // (the serial console) errors and what is logged for it (kmsg_log::KMSG, NOTICE).
+    kmsg_log::init(kmsg_log::Config {
+        ident: "atomix-provision",
+        kmsg: cli.command.kmsg(),
+        kmsg_level: log::LevelFilter::Error,
+        stderr: kmsg_log::Stderr::Prefixed,
+    });
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(&args),
         Command::Render(args) => cmd::render::run(&args),

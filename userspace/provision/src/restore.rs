@@ -17,7 +17,6 @@
 //! marks the slot good or bad.
 
 use crate::apply::{load_generation, plan_sync, Applier, Owned, Step};
-use crate::logging;
 use crate::system::Action;
 
 /// What a restore did.
@@ -76,9 +75,9 @@ pub fn restore(applier: &Applier) -> Result<Restored, String> {
             Ok::<_, String>(message)
         })();
         match result {
-            Ok(message) => logging::info(&format!("restore {step}: {message}")),
+            Ok(message) => log::info!("restore {step}: {message}"),
             Err(e) => {
-                logging::error(&format!("restore {step}: {e}; left to the re-apply"));
+                log::error!("restore {step}: {e}; left to the re-apply");
                 failed.push(step.name().to_owned());
             }
         }

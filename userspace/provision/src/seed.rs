@@ -106,7 +106,7 @@ pub fn usb_filesystems(sys_block: &Path) -> Vec<PathBuf> {
 pub fn find_usb_seed(paths: &Paths, system: &dyn System, usb_dir: Option<&Path>) -> Option<Seed> {
     if let Some(dir) = usb_dir {
         return seed_in_dir(dir, &dir.display().to_string()).unwrap_or_else(|e| {
-            crate::logging::error(&e);
+            log::error!("{e}");
             None
         });
     }
@@ -122,7 +122,7 @@ pub fn search_devices(paths: &Paths, system: &dyn System, devices: &[PathBuf]) -
             .run()
             .join(format!("usb-{}", name.unwrap_or_default()));
         if let Err(e) = std::fs::create_dir_all(&mount) {
-            crate::logging::error(&format!("cannot create {}: {e}", mount.display()));
+            log::error!("cannot create {}: {e}", mount.display());
             continue;
         }
         let mounted = system.run(&Action::MountReadOnly {
@@ -131,7 +131,7 @@ pub fn search_devices(paths: &Paths, system: &dyn System, devices: &[PathBuf]) -
         });
         let found = match mounted {
             Err(e) => {
-                crate::logging::warn(&format!("{}: {e}", device.display()));
+                log::warn!("{}: {e}", device.display());
                 continue;
             }
             Ok(()) => seed_in_dir(&mount, &format!("{}:", device.display())),
@@ -143,12 +143,12 @@ pub fn search_devices(paths: &Paths, system: &dyn System, devices: &[PathBuf]) -
             Ok(()) => {
                 let _ = std::fs::remove_dir(&mount);
             }
-            Err(e) => crate::logging::error(&e.to_string()),
+            Err(e) => log::error!("{e}"),
         }
         match found {
             Ok(Some(seed)) => return Some(seed),
             Ok(None) => {}
-            Err(e) => crate::logging::error(&e),
+            Err(e) => log::error!("{e}"),
         }
     }
     None

@@ -75,7 +75,7 @@ impl Service {
         let boot = match boot_state::read_record::<BootRecord>(&paths.boot_record()) {
             Ok(b) => b,
             Err(e) => {
-                crate::logging::warn(&format!("{e}"));
+                log::warn!("{e}");
                 None
             }
         };
@@ -152,7 +152,7 @@ impl Service {
                     keys.extend(crate::auth::parse_keys(&text, &path.display().to_string()))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => crate::logging::error(&format!("cannot read {}: {e}", path.display())),
+                Err(e) => log::error!("cannot read {}: {e}", path.display()),
             }
         }
         keys
@@ -221,7 +221,7 @@ impl Service {
 
     pub fn record_import_error(&self, error: ImportError) {
         let lines: Vec<String> = error.errors.iter().map(ToString::to_string).collect();
-        crate::logging::error(&format!(
+        log::error!(
             "{} seed {} refused:\n{}",
             match error.origin {
                 Origin::Boot => "boot",
@@ -230,7 +230,7 @@ impl Service {
             },
             error.location,
             lines.join("\n")
-        ));
+        );
         self.status
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -173,7 +173,7 @@ impl Drop for Bundle {
         if !self.removed {
             if let Err(e) = std::fs::remove_file(&self.path) {
                 if e.kind() != io::ErrorKind::NotFound {
-                    crate::logging::error(&format!("cannot remove {}: {e}", self.path.display()));
+                    log::error!("cannot remove {}: {e}", self.path.display());
                 }
             }
         }
@@ -193,9 +193,9 @@ pub fn clear_leftovers(dir: &Path) {
         }
         match std::fs::remove_file(&path) {
             Ok(()) => {
-                crate::logging::warn(&format!("removed a left-over upload {}", path.display()))
+                log::warn!("removed a left-over upload {}", path.display())
             }
-            Err(e) => crate::logging::error(&format!("cannot remove {}: {e}", path.display())),
+            Err(e) => log::error!("cannot remove {}: {e}", path.display()),
         }
     }
 }
@@ -346,9 +346,7 @@ pub fn run(
     let _hold = job.finish_and_hold(outcome.result.clone(), outcome.rollback);
     std::thread::sleep(REBOOT_DELAY);
     if let Err(e) = system.run(&Action::systemctl(&["reboot"])) {
-        crate::logging::error(&format!(
-            "job {id}: the update is installed but the reboot failed: {e}"
-        ));
+        log::error!("job {id}: the update is installed but the reboot failed: {e}");
     }
     outcome
 }

@@ -279,7 +279,7 @@ impl Applier {
         for job in tracker.interrupted() {
             if job.kind == JobKind::Update {
                 let message = "cut off by a restart; whether RAUC finished the install is unknown: see `rauc status`";
-                crate::logging::warn(&format!("job {}: {message}", job.id));
+                log::warn!("job {}: {message}", job.id);
                 let current = self.store().current().ok().flatten();
                 let rollback = Rollback {
                     state: RollbackState::None,
@@ -300,7 +300,7 @@ impl Applier {
                 }
                 _ => format!("cut off by a restart; rolled back to {target}"),
             };
-            crate::logging::warn(&format!("job {}: {message}", job.id));
+            log::warn!("job {}: {message}", job.id);
             tracker.close_interrupted(job, rollback.generation, rollback, &message);
         }
     }
@@ -327,7 +327,7 @@ impl Applier {
             state: match result {
                 Ok(()) => RollbackState::Completed,
                 Err(e) => {
-                    crate::logging::error(&format!("job {}: recovery: {e}", job.id));
+                    log::error!("job {}: recovery: {e}", job.id);
                     RollbackState::Failed
                 }
             },

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use atomix_provision::{logging, nbd};
+use atomix_provision::nbd;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,12 +25,9 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    logging::set_kmsg(args.kmsg.clone());
     let Some(disk) = nbd::whole_disk(&args.name) else {
-        logging::warn_kmsg(&format!(
-            "nbd-hold: {:?} is not an NBD device name (nbdN or nbdNpM): nothing held",
-            args.name
-        ));
+        log::warn!(target: kmsg_log::KMSG, "nbd-hold: {:?} is not an NBD device name (nbdN or nbdNpM): nothing held",
+            args.name);
         return Ok(ExitCode::SUCCESS);
     };
     let held = nbd::hold(&args.root, disk, Duration::from_secs(args.limit), nbd::POLL);
@@ -38,15 +35,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match held.release {
         // Released at the first look: the common case, not worth a line.
         Some(_) if !held.held => {}
-        Some(why) => logging::info_kmsg(&format!(
-            "nbd-hold: kept udev's reference to {disk} for {ms} ms, until {why}"
-        )),
-        None => logging::warn_kmsg(&format!(
-            "nbd-hold: {} is still connected and nothing holds it after {} s; letting \
+        Some(why) => {
+            log::info!(target: kmsg_log::KMSG, "nbd-hold: kept udev's reference to {disk} for {ms} ms, until {why}")
+        }
+        None => {
+            log::warn!(target: kmsg_log::KMSG, "nbd-hold: {} is still connected and nothing holds it after {} s; letting \
              udev's reference go (its last close disconnects it)",
             nbd::sys_dir(&args.root, disk).display(),
-            args.limit
-        )),
+            args.limit)
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use atomix_provision::apply::{Admin, Applier};
 use atomix_provision::failpoints::Failpoints;
-use atomix_provision::logging;
 use atomix_provision::paths::Paths;
 use atomix_provision::restore::{restore, Restored};
 use atomix_provision::system::{RealSystem, RecordSystem, System};
@@ -30,9 +29,6 @@ pub struct Args {
 
 /// Exit 0: restored or unprovisioned; 1: a step (or all) left to the re-apply.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    if let Some(k) = &args.kmsg {
-        logging::set_kmsg(k.clone());
-    }
     let paths = Paths::new(&args.root);
     let system: Arc<dyn System> = match args.system {
         SystemKind::Real => Arc::new(RealSystem),
@@ -47,28 +43,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     match restore(&applier) {
         Ok(Restored::Unprovisioned) => {
-            logging::info("restore: unprovisioned, the image's defaults stay");
+            log::info!("restore: unprovisioned, the image's defaults stay");
             Ok(ExitCode::SUCCESS)
         }
         Ok(Restored::AlreadyInPlace) => {
-            logging::info("restore: the live files are in place already this boot");
+            log::info!("restore: the live files are in place already this boot");
             Ok(ExitCode::SUCCESS)
         }
         Ok(Restored::Generation { n, failed }) if failed.is_empty() => {
-            logging::notice(&format!("restore: generation {n} is back in place"));
+            log::info!(target: kmsg_log::NOTICE, "restore: generation {n} is back in place");
             Ok(ExitCode::SUCCESS)
         }
         Ok(Restored::Generation { n, failed }) => {
-            logging::error(&format!(
+            log::error!(
                 "restore: generation {n} is back except {}, left to the re-apply",
                 failed.join(", ")
-            ));
+            );
             Ok(ExitCode::from(1))
         }
         Err(e) => {
-            logging::error(&format!(
-                "restore: nothing restored, the re-apply will report it: {e}"
-            ));
+            log::error!("restore: nothing restored, the re-apply will report it: {e}");
             Ok(ExitCode::from(1))
         }
     }

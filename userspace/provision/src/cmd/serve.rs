@@ -13,7 +13,7 @@ use atomix_provision::failpoints::Failpoints;
 use atomix_provision::paths::Paths;
 use atomix_provision::service::Service;
 use atomix_provision::system::{RealSystem, RecordSystem, System};
-use atomix_provision::{api, boot_flow, listen, logging};
+use atomix_provision::{api, boot_flow, listen};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SystemKind {
@@ -54,9 +54,6 @@ pub struct Args {
 const JOB_GRACE: Duration = Duration::from_secs(60);
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    if let Some(k) = &args.kmsg {
-        logging::set_kmsg(k.clone());
-    }
     let mut paths = Paths::new(&args.root);
     if let Some(k) = &args.keys {
         paths.keys = k.clone();
@@ -100,7 +97,7 @@ async fn serve(svc: Arc<Service>) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        logging::info("stopping");
+        log::info!("stopping");
         let _ = stop_tx.send(true);
     });
 
@@ -116,7 +113,7 @@ async fn serve(svc: Arc<Service>) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + JOB_GRACE;
     while let Some(id) = svc.tracker.running() {
         if tokio::time::Instant::now() > deadline {
-            logging::error(&format!("job {id} still running at exit"));
+            log::error!("job {id} still running at exit");
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use atomix_config::generations::Store;
 use atomix_provision::deadline::{self, Verdict, Watch};
-use atomix_provision::logging;
 use atomix_provision::paths::Paths;
 use boot_state::BootRecord;
 use slot_state::{Slot, SlotState, Source, ATTEMPTS};
@@ -149,16 +148,14 @@ fn kill_stalled_service() {
         .output();
     match out {
         Ok(o) if o.status.success() => {
-            logging::notice(&format!(
-                "{SERVICE} killed: its stalled apply is rolled back by the next boot"
-            ));
+            log::info!(target: kmsg_log::NOTICE, "{SERVICE} killed: its stalled apply is rolled back by the next boot");
         }
-        Ok(o) => logging::warn(&format!(
+        Ok(o) => log::warn!(
             "cannot kill {SERVICE} ({}): {}",
             o.status,
             String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => logging::warn(&format!("cannot run systemctl to kill {SERVICE}: {e}")),
+        ),
+        Err(e) => log::warn!("cannot run systemctl to kill {SERVICE}: {e}"),
     }
 }
 
@@ -167,14 +164,11 @@ const POLL: Duration = Duration::from_secs(2);
 
 /// `slot wait-good`: the mark-good deadline of a provisioned boot.
 fn wait_good(paths: &Paths, disk: Option<&Path>, args: &WaitGood) -> anyhow::Result<ExitCode> {
-    if let Some(k) = &args.kmsg {
-        logging::set_kmsg(k.clone());
-    }
     let stall = match args.stall {
         Some(s) => s,
         None => {
             deadline::stall_from(std::env::var(deadline::ENV).ok().as_deref()).unwrap_or_else(|e| {
-                logging::error(&format!("{e}: the default applies"));
+                log::error!("{e}: the default applies");
                 deadline::DEFAULT_STALL
             })
         }
@@ -194,19 +188,17 @@ fn wait_good(paths: &Paths, disk: Option<&Path>, args: &WaitGood) -> anyhow::Res
     let (slot, disk_path) = match setup() {
         Ok(Some(found)) => found,
         Ok(None) => {
-            logging::info("unprovisioned: no mark-good deadline (the console may wait for ever)");
+            log::info!("unprovisioned: no mark-good deadline (the console may wait for ever)");
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) => {
-            logging::error(&format!("no mark-good deadline: {e:#}"));
+            log::error!("no mark-good deadline: {e:#}");
             return Ok(ExitCode::SUCCESS);
         }
     };
     let jobs = paths.jobs();
-    logging::notice(&format!(
-        "mark-good deadline: slot {slot} must be marked good; the device reboots after {} without apply progress",
-        humantime::format_duration(stall)
-    ));
+    log::info!(target: kmsg_log::NOTICE, "mark-good deadline: slot {slot} must be marked good; the device reboots after {} without apply progress",
+        humantime::format_duration(stall));
     let initial = deadline::progress(&jobs);
     let mut watch = Watch::new(stall, Instant::now(), initial.clone());
     let mut unreadable = false;
@@ -220,10 +212,7 @@ fn wait_good(paths: &Paths, disk: Option<&Path>, args: &WaitGood) -> anyhow::Res
             }
             Err(e) => {
                 if !unreadable {
-                    logging::warn(&format!(
-                        "cannot read the slot state on {}: {e}",
-                        disk_path.display()
-                    ));
+                    log::warn!("cannot read the slot state on {}: {e}", disk_path.display());
                 }
                 unreadable = true;
                 false
@@ -232,25 +221,19 @@ fn wait_good(paths: &Paths, disk: Option<&Path>, args: &WaitGood) -> anyhow::Res
         let now = deadline::progress(&jobs);
         if !good {
             if let Some(id) = deadline::failed_since(&jobs, &initial, &now).first() {
-                logging::warn(&format!(
-                    "mark-good deadline stands down: the apply of this boot failed (job {id}), it did not hang; slot {slot} stays unconfirmed"
-                ));
+                log::warn!("mark-good deadline stands down: the apply of this boot failed (job {id}), it did not hang; slot {slot} stays unconfirmed");
                 return Ok(ExitCode::SUCCESS);
             }
         }
         match watch.observe(Instant::now(), good, now) {
             Verdict::Good => {
-                logging::notice(&format!(
-                    "mark-good deadline met: slot {slot} is marked good"
-                ));
+                log::info!(target: kmsg_log::NOTICE, "mark-good deadline met: slot {slot} is marked good");
                 return Ok(ExitCode::SUCCESS);
             }
             Verdict::Waiting { .. } => std::thread::sleep(POLL),
             Verdict::Stalled { idle } => {
-                logging::error(&format!(
-                    "mark-good deadline missed: slot {slot} is not marked good and the apply made no progress for {}: rebooting (the bootloader counts the try)",
-                    humantime::format_duration(Duration::from_secs(idle.as_secs()))
-                ));
+                log::error!("mark-good deadline missed: slot {slot} is not marked good and the apply made no progress for {}: rebooting (the bootloader counts the try)",
+                    humantime::format_duration(Duration::from_secs(idle.as_secs())));
                 kill_stalled_service();
                 return Ok(ExitCode::FAILURE);
             }
