@@ -28,7 +28,7 @@ pub mod beneath;
 pub mod boot_flow;
 pub mod console;
 pub mod deadline;
-pub mod failpoints;
+pub use failpoints;
 pub mod input;
 pub mod jobs;
 pub mod listen;

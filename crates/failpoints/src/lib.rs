@@ -6,7 +6,7 @@
 //! job "running" on disk, as a power cut would) or `hang` (the step never returns: the
 //! service keeps running and answering, its job stays "running", the slot is never marked
 //! good; what the mark-good deadline is there for). Step names are those of
-//! [`crate::apply::Step`] plus `rollback` (the rollback itself fails).
+//! `atomix_provision::apply::Step` plus `rollback` (the rollback itself fails).
 //!
 //! The caller builds a [`Failpoints`] (the binary from the environment, tests directly),
 //! so nothing else reads the environment.
