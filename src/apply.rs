@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use boot_state::{BootRecord, FreshFlashMarker, StepTiming};
 use disk_layout::Layout;
+use failpoints::Failpoints;
 
-use crate::failpoint::Failpoints;
 use crate::partition_table::PartitionTable;
 use crate::plan::Step;
 
@@ -40,7 +40,8 @@ pub trait Actions {
     fn probe_fstype(&self, device: &Path) -> Result<Option<String>>;
 }
 
-/// Runs `steps` in order, timing each into `record`, with failure points around each.
+/// Runs `steps` in order, timing each into `record`, with failure points around each
+/// (`ATOMIX_FAILPOINTS`, by step name).
 pub fn apply(
     steps: &[Step],
     layout: &Layout,
@@ -50,7 +51,7 @@ pub fn apply(
 ) -> Result<()> {
     for step in steps {
         let name = step.name();
-        failpoints.hit(&format!("before:{name}"));
+        failpoints.hold(name);
         log::info!("step {name}: starting");
         let started = Instant::now();
         apply_step(step, layout, actions, record).with_context(|| format!("step {name} failed"))?;
@@ -60,7 +61,9 @@ pub fn apply(
             step: name.to_owned(),
             duration_ms,
         });
-        failpoints.hit(&format!("after:{name}"));
+        failpoints
+            .check(name)
+            .with_context(|| format!("step {name} failed"))?;
     }
     Ok(())
 }

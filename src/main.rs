@@ -14,12 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use boot_state::{BootRecord, StepTiming};
 use disk_layout::Layout;
+use failpoints::Failpoints;
 
 mod apply;
 mod blockdev;
 mod cli;
 mod cmdline;
-mod failpoint;
 mod mountinfo;
 mod partition_table;
 mod plan;
@@ -27,7 +27,6 @@ mod sysroot_unit;
 mod system;
 
 use cli::{Command, SetupArgs};
-use failpoint::Failpoints;
 use plan::{DataPartition, Paths, Situation, Stage};
 use system::System;
 
@@ -91,7 +90,7 @@ fn setup(args: &SetupArgs) -> Result<()> {
     let system = System {
         device_timeout: Duration::from_secs(args.device_timeout),
     };
-    let failpoints = Failpoints::from_env();
+    let failpoints = Failpoints::from_env()?;
 
     let (steps, mut record) = match args.stage {
         Stage::PostSysroot => post_sysroot_plan(&paths)?,

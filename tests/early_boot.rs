@@ -218,7 +218,7 @@ impl TestDisk {
         );
         Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-euc", &script])
-            .env("ATOMIX_FAILPOINT", failpoint)
+            .env("ATOMIX_FAILPOINTS", failpoint)
             .output()
             .unwrap()
     }
@@ -604,8 +604,8 @@ fn power_cut_at_every_step_is_finished_by_the_next_boot() {
         "boot-record",
     ];
     for step in steps {
-        for when in ["before", "after"] {
-            let point = format!("{when}:{step}");
+        for crash in ["crash-before", "crash"] {
+            let point = format!("{step}={crash}");
             let disk = TestDisk::flashed();
             let defs = ext4_definitions(disk.dir.path());
             let out = disk.setup_in_namespace(&defs, &[], &point, "true");
@@ -614,7 +614,7 @@ fn power_cut_at_every_step_is_finished_by_the_next_boot() {
                 "{point}: the failure point did not fire"
             );
             assert!(
-                disk.kmsg().contains(&format!("failure point {point}")),
+                disk.kmsg().contains(&format!("failpoint {point}: exiting")),
                 "{point}"
             );
 

@@ -1,12 +1,22 @@
-//! Failure points in apply steps, for tests: `ATOMIX_FAILPOINTS=<step>=<what>[,...]`.
+//! Failure points in the steps of `atomix-initrd` and `atomix-provision`, for tests:
+//! `ATOMIX_FAILPOINTS=<step>=<what>[,...]`, one variable and one grammar for both.
 //!
-//! `<what>` is `error` (the step fails after doing its work, so rollback has something to
-//! undo), `sleep(MS)` (the step is held open that long first: a second apply gets 409),
-//! `crash` (the process exits at once with status 75 after the step's work, leaving the
-//! job "running" on disk, as a power cut would) or `hang` (the step never returns: the
-//! service keeps running and answering, its job stays "running", the slot is never marked
-//! good; what the mark-good deadline is there for). Step names are those of
-//! `atomix_provision::apply::Step` plus `rollback` (the rollback itself fails).
+//! `<what>` is one of:
+//!
+//! * `error`: the step fails after doing its work (so a rollback has something to undo);
+//! * `sleep(MS)`: the step is held that long before it starts (a second apply gets 409);
+//! * `hang`: the step never starts and never returns (the service keeps running and
+//!   answering, its job stays "running", the slot is never marked good: what the
+//!   mark-good deadline is there for);
+//! * `crash`: the process exits at once with status 75 after the step's work, as a power
+//!   cut would cut it off (a job stays "running" on disk; the initrd leaves its work half
+//!   done for the next boot to finish);
+//! * `crash-before`: the same, before the step starts.
+//!
+//! Step names are each program's own, and no two are alike: the initrd's steps
+//! (`mount-rootfs`, `repart`, `mount-data`, ...: `atomix_initrd::plan::Step`), the apply
+//! steps of the service (`atomix_provision::apply::Step`) plus `rollback` (the rollback
+//! itself) and `install` (an update job's install).
 //!
 //! The caller builds a [`Failpoints`] (the binary from the environment, tests directly),
 //! so nothing else reads the environment.
@@ -26,6 +36,7 @@ pub enum Failpoint {
     Error,
     Sleep(Duration),
     Crash,
+    CrashBefore,
     Hang,
 }
 
@@ -37,7 +48,7 @@ pub struct Failpoints {
 
 /// A failpoint specification that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{ENV}: cannot parse {0:?}: expected <step>=error|sleep(MS)|crash|hang")]
+#[error("{ENV}: cannot parse {0:?}: expected <step>=error|sleep(MS)|hang|crash|crash-before")]
 pub struct ParseError(pub String);
 
 /// The error a triggered `error` failpoint makes.
@@ -50,7 +61,8 @@ impl Failpoints {
         Self::default()
     }
 
-    /// Parses `step=error,step=sleep(100),step=crash,step=hang`; empty means none.
+    /// Parses `step=error,step=sleep(100),step=hang,step=crash,step=crash-before`; empty
+    /// means none.
     pub fn parse(spec: &str) -> Result<Self, ParseError> {
         let mut points = BTreeMap::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -59,6 +71,7 @@ impl Failpoints {
             let point = match what {
                 "error" => Failpoint::Error,
                 "crash" => Failpoint::Crash,
+                "crash-before" => Failpoint::CrashBefore,
                 "hang" => Failpoint::Hang,
                 w => {
                     let ms = w
@@ -82,17 +95,14 @@ impl Failpoints {
     /// Called when `step` has done its work: fails, crashes or returns.
     pub fn check(&self, step: &str) -> Result<(), Triggered> {
         match self.points.get(step) {
-            None | Some(Failpoint::Sleep(_) | Failpoint::Hang) => Ok(()),
+            None | Some(Failpoint::Sleep(_) | Failpoint::Hang | Failpoint::CrashBefore) => Ok(()),
             Some(Failpoint::Error) => Err(Triggered(step.to_owned())),
-            Some(Failpoint::Crash) => {
-                log::error!("failpoint {step}=crash: exiting");
-                std::process::exit(CRASH_STATUS)
-            }
+            Some(Failpoint::Crash) => crash(step, "crash"),
         }
     }
 
     /// Called when `step` starts: holds it open for a `sleep` failpoint, forever for a
-    /// `hang` one.
+    /// `hang` one; exits for a `crash-before` one.
     pub fn hold(&self, step: &str) {
         match self.points.get(step) {
             Some(Failpoint::Sleep(d)) => std::thread::sleep(*d),
@@ -102,9 +112,16 @@ impl Failpoints {
                     std::thread::park();
                 }
             }
+            Some(Failpoint::CrashBefore) => crash(step, "crash-before"),
             _ => {}
         }
     }
+}
+
+/// Exits at once, as a power cut stops a process: no destructor runs.
+fn crash(step: &str, what: &str) -> ! {
+    log::error!("failpoint {step}={what}: exiting");
+    std::process::exit(CRASH_STATUS)
 }
 
 #[cfg(test)]
@@ -113,8 +130,10 @@ mod tests {
 
     #[test]
     fn parses_each_kind_and_refuses_garbage() {
-        let f =
-            Failpoints::parse("firewall=error, units=sleep(250),switch=crash,lan=hang").unwrap();
+        let f = Failpoints::parse(
+            "firewall=error, units=sleep(250),switch=crash,lan=hang,repart=crash-before",
+        )
+        .unwrap();
         assert_eq!(f.points["firewall"], Failpoint::Error);
         assert_eq!(
             f.points["units"],
@@ -122,6 +141,12 @@ mod tests {
         );
         assert_eq!(f.points["switch"], Failpoint::Crash);
         assert_eq!(f.points["lan"], Failpoint::Hang);
+        assert_eq!(f.points["repart"], Failpoint::CrashBefore);
+        assert_eq!(
+            f.check("repart"),
+            Ok(()),
+            "crash-before is checked at the start"
+        );
         assert_eq!(f.check("firewall"), Err(Triggered("firewall".into())));
         assert_eq!(f.check("time"), Ok(()));
         assert_eq!(f.check("units"), Ok(()));
@@ -129,7 +154,14 @@ mod tests {
         // check lets it through.
         assert_eq!(f.check("lan"), Ok(()));
         assert_eq!(Failpoints::parse("").unwrap(), Failpoints::none());
-        for bad in ["firewall", "x=explode", "x=sleep(ms)", "x=hang(1)"] {
+        for bad in [
+            "firewall",
+            "x=explode",
+            "x=sleep(ms)",
+            "x=hang(1)",
+            "before:repart",
+            "x=crash-after",
+        ] {
             assert_eq!(Failpoints::parse(bad), Err(ParseError(bad.into())), "{bad}");
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! * [`paths`] — every filesystem path the service touches, under one `--root`.
 //! * [`system`] — the side-effect trait (systemctl, nft, rauc, mount...): real, record, fake.
-//! * [`failpoints`] — `ATOMIX_FAILPOINTS`: make a chosen apply step fail, sleep or crash.
+//! * [`failpoints`] — `ATOMIX_FAILPOINTS` (the `failpoints` crate, re-exported: the
+//!   [`apply::Applier`] holds them): make a chosen apply step fail, sleep or crash.
 //! * [`input`] — request bodies and seeds to a checked config (or positioned errors).
 //! * [`apply`] — applying a config: the step names, the planner (plans as data), the
 //!   executor, stored generations read back, and the job runner with rollback.

@@ -19,9 +19,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::apply::Outcome;
-use crate::failpoints::Failpoints;
 use crate::jobs::{JobHandle, JobResult, Level, Rollback, RollbackState};
 use crate::system::{Action, System};
+use failpoints::Failpoints;
 
 /// How long after a successful update job is recorded the reboot is requested.
 pub const REBOOT_DELAY: Duration = Duration::from_secs(3);

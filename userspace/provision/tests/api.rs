@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use atomix_provision::api::app;
 use atomix_provision::apply::{Admin, Applier};
-use atomix_provision::failpoints::Failpoints;
 use atomix_provision::paths::Paths;
 use atomix_provision::service::Service;
 use atomix_provision::system::FakeSystem;
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
+use failpoints::Failpoints;
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tower::ServiceExt as _;

@@ -11,11 +11,11 @@ use tempfile::TempDir;
 
 use super::generation::desired_of;
 use super::{Admin, Applier, Desired, Outcome};
-use crate::failpoints::Failpoints;
 use crate::input::{check_text, Accepted};
 use crate::jobs::{Job, Tracker};
 use crate::paths::Paths;
 use crate::system::FakeSystem;
+use failpoints::Failpoints;
 
 /// `examples/config.toml`: host name `edge-042`, a rootful and a rootless container, the
 /// update timer on.

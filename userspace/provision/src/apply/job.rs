@@ -9,11 +9,11 @@ use atomix_config::render::RenderedTree;
 
 use super::generation::desired_of;
 use super::{chain, load_generation, plan_sync, Admin, Desired, Executor, Owned, Step};
-use crate::failpoints::Failpoints;
 use crate::input::Accepted;
 use crate::jobs::{Job, JobHandle, JobKind, JobResult, Level, Rollback, RollbackState, Tracker};
 use crate::paths::Paths;
 use crate::system::{Action, System};
+use failpoints::Failpoints;
 
 /// What a finished job reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

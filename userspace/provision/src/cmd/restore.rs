@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use atomix_provision::apply::{Admin, Applier};
-use atomix_provision::failpoints::Failpoints;
 use atomix_provision::paths::Paths;
 use atomix_provision::restore::{restore, Restored};
 use atomix_provision::system::{RealSystem, RecordSystem, System};
+use failpoints::Failpoints;
 
 use super::serve::SystemKind;
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use atomix_provision::apply::{Admin, Applier};
-use atomix_provision::failpoints::Failpoints;
 use atomix_provision::paths::Paths;
 use atomix_provision::service::Service;
 use atomix_provision::system::{RealSystem, RecordSystem, System};
 use atomix_provision::{api, boot_flow, listen};
+use failpoints::Failpoints;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SystemKind {
