@@ -159,7 +159,7 @@ fn reapply(svc: &Arc<Service>) {
     }
 }
 
-fn import(svc: &Arc<Service>, origin: Origin, found: Result<Option<Seed>, String>) {
+fn import(svc: &Arc<Service>, origin: Origin, found: anyhow::Result<Option<Seed>>) {
     let error = |location: String, errors: Vec<Problem>, job: Option<String>| ImportError {
         origin,
         location,
@@ -170,8 +170,8 @@ fn import(svc: &Arc<Service>, origin: Origin, found: Result<Option<Seed>, String
     let seed = match found {
         Ok(Some(seed)) => seed,
         Ok(None) => return,
-        Err(message) => {
-            svc.record_import_error(error(String::new(), vec![plain(message)], None));
+        Err(e) => {
+            svc.record_import_error(error(String::new(), vec![plain(format!("{e:#}"))], None));
             return;
         }
     };

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context as _, Result};
+
 use crate::input::Kind;
 use crate::paths::Paths;
 use crate::system::{Action, System};
@@ -30,19 +32,19 @@ pub struct Seed {
 }
 
 /// Reads a seed file; `Ok(None)` when it is not there.
-pub fn read_seed(path: &Path, kind: Kind, location: String) -> Result<Option<Seed>, String> {
+pub fn read_seed(path: &Path, kind: Kind, location: String) -> Result<Option<Seed>> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {location}: {e}")),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {location}")),
     };
     if !meta.is_file() {
-        return Err(format!("{location} is not a regular file"));
+        bail!("{location} is not a regular file");
     }
     if meta.len() > MAX_SEED {
-        return Err(format!("{location} is larger than {MAX_SEED} bytes"));
+        bail!("{location} is larger than {MAX_SEED} bytes");
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {location}: {e}"))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {location}"))?;
     Ok(Some(Seed {
         location,
         kind,
@@ -56,7 +58,7 @@ pub fn any_seed_in(dir: &Path) -> bool {
 }
 
 /// The first seed at the root of a mounted filesystem.
-pub fn seed_in_dir(dir: &Path, shown_as: &str) -> Result<Option<Seed>, String> {
+pub fn seed_in_dir(dir: &Path, shown_as: &str) -> Result<Option<Seed>> {
     for (name, kind) in SEED_NAMES {
         if let Some(seed) = read_seed(&dir.join(name), kind, format!("{shown_as}/{name}"))? {
             return Ok(Some(seed));
@@ -106,7 +108,7 @@ pub fn usb_filesystems(sys_block: &Path) -> Vec<PathBuf> {
 pub fn find_usb_seed(paths: &Paths, system: &dyn System, usb_dir: Option<&Path>) -> Option<Seed> {
     if let Some(dir) = usb_dir {
         return seed_in_dir(dir, &dir.display().to_string()).unwrap_or_else(|e| {
-            log::error!("{e}");
+            log::error!("{e:#}");
             None
         });
     }
@@ -148,7 +150,7 @@ pub fn search_devices(paths: &Paths, system: &dyn System, devices: &[PathBuf]) -
         match found {
             Ok(Some(seed)) => return Some(seed),
             Ok(None) => {}
-            Err(e) => log::error!("{e}"),
+            Err(e) => log::error!("{e:#}"),
         }
     }
     None
