@@ -36,7 +36,6 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, Limited};
 use sha2::{Digest as _, Sha256};
 
-use crate::apply::chain;
 use crate::auth::{self, Signature};
 use crate::input::{self, Kind, Problem, Rejected};
 use crate::jobs::Job;
@@ -704,7 +703,7 @@ fn upload_error(e: UploadError) -> AppError {
         UploadError::TooLarge { .. } => AppError::TooLarge(e.to_string()),
         UploadError::NoSpace { .. } => AppError::NoSpace(e.to_string()),
         UploadError::Io { .. } => {
-            log::error!("bundle upload: {}", chain(&e));
+            log::error!("bundle upload: {:#}", anyhow::Error::new(e));
             AppError::Internal
         }
     }

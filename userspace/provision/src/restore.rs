@@ -16,6 +16,8 @@
 //! actions itself, even with its files in place, and reports what failed. Nothing here
 //! marks the slot good or bad.
 
+use anyhow::{anyhow, Result};
+
 use crate::apply::{load_generation, plan_sync, Applier, Owned, Step};
 use crate::system::Action;
 
@@ -34,14 +36,15 @@ pub enum Restored {
 /// Puts the current generation's files back and loads the ruleset and the host name.
 /// An error: nothing could be restored (e.g. the generation is not valid for this build);
 /// the re-apply will say the same and not mark the slot good.
-pub fn restore(applier: &Applier) -> Result<Restored, String> {
+pub fn restore(applier: &Applier) -> Result<Restored> {
     if applier.paths.owned_manifest().exists() {
         return Ok(Restored::AlreadyInPlace);
     }
     let store = applier.store();
     let Some(n) = store
         .current()
-        .map_err(|e| format!("cannot read the current generation: {e}"))?
+        // Not as context: the store's error says its source already.
+        .map_err(|e| anyhow!("cannot read the current generation: {e}"))?
     else {
         return Ok(Restored::Unprovisioned);
     };
@@ -68,16 +71,16 @@ pub fn restore(applier: &Applier) -> Result<Restored, String> {
             }
             let message = executor.put_files(&plan, &mut owned)?;
             if let Some(action) = &load {
-                applier.system.run(action).map_err(|e| e.to_string())?;
+                applier.system.run(action)?;
                 owned.unsettled.remove(step.name());
                 owned.save(&applier.paths)?;
             }
-            Ok::<_, String>(message)
+            Ok::<_, anyhow::Error>(message)
         })();
         match result {
             Ok(message) => log::info!("restore {step}: {message}"),
             Err(e) => {
-                log::error!("restore {step}: {e}; left to the re-apply");
+                log::error!("restore {step}: {e:#}; left to the re-apply");
                 failed.push(step.name().to_owned());
             }
         }
@@ -107,7 +110,7 @@ mod tests {
     #[test]
     fn an_unprovisioned_device_keeps_the_images_defaults() {
         let dev = Device::new();
-        assert_eq!(restore(&dev.applier), Ok(Restored::Unprovisioned));
+        assert_eq!(restore(&dev.applier).unwrap(), Restored::Unprovisioned);
         assert!(dev.sys.commands().is_empty());
         assert!(!dev.root().join("etc").exists());
     }
@@ -117,11 +120,11 @@ mod tests {
         let dev = provisioned_then_rebooted();
         let (a, sys) = (&dev.applier, &dev.sys);
         assert_eq!(
-            restore(a),
-            Ok(Restored::Generation {
+            restore(a).unwrap(),
+            Restored::Generation {
                 n: 1,
                 failed: vec![]
-            })
+            }
         );
         let nft = dev.root().join("etc/nftables.d/atomix.nft");
         assert_eq!(
@@ -173,11 +176,11 @@ mod tests {
         let dev = provisioned_then_rebooted();
         let a = dev.applier(Arc::new(FakeSystem::failing_on("nft -f")), "");
         assert_eq!(
-            restore(&a),
-            Ok(Restored::Generation {
+            restore(&a).unwrap(),
+            Restored::Generation {
                 n: 1,
                 failed: vec!["firewall".to_owned()]
-            })
+            }
         );
         assert!(dev.root().join("etc/nftables.d/atomix.nft").exists());
         assert_eq!(dev.live("etc/hostname"), "edge-042\n");
@@ -200,7 +203,7 @@ mod tests {
             Ok(Restored::Generation { .. })
         ));
         dev.sys.actions.lock().unwrap().clear();
-        assert_eq!(restore(&dev.applier), Ok(Restored::AlreadyInPlace));
+        assert_eq!(restore(&dev.applier).unwrap(), Restored::AlreadyInPlace);
         assert!(dev.sys.commands().is_empty());
     }
 
@@ -209,7 +212,7 @@ mod tests {
         let dev = provisioned_then_rebooted();
         let config = dev.root().join("data/config/current/config.toml");
         std::fs::write(&config, "schema = 99\n").unwrap();
-        let err = restore(&dev.applier).unwrap_err();
+        let err = format!("{:#}", restore(&dev.applier).unwrap_err());
         assert!(
             err.contains("generation 1 is not valid for this build"),
             "{err}"

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use anyhow::anyhow;
 use sha2::{Digest, Sha256};
 
 use crate::apply::Outcome;
@@ -289,7 +290,7 @@ pub fn run(
         .as_ref()
         .is_some_and(|key| !trusted_now().iter().any(|k| k.key_data() == key.key_data()));
     let installed = if revoked {
-        Err(format!(
+        Err(anyhow!(
             "the signer's key {signer} is no longer trusted by this device (it was revoked during the upload); nothing was installed"
         ))
     } else {
@@ -302,9 +303,11 @@ pub fn run(
             .run(&Action::RaucInstall {
                 bundle: bundle.path.clone(),
             })
-            .map_err(|e| e.to_string())
-            .and_then(|()| failpoints.check(INSTALL).map_err(|e| e.to_string()))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(failpoints.check(INSTALL)?))
     };
+    // As the job reports it: the whole chain, `outer: inner`.
+    let installed = installed.map_err(|e| format!("{e:#}"));
     match &installed {
         Ok(()) => job.event(
             INSTALL,

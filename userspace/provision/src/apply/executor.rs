@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{chain, Act, Op, StepPlan};
+use super::{Act, Op, StepPlan};
 use crate::beneath::Beneath;
 use crate::paths::Paths;
 use crate::system::{Action, System};
@@ -33,8 +34,8 @@ impl Owned {
             .unwrap_or_default()
     }
 
-    pub(crate) fn save(&self, paths: &Paths) -> Result<(), String> {
-        boot_state::write_record(&paths.owned_manifest(), self).map_err(|e| format!("{e:#}"))
+    pub(crate) fn save(&self, paths: &Paths) -> Result<()> {
+        Ok(boot_state::write_record(&paths.owned_manifest(), self)?)
     }
 }
 
@@ -63,59 +64,59 @@ impl Executor<'_> {
     }
 
     /// Reads a live file; None if it does not exist.
-    fn read_live(&self, path: &Path) -> Result<Option<Vec<u8>>, String> {
+    fn read_live(&self, path: &Path) -> Result<Option<Vec<u8>>> {
         if let Some((tree, rel)) = self.untrusted(path) {
-            return tree.read(rel).map_err(|e| chain(&e));
+            return Ok(tree.read(rel)?);
         }
         let full = self.paths.under(path);
         match std::fs::read(&full) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read {}: {e}", full.display())),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", full.display())),
         }
     }
 
-    fn write_live(&self, path: &Path, contents: &[u8]) -> Result<(), String> {
+    fn write_live(&self, path: &Path, contents: &[u8]) -> Result<()> {
         if let Some((tree, rel)) = self.untrusted(path) {
-            return tree.write(rel, contents).map_err(|e| chain(&e));
+            return Ok(tree.write(rel, contents)?);
         }
-        boot_state::write_atomic(&self.paths.under(path), contents).map_err(|e| chain(&e))
+        Ok(boot_state::write_atomic(&self.paths.under(path), contents)?)
     }
 
-    fn remove_live(&self, path: &Path) -> Result<(), String> {
+    fn remove_live(&self, path: &Path) -> Result<()> {
         if let Some((tree, rel)) = self.untrusted(path) {
-            return tree.remove(rel).map_err(|e| chain(&e));
+            return Ok(tree.remove(rel)?);
         }
         let full = self.paths.under(path);
         match std::fs::remove_file(&full) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove {}: {e}", full.display())),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", full.display())),
         }
     }
 
     /// Whether a live file holds exactly `contents`, compared as it is read (an app's
     /// image archive is large); anything but a regular file is not the same.
-    fn same_live(&self, path: &Path, contents: &[u8]) -> Result<bool, String> {
+    fn same_live(&self, path: &Path, contents: &[u8]) -> Result<bool> {
         if let Some((tree, rel)) = self.untrusted(path) {
-            return tree.same_contents(rel, contents).map_err(|e| chain(&e));
+            return Ok(tree.same_contents(rel, contents)?);
         }
         let full = self.paths.under(path);
-        let fail = |e: std::io::Error| format!("cannot read {}: {e}", full.display());
+        let reading = || format!("cannot read {}", full.display());
         match std::fs::symlink_metadata(&full) {
             Ok(m) if m.file_type().is_file() && m.len() == contents.len() as u64 => {}
             Ok(_) => return Ok(false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(fail(e)),
+            Err(e) => return Err(e).with_context(reading),
         }
-        let file = std::fs::File::open(&full).map_err(fail)?;
-        crate::beneath::same_stream(file, contents).map_err(fail)
+        let file = std::fs::File::open(&full).with_context(reading)?;
+        crate::beneath::same_stream(file, contents).with_context(reading)
     }
 
     /// Keeps the image's copy of a file about to be replaced (once). Not in the trees
     /// containers write: what is there is the service's own bundle files, or a
     /// container's changes to them, never the image's.
-    fn save_original(&self, path: &Path) -> Result<(), String> {
+    fn save_original(&self, path: &Path) -> Result<()> {
         if self.untrusted(path).is_some() {
             return Ok(());
         }
@@ -124,7 +125,7 @@ impl Executor<'_> {
             return Ok(());
         }
         match self.read_live(path)? {
-            Some(bytes) => boot_state::write_atomic(&saved, &bytes).map_err(|e| chain(&e)),
+            Some(bytes) => Ok(boot_state::write_atomic(&saved, &bytes)?),
             None => Ok(()),
         }
     }
@@ -137,37 +138,39 @@ impl Executor<'_> {
     }
 
     /// Keeps the image's link (its target) or file at `path` before it is replaced.
-    fn save_original_link(&self, path: &Path) -> Result<(), String> {
+    fn save_original_link(&self, path: &Path) -> Result<()> {
         let (saved, full) = (self.original_link(path), self.paths.under(path));
         if saved.exists() || self.original(path).exists() {
             return Ok(());
         }
         match std::fs::read_link(&full) {
-            Ok(target) => boot_state::write_atomic(&saved, target.as_os_str().as_encoded_bytes())
-                .map_err(|e| chain(&e)),
+            Ok(target) => Ok(boot_state::write_atomic(
+                &saved,
+                target.as_os_str().as_encoded_bytes(),
+            )?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             // Not a link: a file, kept as one.
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => self.save_original(path),
-            Err(e) => Err(format!("cannot read {}: {e}", full.display())),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", full.display())),
         }
     }
 
     /// Replaces `path` by a link to `target` (a temporary link renamed over it).
-    fn symlink(&self, path: &Path, target: &Path) -> Result<(), String> {
+    fn symlink(&self, path: &Path, target: &Path) -> Result<()> {
         let full = self.paths.under(path);
         let tmp = full.with_extension("atomix-tmp");
         let _ = std::fs::remove_file(&tmp);
         if let Some(dir) = full.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         std::os::unix::fs::symlink(target, &tmp)
             .and_then(|()| std::fs::rename(&tmp, &full))
-            .map_err(|e| format!("cannot link {}: {e}", full.display()))
+            .with_context(|| format!("cannot link {}", full.display()))
     }
 
     /// Removes a file this service wrote, or puts the image's copy (file or link) back.
-    fn remove_or_restore(&self, path: &Path) -> Result<(), String> {
+    fn remove_or_restore(&self, path: &Path) -> Result<()> {
         let link = self.original_link(path);
         match std::fs::read(&link) {
             Ok(target) => {
@@ -177,7 +180,7 @@ impl Executor<'_> {
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read {}: {e}", link.display())),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", link.display())),
         }
         let saved = self.original(path);
         match std::fs::read(&saved) {
@@ -187,25 +190,25 @@ impl Executor<'_> {
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read {}: {e}", saved.display())),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", saved.display())),
         }
         self.remove_live(path)
     }
 
     /// Runs one step: its file operations, then its actions as [`StepPlan::act`] says.
     /// The owned list is updated (and saved) as files come and go.
-    pub fn run(&self, plan: &StepPlan, owned: &mut Owned) -> Result<String, String> {
+    pub fn run(&self, plan: &StepPlan, owned: &mut Owned) -> Result<String> {
         self.run_ops(plan, owned, true)
     }
 
     /// Runs only the file operations of a step, no action at all: what
     /// `atomix-provision restore` does at boot, before the services that read the files
     /// start.
-    pub fn put_files(&self, plan: &StepPlan, owned: &mut Owned) -> Result<String, String> {
+    pub fn put_files(&self, plan: &StepPlan, owned: &mut Owned) -> Result<String> {
         self.run_ops(plan, owned, false)
     }
 
-    fn run_ops(&self, plan: &StepPlan, owned: &mut Owned, act: bool) -> Result<String, String> {
+    fn run_ops(&self, plan: &StepPlan, owned: &mut Owned, act: bool) -> Result<String> {
         let step = plan.step.name();
         let (mut written, mut unchanged, mut removed, mut actions, mut checked) = (0, 0, 0, 0, 0);
         let mut changed = false;
@@ -216,7 +219,7 @@ impl Executor<'_> {
         };
         // Before a step's first change: unsettled until its actions have succeeded, so
         // that a failure or a crash in between makes the next run act again.
-        let unsettle = |owned: &mut Owned| -> Result<(), String> {
+        let unsettle = |owned: &mut Owned| -> Result<()> {
             if act && owned.unsettled.insert(step.to_owned()) {
                 owned.save(self.paths)?;
             }
@@ -270,9 +273,7 @@ impl Executor<'_> {
                         let name = self.read_live(path)?.unwrap_or_default();
                         let name = String::from_utf8_lossy(&name).trim().to_owned();
                         if !name.is_empty() {
-                            self.system
-                                .run(&Action::Hostname { name })
-                                .map_err(|e| e.to_string())?;
+                            self.system.run(&Action::Hostname { name })?;
                             actions += 1;
                         }
                     }
@@ -284,7 +285,7 @@ impl Executor<'_> {
                             },
                             a => a.clone(),
                         };
-                        self.system.run(&action).map_err(|e| e.to_string())?;
+                        self.system.run(&action)?;
                         actions += 1;
                     }
                     Op::HostnameFromFile { .. } | Op::Run(_) => {}
@@ -296,7 +297,7 @@ impl Executor<'_> {
                 }
             } else if act {
                 for check in &plan.checks {
-                    self.system.run(check).map_err(|e| e.to_string())?;
+                    self.system.run(check)?;
                     checked += 1;
                 }
             }

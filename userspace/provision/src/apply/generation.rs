@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use anyhow::{anyhow, Context as _, Result};
 use atomix_config::generations::Store;
 
 use super::Desired;
@@ -20,12 +21,12 @@ pub struct Loaded {
 
 /// Reads generation `n`: its config.toml is checked and rendered again (so a new image's
 /// renderer applies), its bundle files read from `apps/`.
-pub fn load_generation(store: &Store, n: u64) -> Result<Loaded, String> {
+pub fn load_generation(store: &Store, n: u64) -> Result<Loaded> {
     let dir = store.path(n);
     let text = std::fs::read_to_string(dir.join("config.toml"))
-        .map_err(|e| format!("cannot read generation {n}: {e}"))?;
+        .with_context(|| format!("cannot read generation {n}"))?;
     let accepted = crate::input::check_text(text, read_apps(&dir.join("apps"))?).map_err(|r| {
-        format!(
+        anyhow!(
             "generation {n} is not valid for this build: {}",
             r.lines().join("; ")
         )
@@ -60,17 +61,17 @@ pub fn lan_address(store: &Store, n: u64) -> Option<Ipv4Addr> {
     Some(config.network.lan.address.get_ref().addr)
 }
 
-fn read_apps(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
+fn read_apps(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
     for (name, p) in app_files(dir)? {
-        let bytes = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
         out.insert(name, bytes);
     }
     Ok(out)
 }
 
 /// A generation's bundle files: `apps/<container>/...` to where they are stored.
-fn app_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
+fn app_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
     if !dir.is_dir() {
         return Ok(out);
@@ -78,7 +79,7 @@ fn app_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let entries =
-            std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+            std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?;
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {

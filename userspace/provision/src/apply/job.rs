@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use anyhow::{bail, Result};
 use atomix_config::generations::{Origin, SourceRecord, Store};
 use atomix_config::render::RenderedTree;
 
 use super::generation::desired_of;
-use super::{chain, load_generation, plan_sync, Admin, Desired, Executor, Owned, Step};
+use super::{load_generation, plan_sync, Admin, Desired, Executor, Owned, Step};
 use crate::input::Accepted;
 use crate::jobs::{Job, JobHandle, JobKind, JobResult, Level, Rollback, RollbackState, Tracker};
 use crate::paths::Paths;
@@ -38,7 +39,14 @@ pub struct Applier {
 }
 
 /// A step failure: which step, and what went wrong.
-struct Failed(Step, String);
+struct Failed(Step, anyhow::Error);
+
+impl Failed {
+    /// The step's name and the error as a job reports it: the whole chain, `outer: inner`.
+    fn report(&self) -> (&'static str, String) {
+        (self.0.name(), format!("{:#}", self.1))
+    }
+}
 
 impl Applier {
     pub(crate) fn store(&self) -> Store {
@@ -58,13 +66,13 @@ impl Applier {
         &self,
         job: &JobHandle,
         step: Step,
-        work: impl FnOnce() -> Result<(T, String), String>,
+        work: impl FnOnce() -> Result<(T, String)>,
     ) -> Result<T, Failed> {
         self.failpoints.hold(step.name());
         let (value, message) = work().map_err(|e| Failed(step, e))?;
         self.failpoints
             .check(step.name())
-            .map_err(|e| Failed(step, e.to_string()))?;
+            .map_err(|e| Failed(step, e.into()))?;
         job.event(step.name(), Level::Info, message);
         Ok(value)
     }
@@ -83,10 +91,8 @@ impl Applier {
     /// falling back to the other slot.
     fn mark_good(&self, job: &JobHandle) -> Result<(), Failed> {
         self.step(job, Step::MarkGood, || {
-            self.system
-                .run(&Action::RaucMarkGood)
-                .map(|()| ((), "slot marked good".into()))
-                .map_err(|e| e.to_string())
+            self.system.run(&Action::RaucMarkGood)?;
+            Ok(((), "slot marked good".into()))
         })
     }
 
@@ -110,8 +116,7 @@ impl Applier {
                 atomix_config::bundle::check_names(
                     accepted.apps.keys().map(String::as_str),
                     std::iter::empty(),
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 Ok(((), format!("valid, {} warnings", accepted.warnings.len())))
             })?;
             // The hash the rendered headers name is the one source.json records.
@@ -131,21 +136,19 @@ impl Applier {
                 let apps = RenderedTree {
                     files: desired.apps.clone(),
                 };
-                let n = store
-                    .stage(&accepted.text, &source, &desired.tree, &apps)
-                    .map_err(|e| chain(&e))?;
+                let n = store.stage(&accepted.text, &source, &desired.tree, &apps)?;
                 staged = Some(n);
                 job.set_staged(n);
                 Ok((n, format!("generation {n} written")))
             })?;
             self.sync(&job, &desired, &mut owned)?;
             self.step(&job, Step::Switch, || {
-                store.switch(n).map_err(|e| chain(&e))?;
-                store.prune().map_err(|e| chain(&e))?;
+                store.switch(n)?;
+                store.prune()?;
                 Ok(((), format!("current -> generation {n}")))
             })?;
             self.mark_good(&job)?;
-            Ok(n)
+            Ok::<_, Failed>(n)
         })();
         let outcome = match result {
             Ok(n) => Outcome {
@@ -158,8 +161,9 @@ impl Applier {
                     generation: None,
                 },
             },
-            Err(Failed(step, error)) => {
-                job.event(step.name(), Level::Error, error.clone());
+            Err(failed) => {
+                let (step, error) = failed.report();
+                job.event(step, Level::Error, error.clone());
                 let rollback = match staged {
                     None => Rollback {
                         state: RollbackState::None,
@@ -170,7 +174,7 @@ impl Applier {
                 Outcome {
                     result: JobResult {
                         generation: store.current().ok().flatten(),
-                        failed_step: Some(step.name().into()),
+                        failed_step: Some(step.into()),
                         error: Some(error),
                     },
                     rollback,
@@ -196,15 +200,13 @@ impl Applier {
         job.event("rollback", Level::Warning, format!("restoring {target}"));
         let result = (|| {
             self.failpoints.hold("rollback");
-            self.failpoints
-                .check("rollback")
-                .map_err(|e| e.to_string())?;
+            self.failpoints.check("rollback")?;
             let desired = self.restore_store(staged, previous)?;
             let plans = plan_sync(desired.as_ref(), &owned.files.clone(), &self.admin);
             for plan in plans {
                 self.executor().run(&plan, owned)?;
             }
-            Ok::<_, String>(())
+            Ok::<_, anyhow::Error>(())
         })();
         match result {
             Ok(()) => {
@@ -215,7 +217,7 @@ impl Applier {
                 }
             }
             Err(e) => {
-                job.event("rollback", Level::Error, format!("rollback failed: {e}"));
+                job.event("rollback", Level::Error, format!("rollback failed: {e:#}"));
                 Rollback {
                     state: RollbackState::Failed,
                     generation: previous,
@@ -226,13 +228,13 @@ impl Applier {
 
     /// Points `current` back at `previous`, discards `staged`, and reads what the live
     /// system should hold.
-    fn restore_store(&self, staged: u64, previous: Option<u64>) -> Result<Option<Desired>, String> {
+    fn restore_store(&self, staged: u64, previous: Option<u64>) -> Result<Option<Desired>> {
         let store = self.store();
         match previous {
-            Some(p) => store.switch(p).map_err(|e| chain(&e))?,
-            None => store.clear_current().map_err(|e| chain(&e))?,
+            Some(p) => store.switch(p)?,
+            None => store.clear_current()?,
         }
-        store.discard(staged).map_err(|e| chain(&e))?;
+        store.discard(staged)?;
         previous
             .map(|p| load_generation(&store, p).map(|l| l.desired))
             .transpose()
@@ -249,7 +251,7 @@ impl Applier {
             })?;
             self.sync(&job, &loaded.desired, &mut owned)?;
             self.mark_good(&job)?;
-            Ok(())
+            Ok::<_, Failed>(())
         })();
         let mut outcome = Outcome {
             result: JobResult {
@@ -261,9 +263,10 @@ impl Applier {
                 generation: None,
             },
         };
-        if let Err(Failed(step, error)) = result {
-            job.event(step.name(), Level::Error, error.clone());
-            outcome.result.failed_step = Some(step.name().into());
+        if let Err(failed) = result {
+            let (step, error) = failed.report();
+            job.event(step, Level::Error, error.clone());
+            outcome.result.failed_step = Some(step.into());
             outcome.result.error = Some(error);
         }
         job.finish(outcome.result.clone(), outcome.rollback);
@@ -311,9 +314,9 @@ impl Applier {
             let store = self.store();
             if let Some(n) = job.staged_generation {
                 self.restore_store(n, previous)?;
-            } else if store.current().map_err(|e| chain(&e))? != previous {
+            } else if store.current()? != previous {
                 // A job with nothing staged changed nothing.
-                return Err("the store changed outside of this job".to_owned());
+                bail!("the store changed outside of this job");
             }
             if previous.is_none() {
                 let mut owned = Owned::load(&self.paths);
@@ -327,7 +330,7 @@ impl Applier {
             state: match result {
                 Ok(()) => RollbackState::Completed,
                 Err(e) => {
-                    log::error!("job {}: recovery: {e}", job.id);
+                    log::error!("job {}: recovery: {e:#}", job.id);
                     RollbackState::Failed
                 }
             },

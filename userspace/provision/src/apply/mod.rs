@@ -46,15 +46,3 @@ pub use generation::{lan_address, load_generation, Loaded};
 pub use job::{Applier, Outcome};
 pub use plan::{live_path, plan_sync, Act, Admin, Desired, Op, StepPlan};
 pub use step::Step;
-
-/// An error with its sources, `outer: inner: ...`.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}

@@ -62,7 +62,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         Err(e) => {
-            log::error!("restore: nothing restored, the re-apply will report it: {e}");
+            log::error!("restore: nothing restored, the re-apply will report it: {e:#}");
             Ok(ExitCode::from(1))
         }
     }
