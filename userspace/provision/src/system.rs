@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -103,32 +103,41 @@ pub struct RealSystem;
 
 impl System for RealSystem {
     fn run(&self, action: &Action) -> Result<(), SystemError> {
-        let argv = action.command();
-        let err = |detail: String| SystemError {
-            action: action.to_string(),
-            detail,
-        };
         if let Action::KernelHostname { name } = action {
             const KERNEL_HOSTNAME: &str = "/proc/sys/kernel/hostname";
-            return std::fs::write(KERNEL_HOSTNAME, name)
-                .map_err(|e| err(format!("cannot write {KERNEL_HOSTNAME}: {e}")));
+            return std::fs::write(KERNEL_HOSTNAME, name).map_err(|e| SystemError {
+                action: action.to_string(),
+                detail: format!("cannot write {KERNEL_HOSTNAME}: {e}"),
+            });
         }
-        let out = Command::new(&argv[0])
-            .args(&argv[1..])
-            .output()
-            .map_err(|e| err(format!("cannot run {}: {e}", argv[0])))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(err(format!(
-            "{}: {}",
-            out.status,
-            failure_detail(
-                &String::from_utf8_lossy(&out.stdout),
-                &String::from_utf8_lossy(&out.stderr)
-            )
-        )))
+        run_command(&action.command()).map(drop)
     }
+}
+
+/// Runs a program (`argv[0]`) to completion and returns its output. The error names the
+/// command line, its exit status and what it said ([`failure_detail`]). The one place
+/// this crate runs a command and keeps what it said on stderr.
+pub fn run_command(argv: &[impl AsRef<str>]) -> Result<Output, SystemError> {
+    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    let err = |detail: String| SystemError {
+        action: argv.join(" "),
+        detail,
+    };
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .map_err(|e| err(format!("cannot run {}: {e}", argv[0])))?;
+    if out.status.success() {
+        return Ok(out);
+    }
+    Err(err(format!(
+        "{}: {}",
+        out.status,
+        failure_detail(
+            &String::from_utf8_lossy(&out.stdout),
+            &String::from_utf8_lossy(&out.stderr)
+        )
+    )))
 }
 
 /// What a failed command said: its last line on stderr, and the reason `rauc` gives

@@ -15,6 +15,7 @@ use anyhow::{bail, Context as _};
 use atomix_config::generations::Store;
 use atomix_provision::deadline::{self, Verdict, Watch};
 use atomix_provision::paths::Paths;
+use atomix_provision::system::run_command;
 use boot_state::BootRecord;
 use slot_state::{Slot, SlotState, Source, ATTEMPTS};
 
@@ -143,19 +144,11 @@ const SERVICE: &str = "first-boot.service";
 /// whole stall time: the reboot would only be held up. Killed, its job is rolled back by
 /// the next start, as after a power cut.
 fn kill_stalled_service() {
-    let out = std::process::Command::new("systemctl")
-        .args(["kill", "--signal=SIGKILL", SERVICE])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
+    match run_command(&["systemctl", "kill", "--signal=SIGKILL", SERVICE]) {
+        Ok(_) => {
             log::info!(target: kmsg_log::NOTICE, "{SERVICE} killed: its stalled apply is rolled back by the next boot");
         }
-        Ok(o) => log::warn!(
-            "cannot kill {SERVICE} ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => log::warn!("cannot run systemctl to kill {SERVICE}: {e}"),
+        Err(e) => log::warn!("cannot kill {SERVICE}: {e}"),
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context as _};
 use atomix_provision::paths::Paths;
+use atomix_provision::system::run_command;
 use boot_state::BootRecord;
 use serde_json::Value;
 
@@ -83,32 +84,19 @@ pub fn other_slots(status: &Value) -> Vec<OtherSlot> {
     out
 }
 
-fn json_of(cmd: &mut Command) -> anyhow::Result<Value> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("{shown}: no JSON on stdout"))
+/// What a `rauc ... --output-format=json` command printed.
+fn json_of(argv: &[&str]) -> anyhow::Result<Value> {
+    let out = run_command(argv)?;
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{}: no JSON on stdout", argv.join(" ")))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let info = json_of(
-        Command::new("rauc")
-            .args(["info", "--output-format=json"])
-            .arg(&args.url),
-    )?;
+    let info = json_of(&["rauc", "info", "--output-format=json", &args.url])?;
     let version = info["version"]
         .as_str()
         .with_context(|| format!("{}: the bundle names no version", args.url))?;
-    let status =
-        json_of(Command::new("rauc").args(["status", "--detailed", "--output-format=json"]))?;
+    let status = json_of(&["rauc", "status", "--detailed", "--output-format=json"])?;
     let paths = Paths::new(&args.root);
     let record: Option<BootRecord> = boot_state::read_record(&paths.boot_record())
         .with_context(|| format!("cannot read {}", paths.boot_record().display()))?;
