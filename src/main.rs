@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use boot_state::{BootRecord, StepTiming};
+use boot_state::BootRecord;
 use disk_layout::Layout;
 use failpoints::Failpoints;
 
@@ -20,6 +20,7 @@ mod apply;
 mod blockdev;
 mod cli;
 mod cmdline;
+mod inspect;
 mod mountinfo;
 mod partition_table;
 mod plan;
@@ -27,7 +28,7 @@ mod sysroot_unit;
 mod system;
 
 use cli::{Command, SetupArgs};
-use plan::{DataPartition, Paths, Situation, Stage};
+use plan::{Paths, Stage};
 use system::System;
 
 fn main() -> ExitCode {
@@ -139,55 +140,7 @@ fn inspect_and_plan(
         boot.build_id.as_deref().unwrap_or("(none)")
     );
 
-    let root = timed(&mut timings, "resolve-root", || {
-        system.wait_for_partuuid(boot.root_partuuid)
-    })?;
-    log::info!(
-        "root partition {} on disk {}",
-        root.partition.display(),
-        root.disk.display()
-    );
-    let table = timed(&mut timings, "read-partition-table", || {
-        partition_table::read(&root.disk)
-    })?;
-    let partuuid = boot.root_partuuid.hyphenated().to_string();
-    if table.by_partuuid(&partuuid).is_none() {
-        anyhow::bail!(
-            "the GPT of {} has no partition {partuuid}, although libblkid found it there",
-            root.disk.display()
-        );
-    }
-    let boot_label = format!("boot-{}", boot.slot);
-    let boot_device = match table.by_label(&boot_label) {
-        Some(entry) => Some(apply::Actions::wait_partition_node(
-            system,
-            &root.disk,
-            entry.number,
-        )?),
-        None => {
-            log::warn!("{} has no {boot_label} partition", root.disk.display());
-            None
-        }
-    };
-    let data = timed(&mut timings, "probe-data", || -> Result<_> {
-        let Some(entry) = table.by_label(disk_layout::DATA) else {
-            return Ok(None);
-        };
-        let device = apply::Actions::wait_partition_node(system, &root.disk, entry.number)?;
-        let fstype = blockdev::probe_fstype(&device)?;
-        Ok(Some(DataPartition { device, fstype }))
-    })?;
-
-    let situation = Situation {
-        slot: boot.slot,
-        build_id: boot.build_id.clone(),
-        root_device: root.partition.clone(),
-        disk: root.disk.clone(),
-        table,
-        data,
-        boot_device: boot_device.clone(),
-        now: now_rfc3339(),
-    };
+    let situation = inspect::discover(&boot, system, &mut timings, now_rfc3339)?;
     let plan = plan::plan(&situation, layout, paths, args.stage);
     log::info!(
         "plan: fresh flash {}, missing partitions: {}, steps: {}",
@@ -206,10 +159,13 @@ fn inspect_and_plan(
     let record = BootRecord {
         slot: boot.slot,
         build_id: boot.build_id,
-        root_partuuid: partuuid,
-        root_device: root.partition.display().to_string(),
-        disk: root.disk.display().to_string(),
-        boot_device: boot_device.map(|d| d.display().to_string()),
+        root_partuuid: boot.root_partuuid.hyphenated().to_string(),
+        root_device: situation.root_device.display().to_string(),
+        disk: situation.disk.display().to_string(),
+        boot_device: situation
+            .boot_device
+            .as_ref()
+            .map(|d| d.display().to_string()),
         fresh_flash: plan.fresh_flash,
         partitions_created: Vec::new(),
         data_formatted: false,
@@ -243,16 +199,6 @@ fn post_sysroot_plan(paths: &Paths) -> Result<(Vec<plan::Step>, BootRecord)> {
         paths,
     );
     Ok((steps, record))
-}
-
-fn timed<T>(timings: &mut Vec<StepTiming>, step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let started = Instant::now();
-    let value = f().with_context(|| format!("step {step} failed"))?;
-    timings.push(StepTiming {
-        step: step.to_owned(),
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    });
-    Ok(value)
 }
 
 fn now_rfc3339() -> String {
