@@ -445,7 +445,7 @@ mod tests {
                 .map(|(i, l)| PartitionEntry {
                     number: i as u32 + 1,
                     label: l.clone(),
-                    partuuid: String::new(),
+                    partuuid: uuid::Uuid::nil(),
                     type_guid: String::new(),
                     first_lba: 0,
                     last_lba: 0,

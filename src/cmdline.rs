@@ -8,7 +8,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootArgs {
     pub slot: Slot,
-    /// PARTUUID of the booted slot's root filesystem partition, lower-case.
+    /// PARTUUID of the booted slot's root filesystem partition; the boot record spells it lower-case.
     pub root_partuuid: Uuid,
     pub build_id: Option<String>,
 }

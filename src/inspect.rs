@@ -35,11 +35,11 @@ pub fn discover(
     let table = timed(timings, "read-partition-table", || {
         partition_table::read(&root.disk)
     })?;
-    let partuuid = boot.root_partuuid.hyphenated().to_string();
-    if table.by_partuuid(&partuuid).is_none() {
+    if table.by_partuuid(boot.root_partuuid).is_none() {
         anyhow::bail!(
-            "the GPT of {} has no partition {partuuid}, although libblkid found it there",
-            root.disk.display()
+            "the GPT of {} has no partition {}, although libblkid found it there",
+            root.disk.display(),
+            boot.root_partuuid
         );
     }
     let boot_label = format!("boot-{}", boot.slot);

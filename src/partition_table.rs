@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use uuid::Uuid;
 
 /// One used GPT entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,8 +12,8 @@ pub struct PartitionEntry {
     pub number: u32,
     /// PARTLABEL.
     pub label: String,
-    /// PARTUUID, lower-case.
-    pub partuuid: String,
+    /// PARTUUID.
+    pub partuuid: Uuid,
     /// Partition type GUID, lower-case.
     pub type_guid: String,
     pub first_lba: u64,
@@ -34,10 +35,8 @@ impl PartitionTable {
         self.partitions.iter().find(|p| p.label == label)
     }
 
-    pub fn by_partuuid(&self, partuuid: &str) -> Option<&PartitionEntry> {
-        self.partitions
-            .iter()
-            .find(|p| p.partuuid.eq_ignore_ascii_case(partuuid))
+    pub fn by_partuuid(&self, partuuid: Uuid) -> Option<&PartitionEntry> {
+        self.partitions.iter().find(|p| p.partuuid == partuuid)
     }
 }
 
@@ -60,7 +59,7 @@ pub fn read(disk: &Path) -> Result<PartitionTable> {
         .map(|(number, p)| PartitionEntry {
             number: *number,
             label: p.name.clone(),
-            partuuid: p.part_guid.hyphenated().to_string(),
+            partuuid: p.part_guid,
             type_guid: p.part_type_guid.guid.hyphenated().to_string(),
             first_lba: p.first_lba,
             last_lba: p.last_lba,
@@ -123,7 +122,9 @@ mod tests {
             let rootfs = table.by_label("rootfs-a").unwrap();
             assert_eq!(
                 table
-                    .by_partuuid(&rootfs.partuuid.to_uppercase())
+                    .by_partuuid(
+                        Uuid::parse_str(&rootfs.partuuid.to_string().to_uppercase()).unwrap()
+                    )
                     .unwrap()
                     .number,
                 2

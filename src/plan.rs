@@ -287,7 +287,7 @@ mod tests {
                 .map(|(i, label)| PartitionEntry {
                     number: i as u32 + 1,
                     label: (*label).into(),
-                    partuuid: format!("00000000-0000-4000-8000-00000000000{}", i + 1),
+                    partuuid: uuid::Uuid::from_u128(0x4000_8000_0000_0000_0000 + i as u128 + 1),
                     type_guid: String::new(),
                     first_lba: 0,
                     last_lba: 0,
