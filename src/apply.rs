@@ -9,7 +9,7 @@ use boot_state::{BootRecord, FreshFlashMarker, StepTiming};
 use disk_layout::Layout;
 use failpoints::Failpoints;
 
-use crate::partition_table::PartitionTable;
+use crate::inspect::Inspect;
 use crate::plan::Step;
 
 /// A mount request.
@@ -23,8 +23,9 @@ pub struct Mount {
     pub options: String,
 }
 
-/// The side effects early boot needs.
-pub trait Actions {
+/// The side effects early boot needs, and the reads of [`Inspect`] (mounting `/data`
+/// finds its partition again after repart).
+pub trait Actions: Inspect {
     fn is_mountpoint(&self, target: &Path) -> Result<bool>;
     fn mount(&self, mount: &Mount) -> Result<()>;
     fn create_dir_all(&self, path: &Path) -> Result<()>;
@@ -34,10 +35,6 @@ pub trait Actions {
     fn write_file(&self, path: &Path, contents: &[u8]) -> Result<()>;
     /// Runs a program to completion; an error carries its exit status and stderr.
     fn run(&self, program: &str, args: &[String]) -> Result<()>;
-    fn read_partition_table(&self, disk: &Path) -> Result<PartitionTable>;
-    /// Waits (bounded) for the device node of partition `number` of `disk`.
-    fn wait_partition_node(&self, disk: &Path, number: u32) -> Result<PathBuf>;
-    fn probe_fstype(&self, device: &Path) -> Result<Option<String>>;
 }
 
 /// Runs `steps` in order, timing each into `record`, with failure points around each
@@ -357,7 +354,8 @@ pub fn mkfs_command(format: &str, label: &str, device: &Path) -> Result<(String,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::partition_table::PartitionEntry;
+    use crate::blockdev::Candidate;
+    use crate::partition_table::{PartitionEntry, PartitionTable};
     use crate::plan::{plan, Paths, Situation, Stage};
     use boot_state::Slot;
     use std::cell::RefCell;
@@ -422,6 +420,12 @@ mod tests {
                 }
             }
             Ok(())
+        }
+    }
+
+    impl Inspect for Fake {
+        fn find_partuuid(&self, _: uuid::Uuid) -> Result<Candidate> {
+            unreachable!("apply never looks for the root partition")
         }
         fn read_partition_table(&self, _: &Path) -> Result<PartitionTable> {
             Ok(table(&self.labels.borrow()))

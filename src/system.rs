@@ -1,4 +1,4 @@
-//! The real [`Actions`] and inspection of the running system: mounts with nix, programs
+//! The real [`Actions`] and [`Inspect`] of the running system: mounts with sys-mount, programs
 //! with `std::process`, devices through libblkid and sysfs.
 
 use std::fs;
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::apply::{Actions, Mount};
 use crate::blockdev;
+use crate::inspect::Inspect;
 use crate::mountinfo;
 use crate::partition_table::{self, PartitionTable};
 
@@ -24,39 +25,6 @@ pub struct System {
 }
 
 const POLL: Duration = Duration::from_millis(50);
-
-impl System {
-    /// Waits (bounded) until exactly one usable partition carries `partuuid` and returns
-    /// it with its disk.
-    pub fn wait_for_partuuid(&self, partuuid: Uuid) -> Result<blockdev::Candidate> {
-        let deadline = Instant::now() + self.device_timeout;
-        loop {
-            let candidates = blockdev::find_by_partuuid(partuuid)?;
-            match blockdev::choose_boot_partition(partuuid, &candidates) {
-                Ok(chosen) => {
-                    for other in candidates.iter().filter(|c| *c != chosen) {
-                        log::warn!(
-                            "{} also carries PARTUUID {partuuid} (removable or USB): ignoring it, booting from {}",
-                            other.disk.display(),
-                            chosen.disk.display()
-                        );
-                    }
-                    return Ok(chosen.clone());
-                }
-                Err(blockdev::ChooseError::NotFound(_)) if Instant::now() < deadline => sleep(POLL),
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "waited {} s for the root partition atomix.root=PARTUUID={partuuid}: \
-                             check that the boot disk is present and its driver is in the initrd",
-                            self.device_timeout.as_secs()
-                        )
-                    })
-                }
-            }
-        }
-    }
-}
 
 impl Actions for System {
     fn is_mountpoint(&self, target: &Path) -> Result<bool> {
@@ -123,6 +91,37 @@ impl Actions for System {
             bail!("{program} {} ({})", output.status, tail.join(" / "));
         }
         Ok(())
+    }
+}
+
+impl Inspect for System {
+    fn find_partuuid(&self, partuuid: Uuid) -> Result<blockdev::Candidate> {
+        let deadline = Instant::now() + self.device_timeout;
+        loop {
+            let candidates = blockdev::find_by_partuuid(partuuid)?;
+            match blockdev::choose_boot_partition(partuuid, &candidates) {
+                Ok(chosen) => {
+                    for other in candidates.iter().filter(|c| *c != chosen) {
+                        log::warn!(
+                            "{} also carries PARTUUID {partuuid} (removable or USB): ignoring it, booting from {}",
+                            other.disk.display(),
+                            chosen.disk.display()
+                        );
+                    }
+                    return Ok(chosen.clone());
+                }
+                Err(blockdev::ChooseError::NotFound(_)) if Instant::now() < deadline => sleep(POLL),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "waited {} s for the root partition atomix.root=PARTUUID={partuuid}: \
+                             check that the boot disk is present and its driver is in the initrd",
+                            self.device_timeout.as_secs()
+                        )
+                    })
+                }
+            }
+        }
     }
 
     fn read_partition_table(&self, disk: &Path) -> Result<PartitionTable> {
