@@ -15,14 +15,12 @@ atomix-initrd: AtomixOS early-boot provisioner (runs in the initramfs)
 Usage:
   atomix-initrd [--kmsg PATH] setup [--cmdline FILE] [--root DIR] [--repart-dir DIR]
                                     [--stage all|pre-sysroot|post-sysroot] [--device-timeout SECS]
-  atomix-initrd [--kmsg PATH] generate NORMAL_DIR [EARLY_DIR LATE_DIR]
   atomix-initrd sysroot-unit
   atomix-initrd --help | --version
 
 Commands:
   setup         run the early-boot sequence (or one stage of it)
-  generate      systemd generator: write sysroot.mount (the overlay root) into NORMAL_DIR
-  sysroot-unit  print the sysroot.mount unit the generator writes
+  sysroot-unit  print sysroot.mount (the overlay root), which the dracut module installs
 
 Options:
   --kmsg PATH            where log lines go, with kernel levels [default: /dev/kmsg]
@@ -42,7 +40,6 @@ pub struct Cli {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Setup(SetupArgs),
-    Generate { normal_dir: PathBuf },
     SysrootUnit,
     Help,
     Version,
@@ -76,7 +73,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, lexopt::Er
     let mut kmsg = PathBuf::from("/dev/kmsg");
     let mut command: Option<String> = None;
     let mut setup = SetupArgs::default();
-    let mut positional: Vec<PathBuf> = Vec::new();
     while let Some(arg) = parser.next()? {
         match arg {
             Long("help") | Short('h') => {
@@ -118,18 +114,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, lexopt::Er
                 setup.device_timeout = parser.value()?.parse()?
             }
             Value(value) if command.is_none() => command = Some(value.string()?),
-            Value(value) if command.as_deref() == Some("generate") => positional.push(value.into()),
             _ => return Err(arg.unexpected()),
         }
     }
     let command = match command.as_deref() {
         Some("setup") => Command::Setup(setup),
-        Some("generate") => match positional.len() {
-            1 | 3 => Command::Generate {
-                normal_dir: positional.swap_remove(0),
-            },
-            _ => return Err("generate takes NORMAL_DIR [EARLY_DIR LATE_DIR]".into()),
-        },
         Some("sysroot-unit") => Command::SysrootUnit,
         Some(other) => return Err(format!("unknown command {other:?}; see --help").into()),
         None => return Err("a command is required; see --help".into()),
@@ -173,14 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_generator_call() {
-        let cli = parse_str("generate /run/systemd/generator /run/e /run/l").unwrap();
-        assert_eq!(
-            cli.command,
-            Command::Generate {
-                normal_dir: "/run/systemd/generator".into()
-            }
-        );
+    fn parses_sysroot_unit() {
         assert_eq!(
             parse_str("sysroot-unit").unwrap().command,
             Command::SysrootUnit
@@ -196,7 +178,7 @@ mod tests {
             ("setup --device-timeout soon", "soon"),
             ("setup --bogus", "--bogus"),
             ("sysroot-unit --root /", "--root"),
-            ("generate", "generate takes NORMAL_DIR"),
+            ("generate", "unknown command \"generate\""),
             ("setup --root", "--root"),
         ];
         for (line, expected) in cases {

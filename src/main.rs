@@ -56,10 +56,6 @@ fn main() -> ExitCode {
             init_logging(&cli.kmsg);
             setup(&args)
         }
-        Command::Generate { normal_dir } => {
-            init_logging(&cli.kmsg);
-            generate(&normal_dir)
-        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -203,18 +199,4 @@ fn post_sysroot_plan(paths: &Paths) -> Result<(Vec<plan::Step>, BootRecord)> {
 
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-/// The systemd generator: `sysroot.mount`, required by `initrd-root-fs.target`.
-fn generate(normal_dir: &Path) -> Result<()> {
-    let unit = normal_dir.join("sysroot.mount");
-    boot_state::write_atomic(&unit, sysroot_unit::sysroot_mount_unit().as_bytes())?;
-    let wants = normal_dir.join("initrd-root-fs.target.requires");
-    fs::create_dir_all(&wants).with_context(|| format!("cannot create {}", wants.display()))?;
-    let link = wants.join("sysroot.mount");
-    if fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink("../sysroot.mount", &link)
-            .with_context(|| format!("cannot create {}", link.display()))?;
-    }
-    Ok(())
 }

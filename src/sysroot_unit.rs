@@ -1,5 +1,7 @@
-//! `sysroot.mount`: in the systemd initrd the overlay root is assembled by this unit, which
-//! `atomix-initrd` provides (as a systemd generator) rather than mounting it itself.
+//! `sysroot.mount`: in the systemd initrd the overlay root is assembled by this unit rather
+//! than by `atomix-initrd` itself. `atomix-initrd sysroot-unit` prints it, and the dracut
+//! module (`dracut-module/90atomix/module-setup.sh`) installs that text, static, into the
+//! initramfs when the image is built.
 
 use std::path::Path;
 
