@@ -356,7 +356,7 @@ mod tests {
     use super::*;
     use crate::blockdev::Candidate;
     use crate::partition_table::{PartitionEntry, PartitionTable};
-    use crate::plan::{plan, Paths, Situation, Stage};
+    use crate::plan::{plan, Paths, Scope, Situation};
     use boot_state::Slot;
     use std::cell::RefCell;
     use std::collections::BTreeSet;
@@ -497,7 +497,7 @@ mod tests {
             &situation,
             &layout,
             &Paths::under(Path::new("/r")),
-            Stage::All,
+            Scope::All,
         );
         let mut rec = record();
         let result = apply(&p.steps, &layout, fake, &Failpoints::default(), &mut rec);

@@ -28,7 +28,7 @@ mod sysroot_unit;
 mod system;
 
 use cli::{Command, SetupArgs};
-use plan::{Paths, Stage};
+use plan::{Paths, Scope, Stage};
 use system::System;
 
 fn main() -> ExitCode {
@@ -91,7 +91,8 @@ fn setup(args: &SetupArgs) -> Result<()> {
 
     let (steps, mut record) = match args.stage {
         Stage::PostSysroot => post_sysroot_plan(&paths)?,
-        Stage::All | Stage::PreSysroot => inspect_and_plan(args, &layout, &paths, &system)?,
+        Stage::All => inspect_and_plan(args, Scope::All, &layout, &paths, &system)?,
+        Stage::PreSysroot => inspect_and_plan(args, Scope::PreSysroot, &layout, &paths, &system)?,
     };
     apply::apply(&steps, &layout, &system, &failpoints, &mut record)?;
     log::info!(
@@ -117,6 +118,7 @@ fn setup(args: &SetupArgs) -> Result<()> {
 /// Reads the command line and the boot disk, and plans this boot.
 fn inspect_and_plan(
     args: &SetupArgs,
+    scope: Scope,
     layout: &Layout,
     paths: &Paths,
     system: &System,
@@ -137,7 +139,7 @@ fn inspect_and_plan(
     );
 
     let situation = inspect::discover(&boot, system, &mut timings, now_rfc3339)?;
-    let plan = plan::plan(&situation, layout, paths, args.stage);
+    let plan = plan::plan(&situation, layout, paths, scope);
     log::info!(
         "plan: fresh flash {}, missing partitions: {}, steps: {}",
         if plan.fresh_flash { "yes" } else { "no" },

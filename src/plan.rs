@@ -56,8 +56,18 @@ pub enum Stage {
     All,
     /// Up to (not including) the overlay: base mount, tmpfs, repart, formatting.
     PreSysroot,
-    /// After `sysroot.mount`: mount data, fresh-flash marker, final boot record.
+    /// After `sysroot.mount`: mount data, fresh-flash marker, final boot record. Planned
+    /// from the record the first half wrote ([`post_sysroot_steps`]), not by [`plan`].
     PostSysroot,
+}
+
+/// What [`plan`] covers: the whole sequence, or the half before `sysroot.mount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything, including the overlay mount at `sysroot` ([`Stage::All`]).
+    All,
+    /// Up to the overlay, ending with the boot record ([`Stage::PreSysroot`]).
+    PreSysroot,
 }
 
 /// What inspection found, before anything was changed.
@@ -162,8 +172,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
-/// Plans the steps of `stage` for the situation inspection found.
-pub fn plan(situation: &Situation, layout: &Layout, paths: &Paths, stage: Stage) -> Plan {
+/// Plans the steps of `scope` for the situation inspection found.
+pub fn plan(situation: &Situation, layout: &Layout, paths: &Paths, scope: Scope) -> Plan {
     let fresh_flash = situation.table.by_label(disk_layout::BOOT_B).is_none();
     let missing: Vec<String> = layout
         .labels()
@@ -210,24 +220,24 @@ pub fn plan(situation: &Situation, layout: &Layout, paths: &Paths, stage: Stage)
             });
         }
     }
-    if stage == Stage::All {
-        steps.push(Step::MountSysroot {
-            lower: paths.rootfs_base.clone(),
-            upper: paths.upper.clone(),
-            work: paths.work.clone(),
-            target: paths.sysroot.clone(),
-        });
-    }
-    match stage {
-        Stage::PreSysroot => steps.push(Step::WriteBootRecord {
+    match scope {
+        Scope::PreSysroot => steps.push(Step::WriteBootRecord {
             path: paths.boot_record.clone(),
         }),
-        Stage::All | Stage::PostSysroot => steps.extend(post_sysroot_steps(
-            &situation.disk,
-            situation.boot_device.as_deref(),
-            marker,
-            paths,
-        )),
+        Scope::All => {
+            steps.push(Step::MountSysroot {
+                lower: paths.rootfs_base.clone(),
+                upper: paths.upper.clone(),
+                work: paths.work.clone(),
+                target: paths.sysroot.clone(),
+            });
+            steps.extend(post_sysroot_steps(
+                &situation.disk,
+                situation.boot_device.as_deref(),
+                marker,
+                paths,
+            ));
+        }
     }
     Plan {
         fresh_flash,
@@ -419,7 +429,7 @@ mod tests {
                 &situation(case.labels, case.data),
                 &layout,
                 &paths,
-                Stage::All,
+                Scope::All,
             );
             assert_eq!(plan.fresh_flash, case.fresh, "{}", case.what);
             assert_eq!(plan.missing, case.missing, "{}", case.what);
@@ -434,7 +444,7 @@ mod tests {
             &situation(&["boot-a", "rootfs-a"], None),
             &layout(),
             &paths,
-            Stage::All,
+            Scope::All,
         );
         let Step::Repart { marker, disk, .. } = &plan.steps[2] else {
             panic!("{:?}", plan.steps[2]);
@@ -454,14 +464,14 @@ mod tests {
 
     fn plan_for(labels: &[&str], data: Option<Option<&str>>) -> Plan {
         let paths = Paths::under(Path::new("/r"));
-        plan(&situation(labels, data), &layout(), &paths, Stage::All)
+        plan(&situation(labels, data), &layout(), &paths, Scope::All)
     }
 
     #[test]
     fn stages_split_at_the_overlay_mount() {
         let paths = Paths::under(Path::new("/r"));
         let s = situation(&["boot-a", "rootfs-a"], None);
-        let pre = plan(&s, &layout(), &paths, Stage::PreSysroot);
+        let pre = plan(&s, &layout(), &paths, Scope::PreSysroot);
         assert_eq!(
             names(&pre),
             [
@@ -471,8 +481,30 @@ mod tests {
                 "boot-record"
             ]
         );
-        let post = plan(&s, &layout(), &paths, Stage::PostSysroot);
-        assert!(!names(&post).contains(&"mount-sysroot"));
+        // The second half, planned from the boot record in production, mounts no overlay;
+        // the two halves with sysroot.mount between them are the whole sequence.
+        let all = plan(&s, &layout(), &paths, Scope::All);
+        let marker = FreshFlashMarker {
+            build_id: s.build_id.clone(),
+            slot: s.slot,
+            created: s.now.clone(),
+        };
+        let post = post_sysroot_steps(&s.disk, s.boot_device.as_deref(), Some(marker), &paths);
+        assert_eq!(
+            post.iter().map(Step::name).collect::<Vec<_>>(),
+            [
+                "mount-data",
+                "mount-boot",
+                "fresh-flash-marker",
+                "boot-record"
+            ]
+        );
+        // The first half without its boot record, then the overlay, then the second half.
+        let before = pre.steps.len() - 1;
+        assert_eq!(all.steps[..before], pre.steps[..before]);
+        let (overlay, after) = all.steps[before..].split_first().unwrap();
+        assert_eq!(overlay.name(), "mount-sysroot");
+        assert_eq!(after, post.as_slice());
         assert_eq!(
             post_sysroot_steps(&s.disk, None, None, &paths)
                 .iter()
