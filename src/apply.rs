@@ -355,7 +355,7 @@ pub fn mkfs_command(format: &str, label: &str, device: &Path) -> Result<(String,
 mod tests {
     use super::*;
     use crate::blockdev::Candidate;
-    use crate::partition_table::{PartitionEntry, PartitionTable};
+    use crate::partition_table::PartitionTable;
     use crate::plan::{plan, Paths, Scope, Situation};
     use boot_state::Slot;
     use std::cell::RefCell;
@@ -428,7 +428,7 @@ mod tests {
             unreachable!("apply never looks for the root partition")
         }
         fn read_partition_table(&self, _: &Path) -> Result<PartitionTable> {
-            Ok(table(&self.labels.borrow()))
+            Ok(PartitionTable::with_labels(&self.labels.borrow()))
         }
         fn wait_partition_node(&self, disk: &Path, number: u32) -> Result<PathBuf> {
             Ok(PathBuf::from(format!("{}{number}", disk.display())))
@@ -436,26 +436,6 @@ mod tests {
         fn probe_fstype(&self, device: &Path) -> Result<Option<String>> {
             let boot = device == Path::new("/dev/vda1");
             Ok(Some(if boot { "vfat" } else { "f2fs" }.into()))
-        }
-    }
-
-    fn table(labels: &[String]) -> PartitionTable {
-        PartitionTable {
-            disk_guid: String::new(),
-            first_usable_lba: 32768,
-            partitions: labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| PartitionEntry {
-                    number: i as u32 + 1,
-                    label: l.clone(),
-                    partuuid: uuid::Uuid::nil(),
-                    type_guid: String::new(),
-                    first_lba: 0,
-                    last_lba: 0,
-                    legacy_bios_bootable: false,
-                })
-                .collect(),
         }
     }
 
@@ -487,7 +467,7 @@ mod tests {
             build_id: None,
             root_device: "/dev/vda2".into(),
             disk: "/dev/vda".into(),
-            table: table(&fake.labels.borrow()),
+            table: PartitionTable::with_labels(&fake.labels.borrow()),
             data: None,
             boot_device: Some("/dev/vda1".into()),
             now: "t".into(),

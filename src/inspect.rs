@@ -96,7 +96,6 @@ fn timed<T>(timings: &mut Vec<StepTiming>, step: &str, f: impl FnOnce() -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::partition_table::PartitionEntry;
     use anyhow::bail;
     use boot_state::Slot;
 
@@ -126,28 +125,11 @@ mod tests {
         }
         fn read_partition_table(&self, disk: &Path) -> Result<PartitionTable> {
             assert_eq!(disk, Path::new("/dev/vda"));
-            Ok(PartitionTable {
-                disk_guid: String::new(),
-                first_usable_lba: 32768,
-                partitions: self
-                    .labels
-                    .iter()
-                    .enumerate()
-                    .map(|(i, label)| PartitionEntry {
-                        number: i as u32 + 1,
-                        label: (*label).into(),
-                        partuuid: if i == 1 {
-                            self.gpt_root
-                        } else {
-                            Uuid::from_u128(i as u128 + 1)
-                        },
-                        type_guid: String::new(),
-                        first_lba: 0,
-                        last_lba: 0,
-                        legacy_bios_bootable: i == 0,
-                    })
-                    .collect(),
-            })
+            let mut table = PartitionTable::with_labels(self.labels);
+            if let Some(root) = table.partitions.get_mut(1) {
+                root.partuuid = self.gpt_root;
+            }
+            Ok(table)
         }
         fn wait_partition_node(&self, disk: &Path, number: u32) -> Result<PathBuf> {
             Ok(PathBuf::from(format!("{}{number}", disk.display())))

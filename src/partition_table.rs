@@ -40,6 +40,30 @@ impl PartitionTable {
     }
 }
 
+#[cfg(test)]
+impl PartitionTable {
+    /// A table for tests: `labels` numbered from 1 on one disk, distinct PARTUUIDs
+    /// (`00000000-0000-4000-8000-00000000000<N>`), the first entry legacy-BIOS-bootable.
+    pub fn with_labels<S: AsRef<str>>(labels: &[S]) -> PartitionTable {
+        PartitionTable {
+            disk_guid: "5e0f3a36-9f0b-4d6e-8c8a-0a7e2b1c0001".into(),
+            first_usable_lba: 32768,
+            partitions: (1..)
+                .zip(labels)
+                .map(|(number, label)| PartitionEntry {
+                    number,
+                    label: label.as_ref().into(),
+                    partuuid: Uuid::from_u128(0x4000_8000_0000_0000_0000 + u128::from(number)),
+                    type_guid: String::new(),
+                    first_lba: 0,
+                    last_lba: 0,
+                    legacy_bios_bootable: number == 1,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Reads the GPT of `disk` (a block device or an image file), read-only.
 pub fn read(disk: &Path) -> Result<PartitionTable> {
     let gpt = gpt::GptConfig::new()

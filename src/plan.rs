@@ -280,31 +280,10 @@ pub fn post_sysroot_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::partition_table::PartitionEntry;
 
     fn layout() -> Layout {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("repart.d");
         Layout::read(&dir).unwrap()
-    }
-
-    fn table(labels: &[&str]) -> PartitionTable {
-        PartitionTable {
-            disk_guid: "5e0f3a36-9f0b-4d6e-8c8a-0a7e2b1c0001".into(),
-            first_usable_lba: 32768,
-            partitions: labels
-                .iter()
-                .enumerate()
-                .map(|(i, label)| PartitionEntry {
-                    number: i as u32 + 1,
-                    label: (*label).into(),
-                    partuuid: uuid::Uuid::from_u128(0x4000_8000_0000_0000_0000 + i as u128 + 1),
-                    type_guid: String::new(),
-                    first_lba: 0,
-                    last_lba: 0,
-                    legacy_bios_bootable: i == 0,
-                })
-                .collect(),
-        }
     }
 
     fn situation(labels: &[&str], data_fstype: Option<Option<&str>>) -> Situation {
@@ -313,7 +292,7 @@ mod tests {
             build_id: Some("b1".into()),
             root_device: "/dev/vda2".into(),
             disk: "/dev/vda".into(),
-            table: table(labels),
+            table: PartitionTable::with_labels(labels),
             data: data_fstype.map(|fstype| DataPartition {
                 device: "/dev/vda5".into(),
                 fstype: fstype.map(str::to_owned),
