@@ -20,10 +20,10 @@ mod ssh;
 /// The emulated eMMC, larger than the image as a real one is.
 pub const DISK_SIZE: &str = "8G";
 
-/// Free TCP ports for QEMU's forwards (see the `test-ports` crate for why not one from
+/// Free TCP ports for QEMU's forwards (see `test_support::ports` for why not one from
 /// `bind(":0")`).
 fn free_port() -> u16 {
-    test_ports::free_port()
+    test_support::free_port()
 }
 
 /// One emulated device: its disk, its forwarded ports, its boots.

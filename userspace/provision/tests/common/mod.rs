@@ -209,8 +209,8 @@ pub fn config_with_admin(key: &Key, hostname: &str) -> String {
         .replace("edge-042", hostname)
 }
 
-/// A TCP port for a service under test to bind later (see the `test-ports` crate for
+/// A TCP port for a service under test to bind later (see `test_support::ports` for
 /// why not one from `bind(":0")`).
 pub fn service_port() -> u16 {
-    test_ports::free_port()
+    test_support::free_port()
 }
