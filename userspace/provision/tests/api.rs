@@ -19,7 +19,8 @@ use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-use common::{config_with_admin, keygen, sha256_hex, signature_header, tar, Key, EXAMPLE};
+use common::{sha256_hex, signature_header, tar};
+use test_support::{config_with_admin, keygen, Key, EXAMPLE};
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{config_with_admin, keygen, request_head, sha256_hex, signature_header, Key};
+use common::{request_head, sha256_hex, signature_header};
+use test_support::{config_with_admin, keygen, Key};
 
 struct Server {
     child: Child,

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{config_with_admin, http, keygen, sha256_hex, signature_header, Key, EXAMPLE};
+use common::{http, sha256_hex, signature_header};
+use test_support::{config_with_admin, keygen, Key, EXAMPLE};
 
 struct Server {
     child: Child,

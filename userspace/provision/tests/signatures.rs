@@ -4,7 +4,8 @@ mod common;
 
 use atomix_provision::auth::{self, SignatureError};
 use base64::Engine as _;
-use common::{keygen, sign_raw, signature_header};
+use common::{sign_raw, signature_header};
+use test_support::keygen;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)

@@ -1,39 +1,15 @@
-//! Shared by the integration tests: real `ssh-keygen` keys and signatures, a minimal
-//! HTTP/1.1 client over a real socket, a service on a temporary root.
+//! Shared by the integration tests: signatures by the real `ssh-keygen`, a minimal HTTP/1.1
+//! client over a real socket, a service on a temporary root. Keys, configs and ports are
+//! the `test_support` crate's, shared with the other suites.
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 
-pub const EXAMPLE: &str = include_str!("../../../../examples/config.toml");
-
-/// A key pair made by `ssh-keygen` in `dir`.
-pub struct Key {
-    pub private: PathBuf,
-    pub public: String,
-}
-
-pub fn keygen(dir: &Path, name: &str, kind: &str) -> Key {
-    let private = dir.join(name);
-    let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-N", "", "-C", name, "-t", kind, "-f"])
-        .arg(&private);
-    if kind == "rsa" {
-        cmd.args(["-b", "2048"]);
-    }
-    let out = cmd.output().expect("ssh-keygen runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
-    Key { private, public }
-}
+use test_support::Key;
 
 /// `ssh-keygen -Y sign -n NAMESPACE -f KEY` over `message`; returns the armored text.
 pub fn sign_raw(key: &Key, namespace: &str, message: &[u8]) -> String {
@@ -196,17 +172,6 @@ pub fn tar(members: &[(&str, &[u8])]) -> Vec<u8> {
     }
     out.resize(out.len() + 1024, 0);
     out
-}
-
-/// A config trusting `key` as its admin key, with a different host name.
-pub fn config_with_admin(key: &Key, hostname: &str) -> String {
-    let line = EXAMPLE
-        .lines()
-        .find(|l| l.trim_start().starts_with("\"ssh-ed25519"))
-        .unwrap();
-    EXAMPLE
-        .replace(line, &format!("  \"{}\",", key.public.trim()))
-        .replace("edge-042", hostname)
 }
 
 /// A TCP port for a service under test to bind later (see `test_support::ports` for
