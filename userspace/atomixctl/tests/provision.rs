@@ -7,14 +7,13 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
-    atomixctl, code, config_with_admin, json, keygen, provision_bin, start, text, EXAMPLE,
-};
+use common::{atomixctl, code, json, provision_bin, start, text};
+use test_support::{config_with_admin, keygen, EXAMPLE};
 
 #[test]
 fn provision_follows_the_job_then_status_shows_it_provisioned() {
     let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "provisioning");
+    let key = keygen(dir.path(), "provisioning", "ed25519");
     let s = start(dir.path(), &key, "");
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config_with_admin(&key, "edge-100")).unwrap();
@@ -80,7 +79,7 @@ fn provision_follows_the_job_then_status_shows_it_provisioned() {
 #[test]
 fn a_failing_step_rolls_back_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "provisioning");
+    let key = keygen(dir.path(), "provisioning", "ed25519");
     let s = start(dir.path(), &key, "firewall=error");
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config_with_admin(&key, "edge-300")).unwrap();
@@ -132,8 +131,8 @@ fn a_failing_step_rolls_back_and_exits_non_zero() {
 #[test]
 fn a_key_the_device_does_not_trust_is_refused_with_a_sentence() {
     let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "provisioning");
-    let stranger = keygen(dir.path(), "stranger");
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let stranger = keygen(dir.path(), "stranger", "ed25519");
     let s = start(dir.path(), &key, "");
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config_with_admin(&key, "edge-400")).unwrap();
@@ -159,7 +158,7 @@ fn a_key_the_device_does_not_trust_is_refused_with_a_sentence() {
 #[test]
 fn a_busy_device_and_an_unreachable_one_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "provisioning");
+    let key = keygen(dir.path(), "provisioning", "ed25519");
     let s = start(dir.path(), &key, "render=sleep(4000)");
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config_with_admin(&key, "edge-500")).unwrap();

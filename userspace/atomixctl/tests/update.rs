@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{atomixctl, code, config_with_admin, json, keygen, start, text, Key, Server};
+use common::{atomixctl, code, json, start, text, Server};
+use test_support::{config_with_admin, keygen, Key};
 
 /// A bundle file of a few MiB whose bytes differ everywhere (so a misplaced chunk shows).
 fn bundle(dir: &Path) -> (PathBuf, Vec<u8>) {
@@ -52,7 +53,7 @@ fn update(s: &Server, key: &Key, bundle: &Path, extra: &[&str]) -> std::process:
 #[test]
 fn update_streams_the_bundle_and_follows_the_install_to_the_reboot() {
     let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "provisioning");
+    let key = keygen(dir.path(), "provisioning", "ed25519");
     let s = start(dir.path(), &key, "install=sleep(1500)");
     let (path, bytes) = bundle(dir.path());
 
@@ -122,7 +123,7 @@ fn update_streams_the_bundle_and_follows_the_install_to_the_reboot() {
 #[test]
 fn a_failed_install_exits_1_with_the_jobs_error() {
     let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "provisioning");
+    let key = keygen(dir.path(), "provisioning", "ed25519");
     let s = start(dir.path(), &key, "install=error");
     let (path, _) = bundle(dir.path());
     let out = update(&s, &key, &path, &["--reboot"]);
@@ -148,8 +149,8 @@ fn a_failed_install_exits_1_with_the_jobs_error() {
 #[test]
 fn refusals_say_so_and_send_nothing_they_need_not() {
     let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "provisioning");
-    let stranger = keygen(dir.path(), "stranger");
+    let key = keygen(dir.path(), "provisioning", "ed25519");
+    let stranger = keygen(dir.path(), "stranger", "ed25519");
     let s = start(dir.path(), &key, "render=sleep(3000)");
     let (path, _) = bundle(dir.path());
 

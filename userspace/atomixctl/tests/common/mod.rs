@@ -1,6 +1,6 @@
 //! Shared by the end-to-end tests: the real `atomix-provision serve --system record` on
-//! loopback with a temporary root, keys made by the real `ssh-keygen`, and the real
-//! `atomixctl`.
+//! loopback with a temporary root, keys made by the real `ssh-keygen` (`test_support`'s),
+//! and the real `atomixctl`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -9,8 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_support::Key;
 
-pub const EXAMPLE: &str = include_str!("../../../../examples/config.toml");
 pub const ATOMIXCTL: &str = env!("CARGO_BIN_EXE_atomixctl");
 
 /// The service binary. Cargo builds other packages' binaries only for their own tests,
@@ -44,38 +44,6 @@ pub fn provision_bin() -> PathBuf {
             bin
         })
         .clone()
-}
-
-pub struct Key {
-    pub private: PathBuf,
-    pub public: String,
-}
-
-pub fn keygen(dir: &Path, name: &str) -> Key {
-    let private = dir.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-N", "", "-C", name, "-t", "ed25519", "-f"])
-        .arg(&private)
-        .output()
-        .expect("ssh-keygen runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
-    Key { private, public }
-}
-
-/// The example config with `key` as its admin key and another host name.
-pub fn config_with_admin(key: &Key, hostname: &str) -> String {
-    let line = EXAMPLE
-        .lines()
-        .find(|l| l.trim_start().starts_with("\"ssh-ed25519"))
-        .unwrap();
-    EXAMPLE
-        .replace(line, &format!("  \"{}\",", key.public.trim()))
-        .replace("edge-042", hostname)
 }
 
 pub struct Server {
