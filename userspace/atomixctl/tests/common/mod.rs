@@ -65,16 +65,15 @@ impl Server {
     }
 }
 
-/// `serve --system record` on a free loopback port, trusting `key` for provisioning.
+/// `serve --system record` on a free loopback port (below the ephemeral range), trusting
+/// `key` for provisioning.
 pub fn start(dir: &Path, key: &Key, failpoints: &str) -> Server {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("boot")).unwrap();
     let keys = dir.join("provisioning-keys");
     std::fs::write(&keys, &key.public).unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Not a port from bind(":0"): see test_support::ports.
+    let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, test_support::free_port()));
     let child = Command::new(provision_bin())
         .args(["serve", "--system", "record", "--root"])
         .arg(&root)
