@@ -69,7 +69,7 @@ fn root(dir: &Path, key: &Key) -> PathBuf {
 
 /// `serve` on 127.0.0.1 (`--listen`), or with derived addresses on `port`.
 fn start(root: &Path, listen: bool) -> Server {
-    let port = common::service_port();
+    let port = test_support::free_port();
     let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomix-provision"));
     cmd.args(["serve", "--system", "record", "--root"])
@@ -85,15 +85,11 @@ fn start(root: &Path, listen: bool) -> Server {
         .stderr(std::fs::File::create(&log).expect("create serve.log"))
         .spawn()
         .expect("start atomix-provision serve");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the service did not start listening on port {port}; it said:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        test_support::wait_until_listening(addr, Duration::from_secs(15)),
+        "the service did not start listening on port {port}; it said:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     Server { child, addr }
 }
 

@@ -26,7 +26,7 @@ impl Drop for Server {
 }
 
 fn start(root: &Path, failpoints: &str, extra: &[&str]) -> Server {
-    let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, common::service_port()));
+    let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, test_support::free_port()));
     let child = Command::new(env!("CARGO_BIN_EXE_atomix-provision"))
         .args(["serve", "--system", "record", "--root"])
         .arg(root)
@@ -37,14 +37,10 @@ fn start(root: &Path, failpoints: &str, extra: &[&str]) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start atomix-provision serve");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the service did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        test_support::wait_until_listening(addr, Duration::from_secs(15)),
+        "the service did not start listening"
+    );
     Server { child, addr }
 }
 

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use test_support::Key;
@@ -84,11 +84,10 @@ pub fn start(dir: &Path, key: &Key, failpoints: &str) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start atomix-provision serve");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the service did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        test_support::wait_until_listening(addr, Duration::from_secs(15)),
+        "the service did not listen"
+    );
     Server { child, addr, root }
 }
 

@@ -173,9 +173,3 @@ pub fn tar(members: &[(&str, &[u8])]) -> Vec<u8> {
     out.resize(out.len() + 1024, 0);
     out
 }
-
-/// A TCP port for a service under test to bind later (see `test_support::ports` for
-/// why not one from `bind(":0")`).
-pub fn service_port() -> u16 {
-    test_support::free_port()
-}
