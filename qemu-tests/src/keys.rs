@@ -1,20 +1,15 @@
-//! SSH keys a test provisions a device with, made by the real `ssh-keygen`.
+//! SSH keys a test provisions a device with, made by the real `ssh-keygen` (through
+//! `test_support`, as the userspace suites make theirs).
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::host;
-
-/// An SSH key pair made for a test (ed25519, no passphrase).
+/// An SSH key pair made for a test (ed25519, no passphrase); one already made under this
+/// name in `dir` is used as it is.
 pub fn test_key(dir: &Path, name: &str) -> PathBuf {
     let key = dir.join(name);
     if !key.exists() {
-        host(
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-                .arg(&key),
-        );
+        test_support::keygen(dir, name, "ed25519");
     }
     key
 }
