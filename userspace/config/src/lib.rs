@@ -8,6 +8,7 @@
 //! * [`render`] — the canonical `rendered/` tree: Quadlet units and system files.
 //! * [`generations`] — the generations store under `/data/config`.
 //! * [`report`] — the offline `validate` report, shared by the device and `atomixctl`.
+//! * `json_schema` (feature `json-schema`) — the JSON Schema of config.toml, for editors.
 //!
 //! [`check`] runs decoding and validation; parsing takes `&str`, reading files is the
 //! caller's (or [`read_input`]'s) business.
@@ -16,6 +17,8 @@ pub mod bundle;
 pub mod decode;
 pub mod diagnostic;
 pub mod generations;
+#[cfg(feature = "json-schema")]
+pub mod json_schema;
 pub mod render;
 pub mod report;
 pub mod schema;

@@ -18,9 +18,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// A whole config.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    /// Must be 1.
+    /// The schema version: must be 1.
+    #[cfg_attr(feature = "json-schema", schemars(with = "u32", extend("const" = 1)))]
     pub schema: Spanned<u32>,
     pub device: Device,
     pub admin: Admin,
@@ -29,6 +31,7 @@ pub struct Config {
     pub time: Time,
     #[serde(default)]
     pub firewall: Firewall,
+    /// Quadlet containers.
     #[serde(default)]
     pub containers: Vec<Container>,
     #[serde(default)]
@@ -37,24 +40,33 @@ pub struct Config {
 
 /// `[device]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Device {
+    /// The device's RFC 1123 host name.
+    #[cfg_attr(feature = "json-schema", schemars(with = "Hostname"))]
     pub hostname: Spanned<Hostname>,
-    /// Default `Etc/UTC`.
+    /// An IANA time zone. Default `Etc/UTC`.
     #[serde(default)]
     pub timezone: Timezone,
 }
 
 /// `[admin]`: the image's `admin` user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Admin {
-    /// At least one.
+    /// OpenSSH public keys of the `admin` user, at least one.
+    #[cfg_attr(
+        feature = "json-schema",
+        schemars(with = "Vec<SshPublicKey>", length(min = 1))
+    )]
     pub ssh_authorized_keys: Spanned<Vec<SshPublicKey>>,
 }
 
 /// `[network]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Network {
     #[serde(default)]
@@ -64,14 +76,23 @@ pub struct Network {
 
 /// `[network.wan]`: eth0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Wan {
     /// Default true; with false, `address`, `gateway` and `dns` are required.
     #[serde(default = "yes")]
+    #[cfg_attr(feature = "json-schema", schemars(with = "bool"))]
     pub dhcp: Spanned<bool>,
+    /// Static address with prefix, e.g. `203.0.113.10/24`; only with `dhcp = false`; must
+    /// not overlap the LAN.
+    #[cfg_attr(feature = "json-schema", schemars(with = "Option<Ipv4Net>"))]
     pub address: Option<Spanned<Ipv4Net>>,
+    /// IPv4 gateway inside the WAN subnet; only with `dhcp = false`.
+    #[cfg_attr(feature = "json-schema", schemars(with = "Option<Ipv4Addr>"))]
     pub gateway: Option<Spanned<Ipv4Addr>>,
+    /// IPv4 DNS servers; with DHCP they replace the offered ones.
     #[serde(default)]
+    #[cfg_attr(feature = "json-schema", schemars(with = "Vec<Ipv4Addr>"))]
     pub dns: Vec<Spanned<Ipv4Addr>>,
 }
 
@@ -96,10 +117,14 @@ fn yes_plain() -> bool {
 
 /// `[network.lan]`: eth1, static.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Lan {
-    /// The device's own address and the LAN's prefix, e.g. `192.168.100.1/24`.
+    /// The device's own address and the LAN's prefix, e.g. `192.168.100.1/24` (/30 or
+    /// shorter).
+    #[cfg_attr(feature = "json-schema", schemars(with = "Ipv4Net"))]
     pub address: Spanned<Ipv4Net>,
+    /// The DHCP server on the LAN; none without it.
     pub dhcp_range: Option<DhcpRange>,
     /// dnsmasq answers DNS on the LAN. Default true.
     #[serde(default = "yes_plain")]
@@ -108,17 +133,24 @@ pub struct Lan {
 
 /// `network.lan.dhcp-range`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DhcpRange {
+    /// The first address, inside the LAN subnet.
+    #[cfg_attr(feature = "json-schema", schemars(with = "Ipv4Addr"))]
     pub start: Spanned<Ipv4Addr>,
+    /// The last address, inside the subnet, not before `start`; the range must not
+    /// include the device's address.
+    #[cfg_attr(feature = "json-schema", schemars(with = "Ipv4Addr"))]
     pub end: Spanned<Ipv4Addr>,
-    /// Default `12h`.
+    /// The lease time. Default `12h`.
     #[serde(default)]
     pub lease: LeaseTime,
 }
 
 /// `[time]`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Time {
     /// chrony sources; empty means the image's defaults.
@@ -128,27 +160,36 @@ pub struct Time {
 
 /// `[firewall]`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Firewall {
+    /// Inbound rules; on the WAN everything else is dropped.
     #[serde(default)]
     pub allow: Vec<AllowRule>,
 }
 
 /// `[[firewall.allow]]`: one inbound rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AllowRule {
     pub zone: Zone,
     pub proto: Proto,
+    /// A port (`443`) or an inclusive range (`"8000-8100"`).
+    #[cfg_attr(feature = "json-schema", schemars(with = "PortSpec"))]
     pub port: Spanned<PortSpec>,
+    /// Only from this IPv4 network, e.g. `203.0.113.0/24`; default any.
     pub source: Option<Ipv4Net>,
 }
 
 /// Which interface a rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Zone {
+    /// eth0.
     Wan,
+    /// eth1.
     Lan,
 }
 
@@ -164,20 +205,36 @@ impl Zone {
 
 /// `[[containers]]`: one Quadlet container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Container {
+    /// Unique; the unit is `<name>.service`.
+    #[cfg_attr(feature = "json-schema", schemars(with = "ContainerName"))]
     pub name: Spanned<ContainerName>,
+    #[cfg_attr(feature = "json-schema", schemars(with = "ImageRef"))]
     pub image: Spanned<ImageRef>,
     /// true: runs as the admin user (rootless Quadlet).
     #[serde(default)]
     pub rootless: bool,
+    /// Published ports; host ports 22 and 8080 (and 53/67 when the LAN serves DNS/DHCP)
+    /// are the device's; each host port once.
     #[serde(default)]
+    #[cfg_attr(feature = "json-schema", schemars(with = "Vec<Publish>"))]
     pub publish: Vec<Spanned<Publish>>,
     #[serde(default)]
+    #[cfg_attr(feature = "json-schema", schemars(with = "Vec<VolumeMount>"))]
     pub volumes: Vec<Spanned<VolumeMount>>,
+    /// Environment variables: names `[A-Za-z_][A-Za-z0-9_]*`, values without control
+    /// characters.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "json-schema",
+        schemars(with = "BTreeMap<String, String>", extend("propertyNames" = { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }))
+    )]
     pub environment: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Arguments after the entrypoint; none empty, none `";"`, no control characters.
     #[serde(default)]
+    #[cfg_attr(feature = "json-schema", schemars(with = "Vec<String>"))]
     pub exec: Vec<Spanned<String>>,
     #[serde(default)]
     pub restart: Restart,
@@ -185,6 +242,7 @@ pub struct Container {
 
 /// systemd's `Restart=` for the container's service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Restart {
     #[default]
@@ -205,10 +263,12 @@ impl Restart {
 
 /// `[update]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Update {
     /// Enables the RAUC update timer (`url` is then required). Default false.
     #[serde(default = "no")]
+    #[cfg_attr(feature = "json-schema", schemars(with = "bool"))]
     pub rauc: Spanned<bool>,
     /// The bundle the timer installs.
     pub url: Option<UpdateUrl>,

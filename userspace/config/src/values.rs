@@ -101,7 +101,7 @@ impl fmt::Display for NtpServer {
 }
 
 /// The IANA time zones known when this was built (from tzdata's `tzdata.zi`: zones and links).
-const TIMEZONES: &str = include_str!("../data/timezones.txt");
+pub(crate) const TIMEZONES: &str = include_str!("../data/timezones.txt");
 
 /// A real IANA time zone name such as `Europe/Berlin`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +296,7 @@ impl<'de> Deserialize<'de> for PortSpec {
 
 /// `tcp` or `udp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Proto {
     Tcp,
@@ -671,7 +672,7 @@ impl fmt::Display for ImageRef {
 }
 
 /// Key types accepted for the admin user.
-const SSH_KEY_TYPES: &[&str] = &[
+pub(crate) const SSH_KEY_TYPES: &[&str] = &[
     "ssh-ed25519",
     "ssh-rsa",
     "ecdsa-sha2-nistp256",
