@@ -6,7 +6,10 @@
 //! * `update --device URL [--reboot] [--identity KEY] BUNDLE` — the same for a RAUC
 //!   bundle, hashed then streamed from its file.
 //! * `status --device URL`, `job --device URL ID`.
+//! * `schema`, `completions SHELL`, `man` — the config's JSON Schema, shell completions and
+//!   the man page, all generated (from the config types and from the clap definitions).
 //!
+//! `--device` defaults to `$ATOMIX_DEVICE`.
 //! Exit status: 0 success; 1 invalid config or failed job; 2 usage or local error;
 //! 3 device unreachable; 4 signature refused (401); 5 device busy (409).
 
@@ -22,12 +25,42 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use atomix_api::limits::UPDATE_BUNDLE_BYTES;
 use atomix_api::{Job, JobState};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use device::{BundleUpload, Device, DeviceError, DeviceUrl, Upload};
 
+/// Shown after `--help` (and in the man page).
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success
+  1  the config is invalid, or the job failed
+  2  usage or local error (a file that cannot be read, no SSH key...)
+  3  the device is unreachable
+  4  the device refused the signature (HTTP 401)
+  5  the device is busy with another job (HTTP 409)
+
+Environment:
+  ATOMIX_DEVICE  the device for --device, e.g. http://192.168.100.1:8080
+
+Examples:
+  atomixctl validate config.toml
+  atomixctl provision --device http://192.168.100.1:8080 -i ~/.ssh/ops.pub config.toml
+  export ATOMIX_DEVICE=http://192.168.100.1:8080
+  atomixctl status --json
+  atomixctl update --reboot atomixos-rock64.raucb
+  atomixctl schema > config.schema.json
+  atomixctl completions bash > ~/.local/share/bash-completion/completions/atomixctl";
+
 #[derive(Debug, Parser)]
-#[command(name = "atomixctl", version, about = "AtomixOS operator CLI")]
+#[command(
+    name = "atomixctl",
+    version,
+    about = "AtomixOS operator CLI",
+    long_about = "AtomixOS operator CLI: check a config.toml offline exactly as the device does, \
+                  provision or update a device over its HTTP API with an SSH key, show its \
+                  status and jobs.",
+    after_help = AFTER_HELP
+)]
 struct Cli {
     /// Machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
@@ -45,8 +78,8 @@ enum Command {
     },
     /// Provision a device: sign and upload FILE, then follow the apply job to its end.
     Provision {
-        #[arg(long, value_parser = DeviceUrl::parse)]
-        device: DeviceUrl,
+        #[command(flatten)]
+        device: DeviceArg,
         /// The SSH key to sign with: a private key, or a .pub whose private half is in
         /// ssh-agent. Default: ssh-agent's first key, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
         #[arg(long, short = 'i')]
@@ -59,8 +92,8 @@ enum Command {
     },
     /// Update a device: sign and upload a RAUC bundle, then follow the install job.
     Update {
-        #[arg(long, value_parser = DeviceUrl::parse)]
-        device: DeviceUrl,
+        #[command(flatten)]
+        device: DeviceArg,
         /// Reboot the device into the new slot once the bundle is installed.
         #[arg(long)]
         reboot: bool,
@@ -75,16 +108,44 @@ enum Command {
     },
     /// Show a device's status.
     Status {
-        #[arg(long, value_parser = DeviceUrl::parse)]
-        device: DeviceUrl,
+        #[command(flatten)]
+        device: DeviceArg,
     },
     /// Show an apply job: its steps, result and rollback state.
     Job {
-        #[arg(long, value_parser = DeviceUrl::parse)]
-        device: DeviceUrl,
+        #[command(flatten)]
+        device: DeviceArg,
         /// The job id (or its /api/jobs/ID path).
         id: String,
     },
+    /// Print the JSON Schema of config.toml, for editors (taplo, Even Better TOML).
+    Schema,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `atomixctl man > atomixctl.1`.
+    Man,
+}
+
+/// The device to talk to.
+#[derive(Debug, clap::Args)]
+struct DeviceArg {
+    /// The device's API: http://HOST[:PORT], the port 8080 by default.
+    #[arg(
+        long = "device",
+        env = "ATOMIX_DEVICE",
+        value_name = "URL",
+        value_parser = DeviceUrl::parse
+    )]
+    url: DeviceUrl,
+}
+
+impl DeviceArg {
+    fn device(&self) -> Device {
+        Device::new(self.url.clone())
+    }
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -100,7 +161,7 @@ fn main() -> ExitCode {
             timeout,
             file,
         } => provision(
-            &Device::new(device.clone()),
+            &device.device(),
             identity.as_deref(),
             Duration::from_secs(*timeout),
             file,
@@ -113,15 +174,28 @@ fn main() -> ExitCode {
             timeout,
             bundle,
         } => update(
-            &Device::new(device.clone()),
+            &device.device(),
             identity.as_deref(),
             Duration::from_secs(*timeout),
             bundle,
             *reboot,
             cli.json,
         ),
-        Command::Status { device } => status(&Device::new(device.clone()), cli.json),
-        Command::Job { device, id } => job(&Device::new(device.clone()), id, cli.json),
+        Command::Status { device } => status(&device.device(), cli.json),
+        Command::Job { device, id } => job(&device.device(), id, cli.json),
+        Command::Schema => print_text(&atomix_config::json_schema::json_schema_text()),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "atomixctl", &mut out);
+            write_stdout(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .context("cannot render the man page")
+                .and_then(|()| write_stdout(&out))
+        }
     };
     match result {
         Ok(code) => code,
@@ -152,6 +226,17 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 /// A device's answer as JSON, with its keys sorted as atomixctl has always printed them.
 fn print_answer(v: &impl serde::Serialize) -> anyhow::Result<()> {
     print_json(&serde_json::to_value(v).context("cannot write the answer as JSON")?)
+}
+
+fn print_text(text: &str) -> anyhow::Result<ExitCode> {
+    write_stdout(text.as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).context("cannot write to stdout")?;
+    out.flush().context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_lines(lines: &[String]) -> anyhow::Result<()> {
@@ -415,5 +500,28 @@ fn follow(
             );
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option and argument says what it is (completions and the man page show it).
+    #[test]
+    fn every_argument_has_help() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = Vec::new();
+        for cmd in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            assert!(cmd.get_about().is_some(), "{} has no about", cmd.get_name());
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if arg.get_help().is_none() && !builtin {
+                    missing.push(format!("{} {}", cmd.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }
