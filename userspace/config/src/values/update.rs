@@ -1,0 +1,129 @@
+//! The update timer's values: the bundle URL and the interval.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The RAUC bundle URL: `https://` or `http://`, no whitespace or control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UpdateUrl(String);
+string_value!(UpdateUrl);
+
+impl FromStr for UpdateUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"));
+        match rest {
+            Some(r)
+                if !r.is_empty()
+                    && !r.starts_with('/')
+                    && !s.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                Ok(UpdateUrl(s.to_owned()))
+            }
+            _ => Err(format!("{s:?} is not an http(s) URL")),
+        }
+    }
+}
+
+impl fmt::Display for UpdateUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How often the RAUC update timer runs: a duration like `"6h"`, `"90min"` or `"1d 12h"`
+/// (humantime syntax), whole seconds, between [`UpdateInterval::MIN`] and
+/// [`UpdateInterval::MAX`]. Rendered in systemd's own syntax ([`UpdateInterval::systemd`]),
+/// never passed through: the two disagree on units such as `M`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UpdateInterval {
+    text: String,
+    secs: u64,
+}
+string_value!(UpdateInterval);
+
+impl UpdateInterval {
+    /// More often would mostly download the same bundle again.
+    pub const MIN: u64 = 5 * 60;
+    /// A year: longer is a typo, and stays far from systemd's limits.
+    pub const MAX: u64 = 365 * 24 * 3600;
+
+    pub fn secs(&self) -> u64 {
+        self.secs
+    }
+
+    /// The interval in systemd's time span syntax, e.g. `1d 12h`.
+    pub fn systemd(&self) -> String {
+        systemd_timespan(self.secs)
+    }
+}
+
+impl Default for UpdateInterval {
+    fn default() -> Self {
+        UpdateInterval {
+            text: "24h".into(),
+            secs: 24 * 3600,
+        }
+    }
+}
+
+impl FromStr for UpdateInterval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = humantime::parse_duration(s)
+            .map_err(|_| format!("{s:?} is not a duration like \"6h\", \"90min\" or \"1d 12h\""))?;
+        if d.subsec_nanos() != 0 {
+            return Err(format!("{s:?}: give whole seconds"));
+        }
+        let secs = d.as_secs();
+        if secs < Self::MIN {
+            return Err(format!(
+                "{s:?} is shorter than the minimum of {}",
+                systemd_timespan(Self::MIN)
+            ));
+        }
+        if secs > Self::MAX {
+            return Err(format!(
+                "{s:?} is longer than the maximum of {}",
+                systemd_timespan(Self::MAX)
+            ));
+        }
+        Ok(UpdateInterval {
+            text: s.to_owned(),
+            secs,
+        })
+    }
+}
+
+impl fmt::Display for UpdateInterval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Seconds as a systemd time span (`systemd.time(7)`): `1d 2h 3min 4s`, zero parts left
+/// out; `0` is `0s`.
+pub fn systemd_timespan(secs: u64) -> String {
+    let parts = [
+        (secs / 86400, "d"),
+        (secs % 86400 / 3600, "h"),
+        (secs % 3600 / 60, "min"),
+        (secs % 60, "s"),
+    ];
+    let words: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if words.is_empty() {
+        "0s".to_owned()
+    } else {
+        words.join(" ")
+    }
+}
