@@ -6,7 +6,7 @@
 //! * `provision --device URL [--identity KEY] FILE` — nonce, `ssh-keygen -Y sign`, upload,
 //!   follow the job live; exit 0 only if it succeeded.
 //! * `update --device URL [--reboot] [--identity KEY] BUNDLE` — the same for a RAUC
-//!   bundle, hashed then streamed from its file.
+//!   bundle, hashed then streamed from its file, with progress ([`progress`]).
 //! * `status --device URL`, `job --device URL ID`.
 //! * `schema`, `completions SHELL`, `man` — the config's JSON Schema, shell completions and
 //!   the man page, all generated (from the config types and from the clap definitions).
@@ -17,6 +17,7 @@
 
 mod bundle;
 mod device;
+mod progress;
 mod show;
 mod sign;
 
@@ -31,6 +32,7 @@ use atomix_api::{Job, JobState};
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use device::{BundleUpload, Device, DeviceError, DeviceUrl, Upload};
+use progress::{Display, Progress, Tracked};
 
 /// Shown after `--help` (and in the man page).
 const AFTER_HELP: &str = "\
@@ -184,6 +186,9 @@ impl DeviceArg {
 }
 
 const EXIT_FAILED: u8 = 1;
+
+/// From this size on, `provision` shows how hashing and uploading a bundle go.
+const PROGRESS_FROM: usize = 1 << 20;
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
@@ -471,9 +476,19 @@ fn provision(
             eprintln!("{line}");
         }
     };
+    // A large bundle shows how its hashing and upload go; a config.toml is done at once.
+    let display = if bytes.len() >= PROGRESS_FROM {
+        Display::for_stderr(json)
+    } else {
+        Display::Off
+    };
+    let size = bytes.len() as u64;
+    let mut hashing = Progress::new(display, &format!("hashing {shown}"), "hashed", size);
+    let sha256 = sign::sha256_of(Tracked::new(&bytes[..], &mut hashing))
+        .with_context(|| format!("cannot hash {shown}"))?;
+    hashing.finish();
     progress(&format!("signing with {}", identity.description));
     let nonce = device.nonce()?;
-    let sha256 = atomix_api::sha256_hex(&bytes);
     let signature = sign::sign(
         &identity,
         &atomix_api::signed_message_for_digest(&nonce, &sha256),
@@ -482,7 +497,11 @@ fn provision(
         content_type: device::content_type(&bytes),
         body: &bytes,
     };
-    let job_path = device.post_config(&upload, &nonce, &sha256, &signature)?;
+    let mut uploading = Progress::new(display, &format!("uploading {shown}"), "uploaded", size);
+    let job_path = device.post_config(&upload, &nonce, &sha256, &signature, &mut |sent| {
+        uploading.set(sent)
+    })?;
+    uploading.finish();
     let id = job_path.rsplit('/').next().unwrap_or(&job_path).to_owned();
     progress(&format!(
         "uploaded {shown} to {}; following job {id}",
@@ -540,35 +559,26 @@ fn update(
         .into());
     }
     let identity = sign::choose(identity, &sign::Sources::from_env())?;
-    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / f64::from(1 << 20));
-    progress(&format!("hashing {shown} ({} MiB)", mib(size)));
-    let sha256 = sign::sha256_of(std::io::BufReader::new(open()?))
+    let display = Display::for_stderr(json);
+    progress(&format!("hashing {shown} ({} MiB)", progress::mib(size)));
+    let mut hashing = Progress::new(display, &format!("hashing {shown}"), "hashed", size);
+    let sha256 = sign::sha256_of(Tracked::new(std::io::BufReader::new(open()?), &mut hashing))
         .with_context(|| format!("cannot read {shown}"))?;
+    hashing.finish();
     progress(&format!("signing with {}", identity.description));
     let nonce = device.nonce()?;
     let signature = sign::sign(
         &identity,
         &atomix_api::signed_message_for_digest(&nonce, &sha256),
     )?;
-    let mut shown_tenth = 0;
-    let mut report = |sent: u64| {
-        let tenth = sent.saturating_mul(10).checked_div(size).unwrap_or(10);
-        if tenth > shown_tenth {
-            shown_tenth = tenth;
-            progress(&format!(
-                "uploaded {}% ({} of {} MiB)",
-                tenth * 10,
-                mib(sent),
-                mib(size)
-            ));
-        }
-    };
+    let mut uploading = Progress::new(display, &format!("uploading {shown}"), "uploaded", size);
     let upload = BundleUpload {
         file: open()?,
         size,
-        progress: &mut report,
+        progress: &mut |sent| uploading.set(sent),
     };
     let job_path = device.post_update(upload, reboot, &nonce, &sha256, &signature)?;
+    uploading.finish();
     let id = job_path.rsplit('/').next().unwrap_or(&job_path).to_owned();
     progress(&format!(
         "uploaded {shown} (sha256 {sha256}) to {}; following job {id}",
