@@ -319,6 +319,18 @@ fn an_output_that_cannot_be_written_leaves_nothing_behind() {
 }
 
 #[test]
+fn completions_and_the_man_page_know_bundle() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = text(&atomixctl(&["completions", shell]).stdout);
+        assert!(
+            script.contains("bundle") && script.contains("apps"),
+            "{shell}"
+        );
+    }
+    assert!(text(&atomixctl(&["man"]).stdout).contains("bundle"));
+}
+
+#[test]
 fn bundle_help_shows_an_example() {
     let out = atomixctl(&["bundle", "--help"]);
     let help = text(&out.stdout);
