@@ -219,24 +219,33 @@ impl Device {
         }
     }
 
-    /// `POST /api/config` signed: the job's path (`/api/jobs/ID`).
+    /// `POST /api/config` signed: the job's path (`/api/jobs/ID`). `progress` is called
+    /// with the number of bytes sent so far as the body goes out.
     pub fn post_config(
         &self,
         upload: &Upload<'_>,
         nonce: &str,
         sha256: &str,
         signature_b64: &str,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<String, DeviceError> {
         let what = format!("POST {}", routes::CONFIG);
+        let mut body = Counting {
+            inner: upload.body,
+            sent: 0,
+            progress,
+        };
         let response = self
             .agent
             .post(&format!("{}{}", self.url, routes::CONFIG))
             .header("Content-Type", upload.content_type)
+            // Sent from a reader (for progress), so the length is declared here.
+            .header("Content-Length", upload.body.len().to_string())
             .header("Expect", "100-continue")
             .header(headers::NONCE, nonce)
             .header(headers::CONTENT_SHA256, sha256)
             .header(headers::SIGNATURE, signature_b64)
-            .send(upload.body)
+            .send(ureq::SendBody::from_reader(&mut body))
             .map_err(|e| self.unreachable(e))?;
         let reply = Self::read(response);
         match reply.status {
@@ -269,17 +278,18 @@ impl std::fmt::Debug for BundleUpload<'_> {
     }
 }
 
-/// Counts what the HTTP client reads, for progress lines.
-struct Counting<'a> {
-    upload: BundleUpload<'a>,
+/// Counts what the HTTP client reads of a body, for progress.
+struct Counting<'a, R> {
+    inner: R,
     sent: u64,
+    progress: &'a mut dyn FnMut(u64),
 }
 
-impl std::io::Read for Counting<'_> {
+impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.upload.file.read(buf)?;
+        let n = self.inner.read(buf)?;
         self.sent += n as u64;
-        (self.upload.progress)(self.sent);
+        (self.progress)(self.sent);
         Ok(n)
     }
 }
@@ -301,8 +311,16 @@ impl Device {
     ) -> Result<String, DeviceError> {
         let query = if reboot { "?reboot=true" } else { "" };
         let what = format!("POST {}{query}", routes::UPDATE);
-        let size = upload.size;
-        let mut body = Counting { upload, sent: 0 };
+        let BundleUpload {
+            file,
+            size,
+            progress,
+        } = upload;
+        let mut body = Counting {
+            inner: file,
+            sent: 0,
+            progress,
+        };
         let response = self
             .agent
             .post(&format!("{}{}{query}", self.url, routes::UPDATE))

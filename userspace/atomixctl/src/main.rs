@@ -1,10 +1,12 @@
 //! `atomixctl`: the AtomixOS operator CLI, run on the operator's laptop.
 //!
 //! * `validate FILE` — offline, the device's own checks and messages (`atomix_config::report`).
+//! * `bundle CONFIG [--apps DIR] -o OUT` — a config bundle under the device's rules
+//!   (`atomix_config::bundle::BundleWriter`), deterministic, written atomically.
 //! * `provision --device URL [--identity KEY] FILE` — nonce, `ssh-keygen -Y sign`, upload,
 //!   follow the job live; exit 0 only if it succeeded.
 //! * `update --device URL [--reboot] [--identity KEY] BUNDLE` — the same for a RAUC
-//!   bundle, hashed then streamed from its file.
+//!   bundle, hashed then streamed from its file, with progress ([`progress`]).
 //! * `status --device URL`, `job --device URL ID`.
 //! * `schema`, `completions SHELL`, `man` — the config's JSON Schema, shell completions and
 //!   the man page, all generated (from the config types and from the clap definitions).
@@ -13,7 +15,9 @@
 //! Exit status: 0 success; 1 invalid config or failed job; 2 usage or local error;
 //! 3 device unreachable; 4 signature refused (401); 5 device busy (409).
 
+mod bundle;
 mod device;
+mod progress;
 mod show;
 mod sign;
 
@@ -28,12 +32,13 @@ use atomix_api::{Job, JobState};
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use device::{BundleUpload, Device, DeviceError, DeviceUrl, Upload};
+use progress::{Display, Progress, Tracked};
 
 /// Shown after `--help` (and in the man page).
 const AFTER_HELP: &str = "\
 Exit status:
   0  success
-  1  the config is invalid, or the job failed
+  1  the config or bundle is invalid, or the job failed
   2  usage or local error (a file that cannot be read, no SSH key...)
   3  the device is unreachable
   4  the device refused the signature (HTTP 401)
@@ -44,6 +49,7 @@ Environment:
 
 Examples:
   atomixctl validate config.toml
+  atomixctl bundle config.toml --apps apps -o atomix-config.tar.gz
   atomixctl provision --device http://192.168.100.1:8080 -i ~/.ssh/ops.pub config.toml
   export ATOMIX_DEVICE=http://192.168.100.1:8080
   atomixctl status --json
@@ -51,13 +57,26 @@ Examples:
   atomixctl schema > config.schema.json
   atomixctl completions bash > ~/.local/share/bash-completion/completions/atomixctl";
 
+/// Shown after `bundle --help`.
+const BUNDLE_HELP: &str = "\
+The bundle holds config.toml first, then the files under apps/ in byte order of their
+names, with fixed modes, owners and times and a gzip header without a time or name: the
+same inputs give the same bytes. The config is checked as `atomixctl validate` checks it
+(with the bundle's files), and the bundle is read back as the device reads it before it
+is written. On a boot partition or USB stick, name it atomix-config.tar.gz.
+
+Examples:
+  atomixctl bundle config.toml -o atomix-config.tar.gz
+  atomixctl bundle site-17.toml --apps site-17/apps -o atomix-config.tar.gz
+  atomixctl provision --device http://192.168.100.1:8080 atomix-config.tar.gz";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "atomixctl",
     version,
     about = "AtomixOS operator CLI",
     long_about = "AtomixOS operator CLI: check a config.toml offline exactly as the device does, \
-                  provision or update a device over its HTTP API with an SSH key, show its \
+                  build config bundles, provision or update a device over its HTTP API with an SSH key, show its \
                   status and jobs.",
     after_help = AFTER_HELP
 )]
@@ -75,6 +94,24 @@ enum Command {
     Validate {
         /// A config.toml, or a bundle (tar or tar.gz) holding one.
         file: PathBuf,
+    },
+    /// Build a config bundle (config.toml and files for containers) under the device's rules.
+    ///
+    /// Refuses what the device would refuse, in its words, and writes the same bytes for
+    /// the same inputs.
+    #[command(after_help = BUNDLE_HELP)]
+    Bundle {
+        /// The config.toml; it becomes the bundle's config.toml.
+        config: PathBuf,
+        /// A directory of files for containers: DIR/<container>/... becomes
+        /// apps/<container>/... in the bundle. Symbolic links, devices and FIFOs in it are
+        /// refused, not followed.
+        #[arg(long, value_name = "DIR")]
+        apps: Option<PathBuf>,
+        /// Where to write the bundle: gzip-compressed, or a plain tar when the name ends
+        /// in .tar. Written whole or not at all; an existing file is replaced.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
     },
     /// Provision a device: sign and upload FILE, then follow the apply job to its end.
     Provision {
@@ -149,12 +186,20 @@ impl DeviceArg {
 }
 
 const EXIT_FAILED: u8 = 1;
+
+/// From this size on, `provision` shows how hashing and uploading a bundle go.
+const PROGRESS_FROM: usize = 1 << 20;
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Validate { file } => validate(file, cli.json),
+        Command::Bundle {
+            config,
+            apps,
+            output,
+        } => make_bundle(config, apps.as_deref(), output, cli.json),
         Command::Provision {
             device,
             identity,
@@ -206,8 +251,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The exit status for an error: the device's refusals have their own.
+/// The exit status for an error: the device's refusals have their own; a bundle the
+/// device would refuse is invalid, as `validate` says.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<atomix_config::bundle::BundleError>()
+        .is_some()
+    {
+        return EXIT_FAILED;
+    }
     match e.downcast_ref::<DeviceError>() {
         Some(DeviceError::Unreachable { .. }) => 3,
         Some(DeviceError::Refused(_)) => 4,
@@ -264,6 +315,97 @@ fn validate(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_FAILED)
     })
+}
+
+/// `bundle --json`: what was written.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct BundleReport<'a> {
+    output: String,
+    bytes: usize,
+    sha256: String,
+    /// The members, in the order of the bundle.
+    members: Vec<&'a str>,
+    warnings: Vec<&'a atomix_config::Diagnostic>,
+}
+
+fn make_bundle(
+    config: &Path,
+    apps: Option<&Path>,
+    out: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let writer = bundle::collect(config, apps)?;
+    // The config as `validate` checks it, with the bundle's files, named as the operator
+    // knows it.
+    let shown = config.display().to_string();
+    let text = writer.config().unwrap_or_default().to_owned();
+    let names = writer.files().collect();
+    let checked = atomix_config::check_bundle(&shown, &text, &names);
+    if !checked.is_valid() {
+        let loaded = atomix_config::report::Loaded::Checked {
+            text,
+            checked: Box::new(checked),
+        };
+        if json {
+            print_json(&loaded.report())?;
+        } else {
+            eprintln!("atomixctl: {shown} is not valid; nothing was written:");
+            for l in loaded.lines(&shown) {
+                eprintln!("{l}");
+            }
+        }
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    let members: Vec<String> = std::iter::once("config.toml")
+        .chain(writer.files())
+        .map(str::to_owned)
+        .collect();
+    let tar = writer.finish().context("cannot write the bundle")?;
+    let bytes = if bundle::is_plain_tar(out) {
+        tar
+    } else {
+        atomix_config::bundle::gzip(&tar)
+    };
+    // What the device reads: a seed file or a POST /api/config body at most this size,
+    // then the bundle and its config checked as they will be there.
+    let limit = atomix_api::limits::CONFIG_BUNDLE_BYTES;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "the bundle is {} bytes, more than the {} the device reads; nothing was written",
+            bytes.len(),
+            atomix_api::limits::describe(limit)
+        );
+    }
+    let out_shown = out.display().to_string();
+    let back = atomix_config::report::check_input(&out_shown, &bytes);
+    if !back.is_valid() {
+        anyhow::bail!(
+            "the bundle written does not read back as valid; nothing was written:\n{}",
+            back.lines(&out_shown).join("\n")
+        );
+    }
+    bundle::write_atomically(out, &bytes)?;
+    let sha256 = atomix_api::sha256_hex(&bytes);
+    if json {
+        print_json(&BundleReport {
+            output: out_shown,
+            bytes: bytes.len(),
+            sha256,
+            members: members.iter().map(String::as_str).collect(),
+            warnings: checked.warnings().collect(),
+        })?;
+    } else {
+        for w in checked.warnings() {
+            eprintln!("{w}");
+        }
+        print_lines(&[format!(
+            "wrote {out_shown}: config.toml and {} file(s) under apps/, {} bytes, sha256 {sha256}",
+            members.len() - 1,
+            bytes.len()
+        )])?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(device: &Device, json: bool) -> anyhow::Result<ExitCode> {
@@ -334,9 +476,19 @@ fn provision(
             eprintln!("{line}");
         }
     };
+    // A large bundle shows how its hashing and upload go; a config.toml is done at once.
+    let display = if bytes.len() >= PROGRESS_FROM {
+        Display::for_stderr(json)
+    } else {
+        Display::Off
+    };
+    let size = bytes.len() as u64;
+    let mut hashing = Progress::new(display, &format!("hashing {shown}"), "hashed", size);
+    let sha256 = sign::sha256_of(Tracked::new(&bytes[..], &mut hashing))
+        .with_context(|| format!("cannot hash {shown}"))?;
+    hashing.finish();
     progress(&format!("signing with {}", identity.description));
     let nonce = device.nonce()?;
-    let sha256 = atomix_api::sha256_hex(&bytes);
     let signature = sign::sign(
         &identity,
         &atomix_api::signed_message_for_digest(&nonce, &sha256),
@@ -345,7 +497,11 @@ fn provision(
         content_type: device::content_type(&bytes),
         body: &bytes,
     };
-    let job_path = device.post_config(&upload, &nonce, &sha256, &signature)?;
+    let mut uploading = Progress::new(display, &format!("uploading {shown}"), "uploaded", size);
+    let job_path = device.post_config(&upload, &nonce, &sha256, &signature, &mut |sent| {
+        uploading.set(sent)
+    })?;
+    uploading.finish();
     let id = job_path.rsplit('/').next().unwrap_or(&job_path).to_owned();
     progress(&format!(
         "uploaded {shown} to {}; following job {id}",
@@ -403,35 +559,26 @@ fn update(
         .into());
     }
     let identity = sign::choose(identity, &sign::Sources::from_env())?;
-    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / f64::from(1 << 20));
-    progress(&format!("hashing {shown} ({} MiB)", mib(size)));
-    let sha256 = sign::sha256_of(std::io::BufReader::new(open()?))
+    let display = Display::for_stderr(json);
+    progress(&format!("hashing {shown} ({} MiB)", progress::mib(size)));
+    let mut hashing = Progress::new(display, &format!("hashing {shown}"), "hashed", size);
+    let sha256 = sign::sha256_of(Tracked::new(std::io::BufReader::new(open()?), &mut hashing))
         .with_context(|| format!("cannot read {shown}"))?;
+    hashing.finish();
     progress(&format!("signing with {}", identity.description));
     let nonce = device.nonce()?;
     let signature = sign::sign(
         &identity,
         &atomix_api::signed_message_for_digest(&nonce, &sha256),
     )?;
-    let mut shown_tenth = 0;
-    let mut report = |sent: u64| {
-        let tenth = sent.saturating_mul(10).checked_div(size).unwrap_or(10);
-        if tenth > shown_tenth {
-            shown_tenth = tenth;
-            progress(&format!(
-                "uploaded {}% ({} of {} MiB)",
-                tenth * 10,
-                mib(sent),
-                mib(size)
-            ));
-        }
-    };
+    let mut uploading = Progress::new(display, &format!("uploading {shown}"), "uploaded", size);
     let upload = BundleUpload {
         file: open()?,
         size,
-        progress: &mut report,
+        progress: &mut |sent| uploading.set(sent),
     };
     let job_path = device.post_update(upload, reboot, &nonce, &sha256, &signature)?;
+    uploading.finish();
     let id = job_path.rsplit('/').next().unwrap_or(&job_path).to_owned();
     progress(&format!(
         "uploaded {shown} (sha256 {sha256}) to {}; following job {id}",
