@@ -326,6 +326,14 @@ fn squashfs_root_holds_the_atomix_parts() {
         // Masked: the root never repartitions (the initrd does), yet the unit's Wants=
         // started modprobe@loop and modprobe@dm_mod on every boot.
         "squashfs-root/etc/systemd/system/systemd-repart.service",
+        // Masked: udevd's Wants= started it (before udevd, on the critical chain) although
+        // no credentials are ever passed; /tmp is on the root's tmpfs already.
+        "squashfs-root/etc/systemd/system/systemd-udev-load-credentials.service",
+        "squashfs-root/etc/systemd/system/tmp.mount",
+        // The journal stays in /run (no flush from one tmpfs to another), and cfg80211
+        // is not loaded for networkd's nl80211 lookup.
+        "squashfs-root/usr/lib/systemd/journald.conf.d/10-atomix.conf",
+        "squashfs-root/usr/lib/modprobe.d/atomix.conf",
     ] {
         assert!(listing.lines().any(|l| l == path), "{path} missing");
     }
