@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{headers, limits, media_types, routes, signing};
+use crate::{headers, limits, media_types, routes, signing, types};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contract {
@@ -16,6 +16,8 @@ pub struct Contract {
     pub headers: Headers,
     pub media_types: MediaTypes,
     pub limits: Limits,
+    /// The word a factory reset is confirmed with ([`crate::FactoryReset::CONFIRM`]).
+    pub factory_reset_confirm: String,
 }
 
 /// [`crate::routes`].
@@ -26,6 +28,9 @@ pub struct Routes {
     pub validate: String,
     pub config: String,
     pub update: String,
+    pub factory_reset: String,
+    /// The recent jobs (signed `GET`).
+    pub job_list: String,
     /// The prefix of a job's path.
     pub jobs: String,
 }
@@ -45,6 +50,7 @@ pub struct MediaTypes {
     pub tar: String,
     pub gzip: String,
     pub update_bundle: String,
+    pub json: String,
 }
 
 /// [`crate::limits`], in bytes and seconds.
@@ -53,6 +59,8 @@ pub struct Limits {
     pub config_text_bytes: u64,
     pub config_bundle_bytes: u64,
     pub update_bundle_bytes: u64,
+    pub factory_reset_bytes: u64,
+    pub job_list_len: usize,
     pub nonce_ttl_secs: u64,
 }
 
@@ -68,6 +76,8 @@ impl Contract {
                 validate: routes::VALIDATE.into(),
                 config: routes::CONFIG.into(),
                 update: routes::UPDATE.into(),
+                factory_reset: routes::FACTORY_RESET.into(),
+                job_list: routes::JOB_LIST.into(),
                 jobs: routes::JOBS.into(),
             },
             headers: Headers {
@@ -80,13 +90,17 @@ impl Contract {
                 tar: media_types::TAR.into(),
                 gzip: media_types::GZIP.into(),
                 update_bundle: media_types::UPDATE_BUNDLE.into(),
+                json: media_types::JSON.into(),
             },
             limits: Limits {
                 config_text_bytes: limits::CONFIG_TEXT_BYTES,
                 config_bundle_bytes: limits::CONFIG_BUNDLE_BYTES,
                 update_bundle_bytes: limits::UPDATE_BUNDLE_BYTES,
+                factory_reset_bytes: limits::FACTORY_RESET_BYTES,
+                job_list_len: limits::JOB_LIST_LEN,
                 nonce_ttl_secs: limits::NONCE_TTL.as_secs(),
             },
+            factory_reset_confirm: types::FactoryReset::CONFIRM.into(),
         }
     }
 }
@@ -102,13 +116,16 @@ mod tests {
             concat!(
                 r#"{"port":8080,"namespace":"atomix-provision","#,
                 r#""routes":{"health":"/api/health","nonce":"/api/nonce","validate":"/api/validate","#,
-                r#""config":"/api/config","update":"/api/update","jobs":"/api/jobs/"},"#,
+                r#""config":"/api/config","update":"/api/update","factory_reset":"/api/factory-reset","#,
+                r#""job_list":"/api/jobs","jobs":"/api/jobs/"},"#,
                 r#""headers":{"nonce":"x-atomix-nonce","content_sha256":"x-atomix-content-sha256","#,
                 r#""signature":"x-atomix-signature"},"#,
                 r#""media_types":{"config":"application/toml","tar":"application/x-tar","#,
-                r#""gzip":"application/gzip","update_bundle":"application/octet-stream"},"#,
+                r#""gzip":"application/gzip","update_bundle":"application/octet-stream","#,
+                r#""json":"application/json"},"#,
                 r#""limits":{"config_text_bytes":262144,"config_bundle_bytes":16777216,"#,
-                r#""update_bundle_bytes":2147483648,"nonce_ttl_secs":120}}"#,
+                r#""update_bundle_bytes":2147483648,"factory_reset_bytes":1024,"job_list_len":20,"#,
+                r#""nonce_ttl_secs":120},"factory_reset_confirm":"erase"}"#,
             )
         );
     }

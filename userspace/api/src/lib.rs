@@ -23,8 +23,8 @@ pub mod types;
 pub use contract::Contract;
 pub use signing::{hex, sha256_hex, signed_message, signed_message_for_digest, NAMESPACE};
 pub use types::{
-    Accepted, ErrorBody, Event, Health, ImportError, Invalid, Job, JobKind, JobResult, JobState,
-    Level, Nonce, Origin, Problem, Rollback, RollbackState, Validated,
+    Accepted, ErrorBody, Event, FactoryReset, Health, ImportError, Invalid, Job, JobKind, JobList,
+    JobResult, JobState, Level, Nonce, Origin, Problem, Rollback, RollbackState, Validated,
 };
 
 /// Route paths. Every route is under `/api/`; the console is served at `/`.
@@ -43,6 +43,14 @@ pub mod routes {
     /// `POST` a signed RAUC bundle (`?reboot=true|false`): 202 [`crate::Accepted`] (an
     /// update job).
     pub const UPDATE: &str = "/api/update";
+    /// `POST` a signed [`crate::FactoryReset`]: 202 [`crate::Accepted`] (a factory-reset
+    /// job: `/data` is marked for wiping, the device unprovisioned and rebooted; the wipe
+    /// completes early in the next boot).
+    pub const FACTORY_RESET: &str = "/api/factory-reset";
+    /// `GET`, signed over the empty body: the recent jobs with their events, newest first
+    /// ([`crate::JobList`]). Signed because events name what a config does (host names,
+    /// addresses, units, signers) and an unprovisioned device answers on its WAN port.
+    pub const JOB_LIST: &str = "/api/jobs";
     /// `GET {JOBS}<id>`: a [`crate::Job`]. Job URLs are also handed out whole (202,
     /// 409, health), so clients rarely build one.
     pub const JOBS: &str = "/api/jobs/";
@@ -76,6 +84,8 @@ pub mod media_types {
     pub const GZIP: &str = "application/gzip";
     /// A RAUC bundle (to `/api/update`).
     pub const UPDATE_BUNDLE: &str = "application/octet-stream";
+    /// A JSON request body (a [`crate::FactoryReset`] to `/api/factory-reset`).
+    pub const JSON: &str = "application/json";
 }
 
 /// What the service takes. A body past its limit is refused (413) from its
@@ -94,6 +104,10 @@ pub mod limits {
     pub const CONFIG_BUNDLE_BYTES: u64 = 16 << 20;
     /// Largest RAUC bundle taken by `/api/update` (the image is a few hundred MiB).
     pub const UPDATE_BUNDLE_BYTES: u64 = 2 << 30;
+    /// Largest body of `/api/factory-reset` (a [`crate::FactoryReset`] is 19 bytes).
+    pub const FACTORY_RESET_BYTES: u64 = 1 << 10;
+    /// How many jobs `GET /api/jobs` lists at most (newest first).
+    pub const JOB_LIST_LEN: usize = 20;
     /// How long a nonce stays valid after it was issued.
     pub const NONCE_TTL: Duration = Duration::from_secs(120);
 
@@ -125,14 +139,18 @@ mod tests {
                 routes::NONCE,
                 routes::VALIDATE,
                 routes::CONFIG,
-                routes::UPDATE
+                routes::UPDATE,
+                routes::FACTORY_RESET,
+                routes::JOB_LIST
             ],
             [
                 "/api/health",
                 "/api/nonce",
                 "/api/validate",
                 "/api/config",
-                "/api/update"
+                "/api/update",
+                "/api/factory-reset",
+                "/api/jobs"
             ]
         );
         assert_eq!(
@@ -152,13 +170,15 @@ mod tests {
                 media_types::CONFIG,
                 media_types::TAR,
                 media_types::GZIP,
-                media_types::UPDATE_BUNDLE
+                media_types::UPDATE_BUNDLE,
+                media_types::JSON
             ],
             [
                 "application/toml",
                 "application/x-tar",
                 "application/gzip",
-                "application/octet-stream"
+                "application/octet-stream",
+                "application/json"
             ]
         );
     }
@@ -169,6 +189,8 @@ mod tests {
         assert_eq!(limits::CONFIG_BUNDLE_BYTES, 16_777_216);
         assert_eq!(limits::UPDATE_BUNDLE_BYTES, 2_147_483_648);
         assert_eq!(limits::NONCE_TTL.as_secs(), 120);
+        assert_eq!(limits::FACTORY_RESET_BYTES, 1024);
+        assert_eq!(limits::JOB_LIST_LEN, 20);
         assert_eq!(limits::describe(limits::CONFIG_TEXT_BYTES), "256 KiB");
         assert_eq!(limits::describe(limits::CONFIG_BUNDLE_BYTES), "16 MiB");
         assert_eq!(limits::describe(limits::UPDATE_BUNDLE_BYTES), "2 GiB");

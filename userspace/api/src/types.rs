@@ -12,6 +12,10 @@
 //! type. Enum values are still closed: a new job state or step level is a contract
 //! change.
 //!
+//! The one body the service reads from clients as JSON, [`FactoryReset`], is the
+//! exception: it denies unknown fields, since what a client signs must mean exactly
+//! what the service does with it.
+//!
 //! Field order is the order on the wire. Bodies the service used to build as JSON maps
 //! ([`Nonce`], [`Validated`], [`Invalid`], [`Accepted`], [`ErrorBody`]) keep those maps'
 //! sorted order.
@@ -74,6 +78,10 @@ pub struct Health {
     pub listening: Vec<String>,
     /// The running job's path (`/api/jobs/<id>`).
     pub job: Option<String>,
+    /// The most recent update job's path (of this boot or an earlier one): what the
+    /// last pushed bundle came to. Absent from older devices' answers.
+    #[serde(default)]
+    pub last_update: Option<String>,
 }
 
 /// `GET /api/nonce`.
@@ -152,6 +160,8 @@ pub enum JobKind {
     Config,
     /// Installs a RAUC bundle pushed with `POST /api/update`.
     Update,
+    /// Marks `/data` for wiping and reboots (`POST /api/factory-reset`).
+    FactoryReset,
 }
 
 /// One step's progress.
@@ -207,6 +217,38 @@ pub struct Job {
     pub staged_generation: Option<u64>,
 }
 
+/// `POST /api/factory-reset`: the signed request to erase `/data`. Its one field is the
+/// word the operator typed to confirm, which must be [`FactoryReset::CONFIRM`]: the
+/// signed bytes say what they are for, so a signature made for another body (a config,
+/// the empty body of `GET /api/jobs`) never starts a reset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactoryReset {
+    pub confirm: String,
+}
+
+impl FactoryReset {
+    /// The confirmation word.
+    pub const CONFIRM: &'static str = "erase";
+
+    /// The request clients send: `{"confirm":"erase"}`.
+    pub fn confirmed() -> FactoryReset {
+        FactoryReset {
+            confirm: FactoryReset::CONFIRM.into(),
+        }
+    }
+
+    /// The exact body clients send and sign: [`FactoryReset::confirmed`] serialised (a
+    /// test checks that they agree).
+    pub const BODY: &'static [u8] = br#"{"confirm":"erase"}"#;
+}
+
+/// `GET /api/jobs`: the most recent jobs, newest first, each whole (events included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,8 +289,9 @@ mod tests {
                 }),
                 listening: vec!["192.168.100.1:8080".into()],
                 job: Some("/api/jobs/0123456789abcdef".into()),
+                last_update: Some("/api/jobs/fedcba9876543210".into()),
             },
-            r#"{"status":"ok","provisioned":true,"build_id":"b1","slot":"a","generation":2,"last_import_error":{"origin":"usb","location":"sda1:/config.toml","time":"t","errors":[{"line":3,"column":5,"path":"device.hostname","message":"bad"}],"job":null},"listening":["192.168.100.1:8080"],"job":"/api/jobs/0123456789abcdef"}"#,
+            r#"{"status":"ok","provisioned":true,"build_id":"b1","slot":"a","generation":2,"last_import_error":{"origin":"usb","location":"sda1:/config.toml","time":"t","errors":[{"line":3,"column":5,"path":"device.hostname","message":"bad"}],"job":null},"listening":["192.168.100.1:8080"],"job":"/api/jobs/0123456789abcdef","last_update":"/api/jobs/fedcba9876543210"}"#,
         );
     }
 
@@ -342,6 +385,7 @@ mod tests {
             Level::Warning,
             Level::Error,
             JobKind::Config,
+            JobKind::FactoryReset,
             RollbackState::Completed,
             RollbackState::Failed,
             Origin::Boot,
@@ -349,7 +393,7 @@ mod tests {
         ]);
         assert_eq!(
             enums.to_string(),
-            r#"["queued","running","succeeded","failed","info","warning","error","config","completed","failed","boot","usb"]"#
+            r#"["queued","running","succeeded","failed","info","warning","error","config","factory-reset","completed","failed","boot","usb"]"#
         );
         assert!(JobState::Failed.is_finished() && !JobState::Running.is_finished());
     }
@@ -382,6 +426,19 @@ mod tests {
         )
         .unwrap();
         assert!(!health.provisioned);
+        assert_eq!(health.last_update, None, "an older device's health");
+    }
+
+    #[test]
+    fn a_factory_reset_is_one_exact_body() {
+        assert_eq!(
+            serde_json::to_vec(&FactoryReset::confirmed()).unwrap(),
+            FactoryReset::BODY
+        );
+        wire(&FactoryReset::confirmed(), r#"{"confirm":"erase"}"#);
+        assert!(serde_json::from_str::<FactoryReset>(r#"{"confirm":"erase","also":1}"#).is_err());
+        assert!(serde_json::from_str::<FactoryReset>("{}").is_err());
+        wire(&JobList { jobs: vec![] }, r#"{"jobs":[]}"#);
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use atomix_api::limits::{describe, CONFIG_BUNDLE_BYTES, CONFIG_TEXT_BYTES, UPDATE_BUNDLE_BYTES};
 use atomix_api::routes::{self, PORT};
-use atomix_api::{headers, media_types, Accepted, ErrorBody, Health, Invalid, Job, Nonce, Problem};
+use atomix_api::{
+    headers, media_types, Accepted, ErrorBody, FactoryReset, Health, Invalid, Job, JobList, Nonce,
+    Problem,
+};
 use serde::de::DeserializeOwned;
 
 /// Where a device's API is: `http://HOST:PORT`, no trailing slash.
@@ -216,6 +219,59 @@ impl Device {
             reply if reply.status == 200 => reply.body(&what),
             reply if reply.status == 404 => Err(DeviceError::NotFound),
             reply => Err(other(&what, &reply)),
+        }
+    }
+
+    /// `POST /api/factory-reset` signed over [`FactoryReset::BODY`]: the job's path.
+    pub fn post_factory_reset(
+        &self,
+        nonce: &str,
+        sha256: &str,
+        signature_b64: &str,
+    ) -> Result<String, DeviceError> {
+        let what = format!("POST {}", routes::FACTORY_RESET);
+        let response = self
+            .agent
+            .post(&format!("{}{}", self.url, routes::FACTORY_RESET))
+            .header("Content-Type", media_types::JSON)
+            .header(headers::NONCE, nonce)
+            .header(headers::CONTENT_SHA256, sha256)
+            .header(headers::SIGNATURE, signature_b64)
+            .send(FactoryReset::BODY)
+            .map_err(|e| self.unreachable(e))?;
+        let reply = Self::read(response);
+        match reply.status {
+            202 => Ok(reply.body::<Accepted>(&what)?.job),
+            401 => Err(DeviceError::Refused(reply.refusal().error)),
+            409 => match reply.refusal().job {
+                Some(job) => Err(busy(&job)),
+                None => Err(DeviceError::UploadInProgress),
+            },
+            _ => Err(other(&what, &reply)),
+        }
+    }
+
+    /// `GET /api/jobs`, signed over the empty body: the recent jobs, newest first.
+    pub fn jobs(
+        &self,
+        nonce: &str,
+        sha256: &str,
+        signature_b64: &str,
+    ) -> Result<JobList, DeviceError> {
+        let what = format!("GET {}", routes::JOB_LIST);
+        let response = self
+            .agent
+            .get(&format!("{}{}", self.url, routes::JOB_LIST))
+            .header(headers::NONCE, nonce)
+            .header(headers::CONTENT_SHA256, sha256)
+            .header(headers::SIGNATURE, signature_b64)
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        let reply = Self::read(response);
+        match reply.status {
+            200 => reply.body(&what),
+            401 => Err(DeviceError::Refused(reply.refusal().error)),
+            _ => Err(other(&what, &reply)),
         }
     }
 

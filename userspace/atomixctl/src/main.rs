@@ -7,7 +7,10 @@
 //!   follow the job live; exit 0 only if it succeeded.
 //! * `update --device URL [--reboot] [--identity KEY] BUNDLE` — the same for a RAUC
 //!   bundle, hashed then streamed from its file, with progress ([`progress`]).
-//! * `status --device URL`, `job --device URL ID`.
+//! * `factory-reset --device URL [--yes] [--identity KEY]` — signed; erases `/data` (the
+//!   device unprovisions, reboots and erases early in the next boot).
+//! * `status --device URL`, `job --device URL ID`, `jobs --device URL` (signed: the recent
+//!   jobs with their events).
 //! * `schema`, `completions SHELL`, `man` — the config's JSON Schema, shell completions and
 //!   the man page, all generated (from the config types and from the clap definitions).
 //!
@@ -54,6 +57,8 @@ Examples:
   export ATOMIX_DEVICE=http://192.168.100.1:8080
   atomixctl status --json
   atomixctl update --reboot atomixos-rock64.raucb
+  atomixctl jobs
+  atomixctl factory-reset
   atomixctl schema > config.schema.json
   atomixctl completions bash > ~/.local/share/bash-completion/completions/atomixctl";
 
@@ -143,6 +148,30 @@ enum Command {
         /// The RAUC bundle (.raucb).
         bundle: PathBuf,
     },
+    /// Erase a device's /data (config, containers' data, job history) and reboot it
+    /// unprovisioned; signed. Asks to type "erase" first unless --yes.
+    FactoryReset {
+        #[command(flatten)]
+        device: DeviceArg,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// The SSH key to sign with (as for provision).
+        #[arg(long, short = 'i')]
+        identity: Option<PathBuf>,
+        /// Give up following the job after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Show the device's recent jobs with their events, newest first; signed (events name
+    /// what a config does).
+    Jobs {
+        #[command(flatten)]
+        device: DeviceArg,
+        /// The SSH key to sign with (as for provision).
+        #[arg(long, short = 'i')]
+        identity: Option<PathBuf>,
+    },
     /// Show a device's status.
     Status {
         #[command(flatten)]
@@ -226,6 +255,19 @@ fn main() -> ExitCode {
             *reboot,
             cli.json,
         ),
+        Command::FactoryReset {
+            device,
+            yes,
+            identity,
+            timeout,
+        } => factory_reset(
+            &device.device(),
+            identity.as_deref(),
+            *yes,
+            Duration::from_secs(*timeout),
+            cli.json,
+        ),
+        Command::Jobs { device, identity } => jobs(&device.device(), identity.as_deref(), cli.json),
         Command::Status { device } => status(&device.device(), cli.json),
         Command::Job { device, id } => job(&device.device(), id, cli.json),
         Command::Schema => print_text(&atomix_config::json_schema::json_schema_text()),
@@ -427,6 +469,102 @@ fn job(device: &Device, id: &str, json: bool) -> anyhow::Result<ExitCode> {
         print_lines(&show::job(&j))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Signs `body` for the device with the chosen key: the nonce, the body's SHA-256 and
+/// the signature header.
+fn sign_for(
+    device: &Device,
+    identity: Option<&Path>,
+    body: &[u8],
+    json: bool,
+) -> anyhow::Result<(String, String, String)> {
+    let identity = sign::choose(identity, &sign::Sources::from_env())?;
+    if !json {
+        eprintln!("signing with {}", identity.description);
+    }
+    let nonce = device.nonce()?;
+    let sha256 = atomix_api::sha256_hex(body);
+    let signature = sign::sign(
+        &identity,
+        &atomix_api::signed_message_for_digest(&nonce, &sha256),
+    )?;
+    Ok((nonce, sha256, signature))
+}
+
+fn jobs(device: &Device, identity: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let (nonce, sha256, signature) = sign_for(device, identity, b"", json)?;
+    let list = device.jobs(&nonce, &sha256, &signature)?;
+    if json {
+        print_answer(&list)?;
+    } else if list.jobs.is_empty() {
+        print_lines(&["no jobs recorded".to_owned()])?;
+    } else {
+        for (i, j) in list.jobs.iter().enumerate() {
+            if i > 0 {
+                print_lines(&[String::new()])?;
+            }
+            print_lines(&show::job(j))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn factory_reset(
+    device: &Device,
+    identity: Option<&Path>,
+    yes: bool,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let health = device.health()?;
+    if let Some(job) = health.job {
+        return Err(DeviceError::Busy {
+            id: job.rsplit('/').next().unwrap_or(&job).to_owned(),
+            job,
+        }
+        .into());
+    }
+    if !yes {
+        let what = match health.generation {
+            Some(n) => format!("its config (generation {n})"),
+            None => "everything".to_owned(),
+        };
+        eprint!(
+            "This erases {what}, its containers' data and its job history on {}, which then reboots unprovisioned.\nType \"{}\" to continue: ",
+            device.url(),
+            atomix_api::FactoryReset::CONFIRM
+        );
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .context("cannot read the confirmation")?;
+        if answer.trim() != atomix_api::FactoryReset::CONFIRM {
+            eprintln!("aborted: nothing was sent");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    }
+    let (nonce, sha256, signature) =
+        sign_for(device, identity, atomix_api::FactoryReset::BODY, json)?;
+    let job_path = device.post_factory_reset(&nonce, &sha256, &signature)?;
+    if !json {
+        eprintln!(
+            "factory reset accepted by {}; following job {job_path}",
+            device.url()
+        );
+    }
+    let finished = follow(device, &job_path, timeout, json, None)?;
+    if json {
+        print_answer(&finished)?;
+    } else {
+        print_lines(&show::outcome(&finished))?;
+    }
+    Ok(if finished.state == JobState::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 /// The console's address once `text` is applied: `http://<network.lan.address>:PORT`.

@@ -39,6 +39,9 @@ pub fn health(h: &Health) -> Vec<String> {
         format!("listening:    {listening}"),
         format!("running job:  {}", or_dash(h.job.as_ref())),
     ];
+    if let Some(update) = &h.last_update {
+        lines.push(format!("last update:  {update}"));
+    }
     if let Some(e) = &h.last_import_error {
         lines.push(format!("last import error: {}", import_error(e)));
     }
@@ -99,6 +102,17 @@ pub fn outcome(job: &Job) -> Vec<String> {
             lines.push(failed());
             lines.push("the slot the device runs from is unchanged".to_owned());
         }
+        (JobKind::FactoryReset, JobState::Succeeded) => {
+            lines.push(format!(
+                "job {} succeeded: the device is unprovisioned and reboots; /data is erased early in the next boot",
+                job.id
+            ));
+            lines.push("then provision it again: a USB seed, or the console or atomixctl provision on port 8080 of any of its addresses".to_owned());
+        }
+        (JobKind::FactoryReset, JobState::Failed) => {
+            lines.push(failed());
+            lines.push("nothing was erased".to_owned());
+        }
         (JobKind::Config, JobState::Succeeded) => lines.push(format!(
             "job {} succeeded: generation {} is current",
             job.id,
@@ -132,6 +146,7 @@ pub fn rollback(r: &Rollback) -> String {
 pub fn job(j: &Job) -> Vec<String> {
     let kind = match j.kind {
         JobKind::Update => "update, ",
+        JobKind::FactoryReset => "factory reset, ",
         JobKind::Config => "",
     };
     let mut lines = vec![format!(
@@ -176,6 +191,11 @@ mod tests {
             "last_import_error":{"origin":"boot","location":"/boot/config.toml","time":"t","job":null,"errors":[{"line":1,"column":1,"path":"schema","message":"bad"}]}});
         let lines = health(&parse(h));
         assert_eq!(lines[2], "provisioned:  no");
+        assert_eq!(
+            lines.len(),
+            6,
+            "no last update from an older device: {lines:?}"
+        );
         assert!(
             lines[5].contains("config.toml:1:1: schema: bad")
                 && lines[5].contains("/boot/config.toml"),
@@ -201,6 +221,22 @@ mod tests {
             "rollback: completed; generation 3 is current again"
         );
         assert!(rollback(&parse(json!({"state":"failed","generation":null}))).contains("FAILED"));
+    }
+
+    #[test]
+    fn factory_resets_say_what_comes_next() {
+        let j = json!({"id":"r1","kind":"factory-reset","state":"succeeded","origin":"api","created":"c",
+            "events":[],"result":{"generation":null,"failed_step":null,"error":null},
+            "rollback":{"state":"none","generation":null}});
+        let lines = job(&parse(j));
+        assert_eq!(
+            lines[0],
+            "job r1 (factory reset, api, created c): succeeded"
+        );
+        assert!(lines[1].contains("unprovisioned and reboots"), "{lines:?}");
+        let h = json!({"status":"ok","provisioned":true,"build_id":"b1","slot":"b","generation":2,
+            "last_import_error":null,"listening":[],"job":null,"last_update":"/api/jobs/u1"});
+        assert_eq!(health(&parse(h))[5], "last update:  /api/jobs/u1");
     }
 
     #[test]

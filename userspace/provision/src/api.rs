@@ -7,6 +7,8 @@
 //! | `POST /api/validate` | 200 `{"valid":true,"warnings"}` / 422 `{"valid":false,"errors"}` / 408 / 413 / 415 / 503 |
 //! | `POST /api/config` | 202 + `Location`; 400, 401, 408, 409, 413, 415, 422 |
 //! | `POST /api/update[?reboot=true]` | a RAUC bundle, streamed to disk: 202 + `Location`; 400, 401, 408, 409, 413, 415, 507 |
+//! | `POST /api/factory-reset` | a signed `{"confirm":"erase"}`: 202 + `Location` (a factory-reset job); 400, 401, 408, 409, 413, 415, 422 |
+//! | `GET /api/jobs` | signed over the empty body: 200 the recent jobs with their events; 400, 401, 408, 413 |
 //! | `GET /api/jobs/{id}` | 200 the job / 404 |
 //!
 //! Every error is `{"error": "..."}` saying what to fix (422 carries the problems). The
@@ -24,8 +26,14 @@ use std::time::{Duration, Instant};
 use atomix_api::headers::{
     CONTENT_SHA256 as DIGEST_HEADER, NONCE as NONCE_HEADER, SIGNATURE as SIGNATURE_HEADER,
 };
-use atomix_api::limits::{CONFIG_BUNDLE_BYTES, CONFIG_TEXT_BYTES, NONCE_TTL, UPDATE_BUNDLE_BYTES};
-use atomix_api::{media_types, routes, Accepted, ErrorBody, Health, Invalid, Nonce, Validated};
+use atomix_api::limits::{
+    CONFIG_BUNDLE_BYTES, CONFIG_TEXT_BYTES, FACTORY_RESET_BYTES, JOB_LIST_LEN, NONCE_TTL,
+    UPDATE_BUNDLE_BYTES,
+};
+use atomix_api::{
+    media_types, routes, Accepted, ErrorBody, FactoryReset, Health, Invalid, JobList, Nonce,
+    Validated,
+};
 use atomix_config::generations::Origin;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -64,6 +72,8 @@ pub enum AppError {
     #[error("the config is not valid")]
     Invalid(Vec<Problem>),
     #[error("{0}")]
+    Unconfirmed(String),
+    #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     Timeout(String),
@@ -82,7 +92,7 @@ impl AppError {
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             AppError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Invalid(_) | AppError::Unconfirmed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -141,6 +151,8 @@ pub fn app(svc: Arc<Service>) -> Router {
         .route(routes::VALIDATE, post(validate))
         .route(routes::CONFIG, post(config))
         .route(routes::UPDATE, post(update))
+        .route(routes::FACTORY_RESET, post(factory_reset))
+        .route(routes::JOB_LIST, get(job_list))
         .route(&format!("{}{{id}}", routes::JOBS), get(job))
         .merge(crate::console::routes())
         .fallback(|| async { AppError::NotFound })
@@ -162,6 +174,7 @@ async fn health(State(svc): State<Arc<Service>>) -> Json<Health> {
         last_import_error,
         listening,
         job: svc.tracker.running().map(|id| routes::job(&id)),
+        last_update: svc.tracker.last_update().map(|id| routes::job(&id)),
     })
 }
 
@@ -596,11 +609,7 @@ async fn update(
             check_declared(&headers, UPDATE_BUNDLE_BYTES, "the bundle")?;
             let auth = authenticate(&svc, &headers)?;
             let ct = content_type(&headers);
-            if !ct
-                .split(';')
-                .next()
-                .is_some_and(|e| e.trim().eq_ignore_ascii_case(media_types::UPDATE_BUNDLE))
-            {
+            if !is_type(ct, media_types::UPDATE_BUNDLE) {
                 return Err(AppError::UnsupportedType {
                     got: ct.into(),
                     expected: "the RAUC bundle as application/octet-stream",
@@ -621,6 +630,14 @@ async fn update(
         }
     };
     let bundle = receive(svc.paths.uploads(), body).await?;
+    // An empty body is no bundle; refused before anything else so that a signature
+    // over the empty body (what `GET /api/jobs` signs) never starts an update job.
+    if bundle.size == 0 {
+        let _ = bundle.remove();
+        return Err(AppError::BadRequest(
+            "the body is empty: send the RAUC bundle".into(),
+        ));
+    }
     if let Err(e) = auth.check_digest(&bundle.sha256) {
         log::warn!("bundle upload refused: {e}");
         return Err(e);
@@ -707,6 +724,106 @@ fn upload_error(e: UploadError) -> AppError {
             AppError::Internal
         }
     }
+}
+
+/// Whether a `Content-Type` is `expected` (parameters ignored).
+fn is_type(content_type: &str, expected: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case(expected))
+}
+
+/// `POST /api/factory-reset`: a signed [`FactoryReset`], authenticated like
+/// `/api/config` from its headers alone. In order: declared size (413), signature (401),
+/// type (415), single flight (409: a job runs, or an authenticated body is being
+/// received); then the body (413, 408, 400 when its SHA-256 is not the signed one), its
+/// confirmation (422), and the job (409). Nothing is written before the job starts; the
+/// job marks `/data` for erasing, unprovisions and reboots (`crate::reset`).
+async fn factory_reset(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    let early = check_declared(&headers, FACTORY_RESET_BYTES, "the body").and_then(|()| {
+        let auth = authenticate(&svc, &headers)?;
+        let ct = content_type(&headers);
+        if !is_type(ct, media_types::JSON) {
+            return Err(AppError::UnsupportedType {
+                got: ct.into(),
+                expected: "the confirmation as application/json",
+            });
+        }
+        if let Some(job) = svc.tracker.running() {
+            return Err(AppError::Busy { job });
+        }
+        let slot = svc.upload_slot.try_take().ok_or(AppError::UploadBusy)?;
+        Ok((auth, slot))
+    });
+    let ((auth, _slot), body) = refuse_early(&headers, body, early).await?;
+    let (bytes, digest) = read_body(
+        body,
+        declared_length(&headers),
+        FACTORY_RESET_BYTES,
+        "the body",
+        Pace::MinRate,
+    )
+    .await?;
+    auth.check_digest(&digest)?;
+    let confirmed = serde_json::from_slice::<FactoryReset>(&bytes)
+        .is_ok_and(|r| r.confirm == FactoryReset::CONFIRM);
+    if !confirmed {
+        return Err(AppError::Unconfirmed(format!(
+            "not a confirmed factory reset: send exactly {}; nothing was changed",
+            String::from_utf8_lossy(FactoryReset::BODY)
+        )));
+    }
+    let id = svc
+        .start_factory_reset(auth.signer.clone())
+        .map_err(|busy| AppError::Busy { job: busy.0 })?;
+    log::warn!(
+        "factory reset accepted (job {id}, signed by {})",
+        auth.signer
+    );
+    auth.spend();
+    accepted_job(&id)
+}
+
+/// `GET /api/jobs`: the [`JOB_LIST_LEN`] most recent jobs with their events, for a
+/// request signed over the empty body (the headers of a mutating request): job events
+/// name what a config does, and an unprovisioned device answers on its WAN port. A
+/// single job stays readable without a signature by whoever holds its unguessable id
+/// (`/api/jobs/{id}`, handed out to the client that started it). In order: a body (413),
+/// signature (401), the empty body's SHA-256 (400); the answer spends the nonce, so a
+/// request seen on the wire cannot be replayed.
+async fn job_list(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<JobList>, AppError> {
+    let early = if declared_length(&headers).is_some_and(|n| n > 0) {
+        Err(AppError::TooLarge(
+            "the job list is asked for without a body".into(),
+        ))
+    } else {
+        authenticate(&svc, &headers)
+    };
+    let (auth, body) = refuse_early(&headers, body, early).await?;
+    let (_, digest) = read_body(
+        body,
+        None,
+        0,
+        "the body of a job list request",
+        Pace::Within(VALIDATE_BODY_TIME),
+    )
+    .await?;
+    auth.check_digest(&digest)?;
+    let tracker = Arc::clone(&svc.tracker);
+    let jobs = tokio::task::spawn_blocking(move || tracker.recent(JOB_LIST_LEN))
+        .await
+        .map_err(|_| AppError::Internal)?;
+    auth.spend();
+    Ok(Json(JobList { jobs }))
 }
 
 async fn job(

@@ -133,6 +133,10 @@ mod tests {
             r#""config":"/api/config""#,
             r#""config_text_bytes":262144"#,
             r#""config_bundle_bytes":16777216"#,
+            r#""update":"/api/update""#,
+            r#""factory_reset":"/api/factory-reset""#,
+            r#""job_list":"/api/jobs""#,
+            r#""factory_reset_confirm":"erase""#,
         ] {
             assert!(json.contains(literal), "{literal} in {json}");
         }

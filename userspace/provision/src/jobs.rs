@@ -27,6 +27,8 @@ struct Inner {
     running: Option<String>,
     jobs: BTreeMap<String, Job>,
     finished_order: VecDeque<String>,
+    /// The most recent update job (health's `last_update`).
+    last_update: Option<String>,
 }
 
 /// The tracker; cheap to share behind an `Arc`.
@@ -42,6 +44,11 @@ fn new_id() -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Orders jobs by creation time (RFC 3339 UTC, so text order), then id.
+fn newest_last(a: &Job, b: &Job) -> std::cmp::Ordering {
+    a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id))
+}
+
 fn valid_id(id: &str) -> bool {
     id.len() == 16
         && id
@@ -51,10 +58,63 @@ fn valid_id(id: &str) -> bool {
 
 impl Tracker {
     pub fn new(dir: PathBuf) -> Arc<Self> {
-        Arc::new(Tracker {
+        let tracker = Tracker {
             dir,
             inner: Mutex::new(Inner::default()),
-        })
+        };
+        let last_update = tracker
+            .on_disk()
+            .into_iter()
+            .filter(|j| j.kind == JobKind::Update)
+            .max_by(newest_last)
+            .map(|j| j.id);
+        tracker.lock().last_update = last_update;
+        Arc::new(tracker)
+    }
+
+    /// Every job recorded on disk (unreadable records are skipped and logged).
+    fn on_disk(&self) -> Vec<Job> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !valid_id(id) {
+                continue;
+            }
+            match boot_state::read_record::<Job>(&e.path()) {
+                Ok(Some(job)) => out.push(job),
+                Ok(None) => {}
+                Err(e) => log::warn!("ignoring {e}"),
+            }
+        }
+        out
+    }
+
+    /// The `n` most recent jobs, newest first: this boot's from memory, older ones from
+    /// disk.
+    pub fn recent(&self, n: usize) -> Vec<Job> {
+        let mut all: BTreeMap<String, Job> = self
+            .on_disk()
+            .into_iter()
+            .map(|j| (j.id.clone(), j))
+            .collect();
+        for (id, job) in &self.lock().jobs {
+            all.insert(id.clone(), job.clone());
+        }
+        let mut jobs: Vec<Job> = all.into_values().collect();
+        jobs.sort_by(|a, b| newest_last(b, a));
+        jobs.truncate(n);
+        jobs
+    }
+
+    /// The most recent update job's id, if any was ever recorded.
+    pub fn last_update(&self) -> Option<String> {
+        self.lock().last_update.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -107,6 +167,9 @@ impl Tracker {
                 staged_generation: None,
             };
             inner.running = Some(job.id.clone());
+            if kind == JobKind::Update {
+                inner.last_update = Some(job.id.clone());
+            }
             inner.jobs.insert(job.id.clone(), job.clone());
             job
         };
@@ -392,6 +455,34 @@ mod tests {
         assert_eq!(t.running(), None);
         let config = t.start(Origin::Api, Some(2)).unwrap();
         assert_eq!(t.get(&config.id).unwrap().kind, JobKind::Config);
+    }
+
+    #[test]
+    fn recent_jobs_are_newest_first_across_restarts_and_the_last_update_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracker::new(dir.path().to_path_buf());
+        assert!(t.recent(10).is_empty());
+        assert_eq!(t.last_update(), None);
+        let mut ids = Vec::new();
+        for kind in [JobKind::Config, JobKind::Update, JobKind::Config] {
+            let job = t.start_kind(kind, Origin::Api, None).unwrap();
+            ids.push(job.id.clone());
+            let (r, rb) = ok();
+            job.finish(r, rb);
+            // Creation times have a resolution of a second.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        std::fs::write(dir.path().join("junk.json"), "{").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+        let listed = |t: &Tracker, n| t.recent(n).into_iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(listed(&t, 10), newest_first);
+        assert_eq!(listed(&t, 2), newest_first[..2]);
+        assert_eq!(t.last_update(), Some(ids[1].clone()));
+
+        let t2 = Tracker::new(dir.path().to_path_buf());
+        assert_eq!(listed(&t2, 10), newest_first, "read back from disk");
+        assert_eq!(t2.last_update(), Some(ids[1].clone()));
     }
 
     #[test]

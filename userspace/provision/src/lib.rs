@@ -35,6 +35,7 @@ pub mod jobs;
 pub mod listen;
 pub mod nbd;
 pub mod paths;
+pub mod reset;
 pub mod restore;
 pub mod seed;
 pub mod service;

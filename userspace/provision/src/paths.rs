@@ -50,6 +50,12 @@ impl Paths {
         self.data().join(boot_state::MARKER_IN_DATA)
     }
 
+    /// A factory reset accepted by the service, completed early in the next boot
+    /// (`crate::reset`).
+    pub fn reset_request(&self) -> PathBuf {
+        self.data().join("atomix/factory-reset")
+    }
+
     /// The boot partition, where a fresh flash's seed is looked for.
     pub fn boot(&self) -> PathBuf {
         self.under("boot")

@@ -204,6 +204,28 @@ impl Service {
         Ok(id)
     }
 
+    /// Starts a factory-reset job (`crate::reset`); the work runs on its own thread.
+    pub fn start_factory_reset(self: &Arc<Self>, signer: String) -> Result<String, Busy> {
+        let current = self.current();
+        let job = self
+            .tracker
+            .start_kind(JobKind::FactoryReset, Origin::Api, current)?;
+        let id = job.id.clone();
+        let svc = Arc::clone(self);
+        std::thread::spawn(move || {
+            let a = &svc.applier;
+            crate::reset::run(
+                job,
+                a.system.as_ref(),
+                &a.failpoints,
+                &svc.paths,
+                &signer,
+                current,
+            )
+        });
+        Ok(id)
+    }
+
     /// Runs an import job on this thread; narrows the listener on success.
     pub fn import(
         &self,

@@ -790,3 +790,321 @@ async fn one_upload_at_a_time_and_a_cut_off_upload_leaves_nothing() {
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     wait_job(&f.svc, v["job"].as_str().unwrap()).await;
 }
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// Every path under the root's `data/` with its content (a link: its target), to show
+/// that a refused request wrote nothing.
+fn data_tree(f: &Fixture) -> Vec<(String, Vec<u8>)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.display().to_string();
+            if meta.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push((name, target.display().to_string().into_bytes()));
+            } else if meta.is_dir() {
+                out.push((name, vec![]));
+                walk(&path, out);
+            } else {
+                out.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&f.dir.path().join("root/data"), &mut out);
+    out.sort();
+    out
+}
+
+/// Headers of a request signed by `key` over `signed`, declaring `declared` as the
+/// body's SHA-256, with a fresh nonce.
+async fn signed_headers(
+    f: &Fixture,
+    key: &Key,
+    signed: &[u8],
+    declared: &[u8],
+) -> (String, String, String) {
+    let n = nonce(&f.svc).await;
+    let sig = signature_header(key, &n, signed);
+    (n, sha256_hex(declared), sig)
+}
+
+async fn send_signed(
+    f: &Fixture,
+    method: &str,
+    uri: &str,
+    extra: &[(&str, &str)],
+    (n, digest, sig): &(String, String, String),
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let mut headers = extra.to_vec();
+    headers.extend([
+        ("x-atomix-nonce", n.as_str()),
+        ("x-atomix-content-sha256", digest.as_str()),
+        ("x-atomix-signature", sig.as_str()),
+    ]);
+    let (status, _, v) = call(&f.svc, method, uri, &headers, body.to_vec()).await;
+    (status, v)
+}
+
+/// A provisioned fixture (generation 1 applied through the API), for a reset to erase.
+async fn provisioned(failpoints: &str) -> Fixture {
+    let f = fixture(failpoints);
+    let (status, _, v) = post_config(&f.svc, &f.key, "application/toml", EXAMPLE.as_bytes()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let job = wait_job(&f.svc, v["job"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    f.sys.actions.lock().unwrap().clear();
+    f
+}
+
+const RESET: &[u8] = atomix_api::FactoryReset::BODY;
+
+/// Every refusal of `POST /api/factory-reset` writes nothing (the whole data tree is
+/// byte for byte what it was), keeps the device provisioned and spends no nonce; the
+/// accepted request's headers do not work twice.
+#[tokio::test]
+async fn factory_reset_refusals_write_nothing() {
+    let f = provisioned("").await;
+    let before = data_tree(&f);
+    let route = "/api/factory-reset";
+
+    // No authentication at all.
+    let (status, _, v) = call(&f.svc, "POST", route, &[JSON], RESET.to_vec()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    // Declared too large: 413 before anything else, unauthenticated or not.
+    let big = vec![b' '; 2048];
+    let (status, _, v) = call(
+        &f.svc,
+        "POST",
+        route,
+        &[JSON, ("content-length", "2048")],
+        big.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    // Signed, but larger than the limit once streamed (no Content-Length).
+    let h = signed_headers(&f, &f.key, &big, &big).await;
+    let (status, v) = send_signed(&f, "POST", route, &[JSON], &h, &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    // Forged: an untrusted key; a nonce the device never issued; a declared SHA-256
+    // other than the signed one; a signature that is not one.
+    let stranger = keygen(f.dir.path(), "stranger", "ed25519");
+    let h = signed_headers(&f, &stranger, RESET, RESET).await;
+    let (status, v) = send_signed(&f, "POST", route, &[JSON], &h, RESET).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not trusted"), "{v}");
+    let unissued = (
+        "0".repeat(64),
+        sha256_hex(RESET),
+        signature_header(&f.key, &"0".repeat(64), RESET),
+    );
+    let (status, v) = send_signed(&f, "POST", route, &[JSON], &unissued, RESET).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let lying = signed_headers(&f, &f.key, RESET, b"{}").await;
+    let (status, v) = send_signed(&f, "POST", route, &[JSON], &lying, b"{}").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (n, digest, _) = signed_headers(&f, &f.key, RESET, RESET).await;
+    let garbage = (n, digest, "bm90IGEgc2lnbmF0dXJl".to_owned());
+    let (status, v) = send_signed(&f, "POST", route, &[JSON], &garbage, RESET).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+
+    // Authenticated, then refused: type, body other than the signed one, not confirmed
+    // (another word, the empty body a job list signs, extra fields).
+    for other in [
+        &br#"{"confirm":"yes"}"#[..],
+        b"",
+        br#"{"confirm":"erase","x":1}"#,
+    ] {
+        let h = signed_headers(&f, &f.key, other, other).await;
+        let (status, v) = send_signed(&f, "POST", route, &[JSON], &h, other).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains(r#"{"confirm":"erase"}"#),
+            "{v}"
+        );
+    }
+    // (Nonces are issued per peer, four at most: `h` is the last one issued here.)
+    let h = signed_headers(&f, &f.key, RESET, RESET).await;
+    let (status, v) = send_signed(
+        &f,
+        "POST",
+        route,
+        &[("content-type", "text/plain")],
+        &h,
+        RESET,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    let (status, v) = send_signed(&f, "POST", route, &[JSON], &h, br#"{"confirm":"yes!!"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+
+    assert_eq!(data_tree(&f), before, "no refusal wrote a byte");
+    assert!(f.svc.provisioned());
+    assert!(f.svc.tracker.running().is_none());
+    assert!(f.sys.commands().is_empty(), "{:?}", f.sys.commands());
+
+    // The first refusal of `h` (415) left its nonce usable; once accepted, it is spent.
+    let (status, v) = send_signed(&f, "POST", route, &[JSON], &h, RESET).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let (status, replay) = send_signed(&f, "POST", route, &[JSON], &h, RESET).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a replayed reset: {replay}"
+    );
+    wait_job(&f.svc, v["job"].as_str().unwrap()).await;
+}
+
+/// An accepted reset unprovisions at once, marks /data, records its job and reboots;
+/// what the containers and the service hold under /data stays until the next boot's
+/// erase ([`reset::complete_pending`], run by restore and serve at start).
+#[tokio::test]
+async fn a_factory_reset_unprovisions_reboots_and_the_next_boot_erases() {
+    let f = provisioned("").await;
+    let data = f.dir.path().join("root/data");
+    let h = signed_headers(&f, &f.key, RESET, RESET).await;
+    let (status, v) = send_signed(&f, "POST", "/api/factory-reset", &[JSON], &h, RESET).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let job = wait_job(&f.svc, v["job"].as_str().unwrap()).await;
+    assert_eq!(job["kind"], "factory-reset");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["previous_generation"], 1);
+    let steps: Vec<&str> = job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["reset", "reset", "reboot"]);
+    assert!(!f.svc.provisioned(), "unprovisioned before the reboot");
+    assert!(data.join("atomix/factory-reset").is_file());
+    assert!(
+        data.join("config/generations/1/config.toml").is_file(),
+        "erased only at the next boot"
+    );
+    // The job holds the single flight until the reboot is requested.
+    let (status, _, v) = post_config(&f.svc, &f.key, "application/toml", EXAMPLE.as_bytes()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    for _ in 0..100 {
+        if f.sys.commands().iter().any(|c| c == "systemctl reboot") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(f.sys.commands(), ["systemctl reboot"]);
+
+    let paths = Paths::new(f.dir.path().join("root"));
+    assert!(atomix_provision::reset::complete_pending(&paths).unwrap());
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "{:?}",
+        data_tree(&f)
+    );
+}
+
+/// Single flight both ways: no reset while a job runs, no job while a reset runs.
+#[tokio::test]
+async fn a_factory_reset_and_other_jobs_are_single_flight() {
+    let f = fixture("units=sleep(6000)");
+    let (status, _, apply) =
+        post_config(&f.svc, &f.key, "application/toml", EXAMPLE.as_bytes()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let h = signed_headers(&f, &f.key, RESET, RESET).await;
+    let (status, v) = send_signed(&f, "POST", "/api/factory-reset", &[JSON], &h, RESET).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["job"], apply["job"]);
+    assert!(!f.dir.path().join("root/data/atomix/factory-reset").exists());
+    wait_job(&f.svc, apply["job"].as_str().unwrap()).await;
+
+    let f = fixture("reset=sleep(6000)");
+    let h = signed_headers(&f, &f.key, RESET, RESET).await;
+    let (status, reset) = send_signed(&f, "POST", "/api/factory-reset", &[JSON], &h, RESET).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reset}");
+    let (status, _, v) = post_config(&f.svc, &f.key, "application/toml", EXAMPLE.as_bytes()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["job"], reset["job"]);
+    let bundle = bundle_bytes();
+    let (status, _, v) = post_update(&f, &f.key, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    let h = signed_headers(&f, &f.key, RESET, RESET).await;
+    let (status, v) = send_signed(&f, "POST", "/api/factory-reset", &[JSON], &h, RESET).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["job"], reset["job"]);
+    let (_, _, health) = call(&f.svc, "GET", "/api/health", &[], vec![]).await;
+    assert_eq!(health["job"], reset["job"]);
+    wait_job(&f.svc, reset["job"].as_str().unwrap()).await;
+}
+
+/// `GET /api/jobs` answers only a request signed over the empty body, once per nonce;
+/// refusals read nothing out.
+#[tokio::test]
+async fn the_job_list_is_signed_and_spends_its_nonce() {
+    let f = provisioned("").await;
+    let route = "/api/jobs";
+    let (status, _, v) = call(&f.svc, "GET", route, &[], vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v.get("jobs").is_none());
+    let (status, _, v) = call(
+        &f.svc,
+        "GET",
+        route,
+        &[("content-length", "5")],
+        b"hello".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let stranger = keygen(f.dir.path(), "stranger", "ed25519");
+    let h = signed_headers(&f, &stranger, b"", b"").await;
+    let (status, v) = send_signed(&f, "GET", route, &[], &h, b"").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    // Signed over a body, sent with none; a body streamed without Content-Length.
+    let h = signed_headers(&f, &f.key, b"x", b"x").await;
+    let (status, v) = send_signed(&f, "GET", route, &[], &h, b"").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = send_signed(&f, "GET", route, &[], &h, b"x").await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+
+    let h = signed_headers(&f, &f.key, b"", b"").await;
+    let (status, v) = send_signed(&f, "GET", route, &[], &h, b"").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let jobs = v["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{v}");
+    assert_eq!(jobs[0]["kind"], "config");
+    assert!(jobs[0]["events"].as_array().unwrap().len() >= 13);
+    let (status, v) = send_signed(&f, "GET", route, &[], &h, b"").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a replayed list: {v}");
+
+    // The empty body's signature starts no update.
+    let h = signed_headers(&f, &f.key, b"", b"").await;
+    let (status, v) = send_signed(&f, "POST", "/api/update", &[OCTETS], &h, b"").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(uploads(&f).is_empty());
+    assert!(f.sys.commands().is_empty());
+}
+
+/// Health names the most recent update job, across restarts of the service.
+#[tokio::test]
+async fn health_names_the_last_update_job() {
+    let f = fixture("");
+    let (_, _, health) = call(&f.svc, "GET", "/api/health", &[], vec![]).await;
+    assert_eq!(health["last_update"], Value::Null);
+    let bundle = bundle_bytes();
+    let (status, _, v) = post_update(&f, &f.key, "", &bundle, &bundle).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    wait_job(&f.svc, v["job"].as_str().unwrap()).await;
+    let (_, _, health) = call(&f.svc, "GET", "/api/health", &[], vec![]).await;
+    assert_eq!(health["last_update"], v["job"]);
+    let again = Service::new(f.svc.applier.clone(), None, None);
+    let (_, _, health) = call(&again, "GET", "/api/health", &[], vec![]).await;
+    assert_eq!(health["last_update"], v["job"]);
+}

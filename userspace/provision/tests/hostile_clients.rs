@@ -1,6 +1,7 @@
 //! Hostile clients against the real `atomix-provision serve --system record` on loopback:
 //! slow headers, slow bodies, connection floods (from one peer and from many: source
-//! addresses 127.0.0.x), body floods, nonce floods, forged and mismatched digests, and
+//! addresses 127.0.0.x), body floods, nonce floods, forged and mismatched digests (also
+//! of factory resets and job lists, and their replays), and
 //! SIGTERM and the listener switch with stalled clients connected. During each attack
 //! `/api/health` must answer and a signed apply by the operator must succeed. Counts and
 //! durations are bounded; each test ends by itself. Latencies are printed (figures for
@@ -582,6 +583,134 @@ fn forged_and_mismatched_digests_write_nothing_and_hold_nothing() {
         .filter(|p| !p.starts_with(root.join("data/config")))
         .collect();
     assert!(new.is_empty(), "written by refused requests: {new:?}");
+}
+
+/// The factory reset and the job list over a real socket, from another peer: forged
+/// signatures are refused from the headers alone while the body is still coming (a
+/// reset) and read nothing out (a list); an oversized reset is refused unread; nothing
+/// is written; an accepted request sent again is refused; the device stays provisioned.
+#[test]
+fn forged_resets_and_job_lists_change_nothing_and_read_nothing() {
+    let (dir, key, root) = setup();
+    let s = start(&root, true);
+    operator_applies(&s, &key, "edge-601", "before the reset attacks");
+    let stranger = keygen(dir.path(), "stranger", "ed25519");
+    let data_before = files_under(&root.join("data"));
+    let reset = atomix_api::FactoryReset::BODY;
+    let nonce = operator_nonce(&s);
+    let forged = [
+        (
+            signature_header(&stranger, &nonce, reset),
+            sha256_hex(reset),
+        ),
+        (
+            signature_header(&key, &nonce, b"another body"),
+            sha256_hex(reset),
+        ),
+        ("!!!!".to_owned(), sha256_hex(reset)),
+    ];
+    for (sig, digest) in &forged {
+        let mut c = connect_from(2, s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let head = format!(
+            "POST /api/factory-reset HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nX-Atomix-Nonce: {nonce}\r\nX-Atomix-Content-SHA256: {digest}\r\nX-Atomix-Signature: {sig}\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(&reset[..5]).unwrap();
+        // The body stalls here; the answer comes from the headers alone.
+        let mut answer = [0u8; 12];
+        c.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 401", "{sig:.20}");
+
+        let (status, body) = request_with_deadline(
+            s.addr,
+            "GET",
+            "/api/jobs",
+            &[
+                ("X-Atomix-Nonce", &nonce),
+                ("X-Atomix-Content-SHA256", digest),
+                ("X-Atomix-Signature", sig),
+            ],
+            b"",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(status, 401);
+        assert!(!String::from_utf8_lossy(&body).contains("\"jobs\""));
+    }
+    // The operator's signature over the empty body (a job list's), sent as a reset.
+    let empty_sig = signature_header(&key, &nonce, b"");
+    let (status, body) = request_with_deadline(
+        s.addr,
+        "POST",
+        "/api/factory-reset",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Atomix-Nonce", &nonce),
+            ("X-Atomix-Content-SHA256", &sha256_hex(b"")),
+            ("X-Atomix-Signature", &empty_sig),
+        ],
+        b"",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let huge = request_with_deadline(
+        s.addr,
+        "POST",
+        "/api/factory-reset",
+        &[
+            ("Content-Type", "application/json"),
+            ("Expect", "100-continue"),
+        ],
+        &vec![b' '; 1 << 20],
+        Duration::from_secs(5),
+    );
+    assert!(matches!(huge, Ok((413, _)) | Err(_)), "{huge:?}");
+    assert_eq!(
+        files_under(&root.join("data")),
+        data_before,
+        "forged resets wrote nothing under /data"
+    );
+    assert!(!root.join("data/atomix/factory-reset").exists());
+
+    // The operator's list, then the same headers again.
+    let n = operator_nonce(&s);
+    let sig = signature_header(&key, &n, b"");
+    let empty = sha256_hex(b"");
+    let headers = [
+        ("X-Atomix-Nonce", n.as_str()),
+        ("X-Atomix-Content-SHA256", empty.as_str()),
+        ("X-Atomix-Signature", sig.as_str()),
+    ];
+    let list = |what: &str| {
+        request_with_deadline(
+            s.addr,
+            "GET",
+            "/api/jobs",
+            &headers,
+            b"",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+    let (status, body) = list("the operator's list");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let jobs: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(jobs["jobs"][0]["kind"], "config");
+    let (status, _) = list("a replay");
+    assert_eq!(status, 401, "a replayed list");
+    let (_, health) = request_with_deadline(
+        s.addr,
+        "GET",
+        "/api/health",
+        &[],
+        b"",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let health: Value = serde_json::from_slice(&health).unwrap();
+    assert_eq!(health["provisioned"], true);
 }
 
 /// Stalled clients of every kind, for the stop tests.

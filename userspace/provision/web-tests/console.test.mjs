@@ -20,7 +20,7 @@ const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const EXAMPLE = fs.readFileSync(new URL("../../../examples/config.toml", import.meta.url), "utf8");
 const TIMEOUT = 20_000;
 
-let dir, server, serverLog, base, browser, key, stranger;
+let dir, root, server, serverLog, base, browser, key, stranger;
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -107,6 +107,28 @@ async function signOnPage(page, k) {
   return command;
 }
 
+/// The same for one of the other signed actions (`update`, `log`, `reset`): its own
+/// prepare button, key box, command and signature box.
+async function signAction(page, prefix, k) {
+  await page.click(`#${prefix}-prepare`);
+  await page.locator(`#${prefix}-signing`).waitFor({ state: "visible" });
+  await page.fill(`#${prefix}-key`, k.private);
+  const command = await page.locator(`#${prefix}-command`).textContent();
+  assert.match(command, /^printf 'atomix-provision\\n%s\\n%s\\n' [0-9a-f]{64} [0-9a-f]{64} \| ssh-keygen -Y sign -n atomix-provision -f /);
+  const signature = execFileSync("sh", ["-c", command], { encoding: "utf8" });
+  await page.fill(`#${prefix}-signature`, signature);
+  return command;
+}
+
+async function noRunningJob() {
+  for (let i = 0; i < 100; i++) {
+    const h = await (await fetch(base + "/api/health")).json();
+    if (!h.job) return h;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("a job is still running");
+}
+
 before(async () => {
   assert.ok(BIN && fs.existsSync(BIN), `ATOMIX_PROVISION_BIN must name the built service binary (got ${BIN})`);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -114,7 +136,7 @@ before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "atomix-console-"));
   key = keygen("provisioning");
   stranger = keygen("stranger");
-  const root = path.join(dir, "root");
+  root = path.join(dir, "root");
   fs.mkdirSync(path.join(root, "boot"), { recursive: true });
   fs.writeFileSync(path.join(dir, "keys"), key.public + "\n");
   const port = await freePort();
@@ -244,5 +266,101 @@ test("applying a valid config signed with ssh-keygen: the job succeeds live and 
   await shot(page, "07-provisioned");
   await page.setViewportSize({ width: 375, height: 800 });
   await shot(page, "08-provisioned-phone");
+  assert.deepEqual(page.jsErrors, []);
+});
+
+test("an update bundle is uploaded with its progress, installed by a job followed live, and shown in the status", async () => {
+  await noRunningJob();
+  const page = await newPage();
+  // 3 MiB of stand-in bundle: the recording system never reads it.
+  const bundle = Buffer.alloc(3 << 20);
+  for (let i = 0; i < bundle.length; i++) bundle[i] = (i * 7 + 3) & 0xff;
+  assert.ok(await page.locator("#update-prepare").isDisabled(), "nothing to sign before a bundle is chosen");
+  await page.setInputFiles("#bundle", { name: "atomixos-rock64.raucb", mimeType: "application/octet-stream", buffer: bundle });
+  assert.match(await page.locator("#bundle-info").textContent(), new RegExp(`Chosen: atomixos-rock64\\.raucb \\(${bundle.length} bytes\\)`));
+  await page.check("#update-reboot");
+  // Every progress report the page shows, in order.
+  await page.evaluate(() => {
+    window.progressSeen = [];
+    new MutationObserver(() => window.progressSeen.push(document.getElementById("update-progress-text").textContent)).observe(document.getElementById("update-progress-text"), { childList: true, characterData: true, subtree: true });
+  });
+  const command = await signAction(page, "update", key);
+  const sha = execFileSync("sha256sum", { input: bundle, encoding: "utf8" }).split(" ")[0];
+  assert.ok(command.includes(` ${sha} `), "the page hashed the bundle");
+  await shot(page, "09-update-signing");
+  await page.click("#update-submit");
+  await page.locator("#update-result .msg.good").waitFor();
+  const outcome = page.locator("#job-outcome .msg");
+  await outcome.waitFor();
+  const text = await outcome.textContent();
+  assert.match(text, /Succeeded: the bundle is installed in the other slot, which boots next\./);
+  assert.match(text, /The device is rebooting into it\./);
+  assert.equal(await page.locator("#job-kind").textContent(), "Update");
+  assert.equal(await page.evaluate(() => document.getElementById("update-section").nextElementSibling.id), "job-section", "followed under the page that started it");
+  const seen = await page.evaluate(() => window.progressSeen);
+  assert.ok(seen.length >= 2, `progress shown: ${seen}`);
+  assert.equal(seen[seen.length - 1], `Uploaded ${bundle.length} of ${bundle.length} bytes (100%)`);
+  for (const line of seen) assert.match(line, /^Uploaded \d+ of \d+ bytes \(\d+%\)$/);
+  const steps = await page.locator("#events li").evaluateAll((lis) => lis.map((li) => li.dataset.step));
+  assert.deepEqual(steps, ["receive", "install", "install", "cleanup", "reboot"]);
+  await page.locator("#st-update", { hasText: "✓ succeeded" }).waitFor();
+  assert.doesNotMatch(await page.locator("#st-update").textContent(), /null|undefined/);
+  await shot(page, "10-update-installed");
+  const actions = fs.readFileSync(path.join(root, "run/atomix/actions.log"), "utf8");
+  assert.match(actions, /"action":"rauc-install"/);
+  assert.deepEqual(page.jsErrors, []);
+});
+
+test("the provisioning log needs a signature, then shows every job with its events", async () => {
+  const page = await newPage();
+  await signAction(page, "log", stranger);
+  await page.click("#log-submit");
+  await page.locator("#log-result .msg.bad").waitFor();
+  assert.match(await page.locator("#log-result").textContent(), /No log \(HTTP 401\).*The device refused the signature/);
+  assert.equal(await page.locator("#log li.job").count(), 0, "nothing read without a trusted signature");
+
+  await signAction(page, "log", key);
+  await page.click("#log-submit");
+  await page.locator("#log-result .msg.good").waitFor();
+  const jobs = await page.locator("#log li.job").evaluateAll((lis) => lis.map((li) => [li.dataset.kind, li.dataset.state]));
+  assert.deepEqual(jobs.slice(0, 2), [["update", "succeeded"], ["config", "succeeded"]], "newest first");
+  const configSteps = await page.locator('#log li.job[data-kind="config"] .events li').evaluateAll((lis) => lis.map((li) => li.dataset.step));
+  for (const step of ["validate", "persist", "switch"]) assert.ok(configSteps.includes(step), `${step} in ${configSteps}`);
+  await page.locator('#log li.job[data-kind="config"] summary').click();
+  await shot(page, "11-log");
+  assert.deepEqual(page.jsErrors, []);
+});
+
+test("a factory reset is confirmed by typing the word, signed, followed, and leaves the device unprovisioned", async () => {
+  await noRunningJob();
+  const page = await newPage();
+  await page.locator("#st-provisioned", { hasText: "Yes" }).waitFor();
+  assert.equal(await page.locator("#reset-word").textContent(), "erase");
+  assert.ok(await page.locator("#reset-prepare").isDisabled(), "not without the word");
+  await page.fill("#reset-confirm", "eras");
+  assert.ok(await page.locator("#reset-prepare").isDisabled());
+  await page.fill("#reset-confirm", "erase");
+  assert.ok(await page.locator("#reset-prepare").isEnabled());
+  const command = await signAction(page, "reset", key);
+  const sha = execFileSync("sha256sum", { input: '{"confirm":"erase"}', encoding: "utf8" }).split(" ")[0];
+  assert.ok(command.includes(` ${sha} `), "the confirmation is what is signed");
+  await shot(page, "12-reset-confirm");
+  await page.click("#reset-submit");
+  await page.locator("#reset-result .msg.good").waitFor();
+  const outcome = page.locator("#job-outcome .msg");
+  await outcome.waitFor();
+  assert.match(await outcome.textContent(), /Succeeded: the device is unprovisioned and reboots\./);
+  assert.equal(await page.locator("#job-kind").textContent(), "Factory reset");
+  await page.locator("#st-provisioned", { hasText: "No — waiting for a config" }).waitFor();
+  assert.ok(fs.existsSync(path.join(root, "data/atomix/factory-reset")), "the erase waits for the next boot");
+  await shot(page, "13-reset-accepted");
+  for (let i = 0; i < 100 && !fs.readFileSync(path.join(root, "run/atomix/actions.log"), "utf8").includes('"reboot"'); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.match(fs.readFileSync(path.join(root, "run/atomix/actions.log"), "utf8"), /"args":\["reboot"\]/);
+  await page.setViewportSize({ width: 375, height: 800 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone`);
+  await shot(page, "14-reset-phone");
   assert.deepEqual(page.jsErrors, []);
 });

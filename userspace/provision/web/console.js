@@ -1,6 +1,6 @@
 // AtomixOS bootstrap web console. Talks only to this device's API (same origin): health,
-// validate, nonce, config and the job it started. No external resources; every state is
-// shown in words, not only in colour.
+// validate, nonce, config, update, the job list, factory reset and the jobs it started.
+// No external resources; every state is shown in words, not only in colour.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -23,6 +23,7 @@ const state = {
   sha: null,
   nonceExpires: 0,
   following: null,
+  bundle: null, // the chosen update bundle (a File: read once to hash it, then sent from the file)
 };
 
 // ---------- small DOM helpers ----------
@@ -48,7 +49,7 @@ function message(kind, title, ...body) {
 }
 
 function show(target, ...nodes) {
-  target.replaceChildren(...nodes);
+  target.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
 }
 
 // ---------- reading the file ----------
@@ -170,6 +171,8 @@ function refusalSentence(status, json, what) {
     case 0:
       return NO_ANSWER;
     case 400:
+      if (what === "update") return "The bundle that arrived is not the one that was signed (its SHA-256 differs, or it is empty), so nothing was kept. Choose the bundle again, prepare signing and upload." + detail;
+      if (what === "log" || what === "reset") return "The device refused the request as sent." + detail + " Prepare signing again.";
       return "The file that arrived is not the one that was signed (its SHA-256 differs), so nothing was stored. Choose the file again, prepare signing and apply." + detail;
     case 408:
       return "The upload stalled and the device stopped waiting for it. Check the connection and apply again." + detail;
@@ -178,12 +181,19 @@ function refusalSentence(status, json, what) {
     case 401:
       return `The device refused the signature. Sign with a key the device trusts (a provisioning key of its image or, once provisioned, an admin key of its current config), sign the message shown for this exact file, and submit within ${describeSeconds(C.limits.nonce_ttl_secs)} of preparing: press “Prepare signing” for a new nonce and sign again.` + detail;
     case 409:
+      if (what === "update" || what === "reset") return "The device is busy with another job or another upload; the job is followed below when there is one. Wait until it has finished, then press “Prepare signing” again." + detail;
       return "The device is already applying a config; that job is followed below. Wait until it has finished, then press “Prepare signing” and apply again.";
     case 413:
+      if (what === "update") return `The bundle is too large for the device: it takes at most ${describeSize(C.limits.update_bundle_bytes)}.` + detail;
+      if (what === "log" || what === "reset") return "The device refused the request's size." + detail;
       return `The file is too large for the device: a config.toml may be at most ${describeSize(C.limits.config_text_bytes)} and a bundle at most ${describeSize(C.limits.config_bundle_bytes)} unpacked. Leave large files out of the bundle and choose it again.` + detail;
     case 415:
+      if (what !== "apply" && what !== "validate") return "The device did not take the request's type." + detail;
       return "The device does not accept this kind of file. Choose a config.toml (text) or a bundle (.tar or .tar.gz)." + detail;
+    case 507:
+      return "The device's data partition is too full to store the bundle. Nothing was installed." + detail;
     case 422:
+      if (what === "reset") return `The device did not take this as a confirmed factory reset, so nothing was changed. Type ${C.factory_reset_confirm} and prepare signing again.` + detail;
       return what === "apply"
         ? "The config is not valid, so nothing was changed. Fix the errors listed under Validate, then choose the file again, prepare signing and apply."
         : "The config is not valid. Fix every error below and choose the file again.";
@@ -219,6 +229,7 @@ async function refreshStatus() {
   if (h.job) {
     job.replaceChildren(el("a", { href: h.job }, h.job.split("/").pop()), " (running)");
   } else job.textContent = "none";
+  await showLastUpdate(h.last_update);
   const e = h.last_import_error;
   const ie = $("st-import-error");
   if (e) {
@@ -229,6 +240,32 @@ async function refreshStatus() {
     );
   } else ie.textContent = "none";
   return h;
+}
+
+const STATE_MARK = { succeeded: "✓", failed: "✗", running: "▶", queued: "…" };
+
+/// The most recent update job, as health names it: its state, and its error if it failed.
+async function showLastUpdate(url) {
+  const out = $("st-update");
+  if (!url) {
+    out.textContent = "none";
+    return;
+  }
+  const r = await api("GET", url);
+  if (r.status !== 200) {
+    out.replaceChildren(el("a", { href: url }, url.split("/").pop()));
+    return;
+  }
+  const j = r.json;
+  const result = j.result || {};
+  show(
+    out,
+    `${STATE_MARK[j.state] || ""} ${j.state} — job `,
+    el("a", { href: url }, j.id),
+    `, ${text(j.created)}`,
+    j.state === "failed" ? el("div", {}, `Failed at “${text(result.failed_step)}”: ${text(result.error)}. The slot the device runs from is unchanged.`) : null,
+    j.state === "succeeded" ? el("div", {}, "Installed into the other slot, which boots next (the slot above is the one running now).") : null,
+  );
 }
 
 // ---------- choosing ----------
@@ -355,7 +392,11 @@ function tickExpiry() {
 }
 
 async function copyCommand() {
-  const command = $("command").textContent;
+  await copyText($("command").textContent, $("copy"));
+}
+
+/// Copies `command` to the clipboard; `button` says whether it worked.
+async function copyText(command, button) {
   let ok = false;
   try {
     if (navigator.clipboard && window.isSecureContext) {
@@ -378,8 +419,8 @@ async function copyCommand() {
     }
     area.remove();
   }
-  $("copy").textContent = ok ? "Copied ✓" : "Select and copy by hand";
-  setTimeout(() => ($("copy").textContent = "Copy command"), 2500);
+  button.textContent = ok ? "Copied ✓" : "Select and copy by hand";
+  setTimeout(() => (button.textContent = "Copy command"), 2500);
 }
 
 /// The header value: base64 of the armored text, whether the armored text or its base64
@@ -445,9 +486,15 @@ function rollbackSentence(rb) {
   }
 }
 
-async function follow(url, lan) {
+const KIND_TITLE = { config: "Apply", update: "Update", "factory-reset": "Factory reset" };
+
+/// Follows a job in the job section, which moves under the section that started it
+/// (`from`), so the operator sees its steps where they pressed the button.
+async function follow(url, lan, kind = "config", from = "apply-section") {
   state.following = url;
+  $(from).after($("job-section"));
   $("job-section").hidden = false;
+  $("job-kind").textContent = KIND_TITLE[kind] || "";
   $("job-id").textContent = url.split("/").pop();
   $("events").replaceChildren();
   show($("job-outcome"));
@@ -469,6 +516,7 @@ async function follow(url, lan) {
       }
       seen = Math.max(seen, events.length);
       $("job-state").textContent = `State: ${job.state}.`;
+      $("job-kind").textContent = KIND_TITLE[job.kind || "config"] || "";
       if (job.state === "succeeded" || job.state === "failed") {
         finish(job, lan);
         return;
@@ -488,9 +536,33 @@ async function follow(url, lan) {
   }
 }
 
+/// What a finished job came to, in sentences (as atomixctl's `show::outcome`).
+function outcomeOf(job) {
+  const result = job.result || {};
+  const kind = job.kind || "config";
+  if (kind === "update") {
+    if (job.state === "succeeded") {
+      const rebooting = (job.events || []).some((e) => e.step === "reboot");
+      return ["good", "Succeeded: the bundle is installed in the other slot, which boots next.", rebooting ? "The device is rebooting into it." : "Reboot the device to run it."];
+    }
+    return ["bad", `Failed at step “${result.failed_step}”.`, result.error || "", "The slot the device runs from is unchanged."];
+  }
+  if (kind === "factory-reset") {
+    if (job.state === "succeeded") {
+      return ["good", "Succeeded: the device is unprovisioned and reboots.", "Its data partition is erased early in the next boot. Then provision it again: a USB stick with a config, or this console on any of its addresses."];
+    }
+    return ["bad", `Failed at step “${result.failed_step}”.`, result.error || "", "Nothing was erased."];
+  }
+  if (job.state === "succeeded") return ["good", `Succeeded: generation ${result.generation} is current.`];
+  return ["bad", `Failed at step “${result.failed_step}”.`, result.error || "", rollbackSentence(job.rollback)];
+}
+
 function finish(job, lan) {
   const result = job.result || {};
-  if (job.state === "succeeded") {
+  if (job.kind && job.kind !== "config") {
+    const [kind, title, ...rest] = outcomeOf(job);
+    show($("job-outcome"), message(kind, title, ...rest));
+  } else if (job.state === "succeeded") {
     const where = lan
       ? el("span", {}, "This console now lives at ", el("a", { href: lan }, lan), " (the device's LAN gateway address): connect your computer to the LAN port and open it there. It no longer answers on other addresses once the device has switched.")
       : "";
@@ -502,6 +574,247 @@ function finish(job, lan) {
     );
   }
   refreshStatus();
+}
+
+// ---------- signed actions: update, log, factory reset ----------
+
+/// The signing steps of one action, built into `#<prefix>-signing-slot`: "Prepare
+/// signing" fetches a nonce and hashes `body()`; the page shows the message and the
+/// command for the key typed; the pasted signature goes to `send(headers)` with the
+/// nonce and the digest. `ready()` says whether the action may be prepared now.
+function signedAction(prefix, { prepareLabel, submitLabel, body, send, ready, what, danger }) {
+  const id = (name) => `${prefix}-${name}`;
+  const s = { nonce: null, sha: null, expires: 0 };
+  const prepareButton = el("button", { id: id("prepare"), type: "button", class: danger ? "danger" : "" }, prepareLabel);
+  const command = el("pre", { id: id("command"), class: "box" });
+  const keyBox = el("input", { id: id("key"), type: "text", value: "~/.ssh/id_ed25519", spellcheck: "false", autocomplete: "off" });
+  const signature = el("textarea", { id: id("signature"), rows: "7", spellcheck: "false", autocomplete: "off", placeholder: "-----BEGIN SSH SIGNATURE-----" });
+  const submitButton = el("button", { id: id("submit"), type: "button", class: danger ? "danger" : "" }, submitLabel);
+  const copy = el("button", { id: id("copy"), type: "button" }, "Copy command");
+  const expiry = el("span", { id: id("expiry") });
+  const messageBox = el("pre", { id: id("message"), class: "box" });
+  const box = el(
+    "div",
+    { id: id("signing"), hidden: "" },
+    el("p", {}, "The message to sign (single-use nonce, ", expiry, "):"),
+    messageBox,
+    el("label", { for: id("key") }, "Your SSH key (a private key, or a .pub whose key is in ssh-agent):"),
+    keyBox,
+    el("p", {}, "Run this in a terminal on your computer:"),
+    el("div", { class: "command-row" }, command, copy),
+    el("label", { for: id("signature") }, "Paste the whole signature (or its base64):"),
+    signature,
+    submitButton,
+  );
+  $(id("signing-slot")).replaceChildren(prepareButton, box);
+  const result = $(id("result"));
+  const refreshCommand = () => {
+    if (!s.nonce) return;
+    const key = keyBox.value.trim() || "KEY";
+    command.textContent = `printf '${C.namespace}\\n%s\\n%s\\n' ${s.nonce} ${s.sha} | ssh-keygen -Y sign -n ${C.namespace} -f ${shellQuote(key)}`;
+  };
+  const reset = () => {
+    s.nonce = null;
+    s.sha = null;
+    box.hidden = true;
+    signature.value = "";
+  };
+  const update = () => {
+    prepareButton.disabled = !ready();
+    if (!ready()) reset();
+  };
+  setInterval(() => {
+    if (!s.nonce) return;
+    const left = Math.round((s.expires - Date.now()) / 1000);
+    expiry.textContent = left > 0 ? `valid for ${left} s more` : "EXPIRED: press “Prepare signing” again";
+  }, 1000);
+  prepareButton.addEventListener("click", async () => {
+    if (!ready()) return;
+    show(result);
+    prepareButton.disabled = true;
+    const r = await api("GET", C.routes.nonce);
+    if (r.status !== 200) {
+      prepareButton.disabled = false;
+      show(result, message("bad", "Could not get a nonce.", refusalSentence(r.status, r.json, "nonce")));
+      return;
+    }
+    const bytes = await body();
+    s.nonce = r.json.nonce;
+    s.sha = await sha256Hex(bytes);
+    s.expires = Date.now() + (r.json.expires_in || C.limits.nonce_ttl_secs) * 1000;
+    expiry.textContent = `valid for ${r.json.expires_in || C.limits.nonce_ttl_secs} s more`;
+    messageBox.textContent = `${C.namespace}\n${s.nonce}\n${s.sha}\n`;
+    keyBox.value = keyBox.value === "~/.ssh/id_ed25519" ? $("key-path").value : keyBox.value;
+    refreshCommand();
+    box.hidden = false;
+    prepareButton.disabled = false;
+    signature.value = "";
+    signature.focus();
+  });
+  keyBox.addEventListener("input", refreshCommand);
+  copy.addEventListener("click", () => copyText(command.textContent, copy));
+  submitButton.addEventListener("click", async () => {
+    const pasted = signature.value;
+    if (!s.nonce || !pasted.trim()) {
+      show(result, message("bad", "No signature yet.", "Run the command above and paste its whole output into the box."));
+      return;
+    }
+    if (!ready()) {
+      show(result, message("bad", "Not ready.", "Check the steps above, then prepare signing again."));
+      return;
+    }
+    submitButton.disabled = true;
+    const headers = {
+      [C.headers.nonce]: s.nonce,
+      [C.headers.content_sha256]: s.sha,
+      [C.headers.signature]: signatureHeader(pasted),
+    };
+    // An accepted request uses the nonce up; a refused one is prepared afresh anyway.
+    reset();
+    try {
+      await send(headers, result, what);
+    } finally {
+      submitButton.disabled = false;
+    }
+  });
+  update();
+  return { update };
+}
+
+/// Sends the bundle with XMLHttpRequest, whose upload events report the bytes sent.
+function uploadBundle(url, file, headers, onProgress) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    for (const [k, v] of Object.entries(headers)) xhr.setRequestHeader(k, v);
+    xhr.upload.addEventListener("progress", (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size));
+    xhr.addEventListener("load", () => {
+      let json = {};
+      try {
+        json = JSON.parse(xhr.responseText);
+      } catch (_) {
+        json = {};
+      }
+      resolve({ status: xhr.status, json });
+    });
+    xhr.addEventListener("error", () => resolve({ status: 0, json: {} }));
+    xhr.addEventListener("abort", () => resolve({ status: 0, json: {} }));
+    xhr.send(file);
+  });
+}
+
+function progressText(sent, total) {
+  const pct = total > 0 ? Math.floor((sent * 100) / total) : 100;
+  return `Uploaded ${sent} of ${total} bytes (${pct}%)`;
+}
+
+function wireUpdate() {
+  const action = signedAction("update", {
+    prepareLabel: "Prepare signing",
+    submitLabel: "Upload and install",
+    what: "update",
+    ready: () => !!state.bundle && state.bundle.size > 0 && state.bundle.size <= C.limits.update_bundle_bytes,
+    body: async () => new Uint8Array(await state.bundle.arrayBuffer()),
+    send: async (headers, result, what) => {
+      const file = state.bundle;
+      const reboot = $("update-reboot").checked;
+      $("update-progress-box").hidden = false;
+      $("update-progress").value = 0;
+      $("update-progress-text").textContent = progressText(0, file.size);
+      show(result, message("warn", "Uploading…", "Keep this page open until the upload has finished."));
+      const r = await uploadBundle(`${C.routes.update}?reboot=${reboot}`, file, { ...headers, "Content-Type": C.media_types.update_bundle }, (sent, total) => {
+        $("update-progress").value = total > 0 ? (sent * 100) / total : 100;
+        $("update-progress-text").textContent = progressText(sent, total);
+      });
+      if (r.status === 202) {
+        $("update-progress").value = 100;
+        $("update-progress-text").textContent = progressText(file.size, file.size);
+        show(result, message("good", "Uploaded: the device is installing the bundle.", "Follow its steps below."));
+        follow(r.json.job, null, "update", "update-section");
+        return;
+      }
+      show(result, message("bad", `Not installed (HTTP ${r.status || "no answer"}).`, refusalSentence(r.status, r.json, what)));
+      if (r.status === 409 && r.json.job) follow(r.json.job, null, "config", "update-section");
+    },
+  });
+  $("bundle").addEventListener("change", (e) => {
+    const file = e.target.files[0] || null;
+    state.bundle = file;
+    show($("update-result"));
+    if (file && file.size > C.limits.update_bundle_bytes) {
+      $("bundle-info").textContent = `✗ ${file.name} is ${file.size} bytes; the device takes at most ${describeSize(C.limits.update_bundle_bytes)}.`;
+    } else if (file) {
+      $("bundle-info").textContent = `Chosen: ${file.name} (${file.size} bytes).`;
+    } else $("bundle-info").textContent = "";
+    action.update();
+  });
+}
+
+/// One job of the log: a summary line, and inside it the events and the outcome.
+function renderJob(j, open) {
+  const events = (j.events || []).map((e) => {
+    const level = e.level && e.level !== "info" ? el("span", { class: `level-${e.level}` }, `[${e.level}] `) : null;
+    return el("li", { "data-step": e.step, "data-level": e.level }, `${(e.time || "").slice(11, 19)} `, el("span", { class: "step" }, e.step), ": ", level, e.message);
+  });
+  const finished = j.state === "succeeded" || j.state === "failed";
+  const [kind, title, ...rest] = finished ? outcomeOf(j) : ["warn", `${j.state}`];
+  const details = el(
+    "details",
+    open ? { open: "" } : {},
+    el("summary", {}, `${STATE_MARK[j.state] || ""} ${text(j.created)} — ${KIND_TITLE[j.kind || "config"] || j.kind} (${j.origin}): ${j.state} — job ${j.id}`),
+    el("ol", { class: "events" }, ...events),
+    message(kind, title, ...rest),
+  );
+  return el("li", { class: "job", "data-id": j.id, "data-kind": j.kind || "config", "data-state": j.state }, details);
+}
+
+function wireLog() {
+  signedAction("log", {
+    prepareLabel: "Prepare signing",
+    submitLabel: "Show the log",
+    what: "log",
+    ready: () => true,
+    body: async () => new Uint8Array(0),
+    send: async (headers, result, what) => {
+      const r = await api("GET", C.routes.job_list, { headers });
+      if (r.status !== 200) {
+        show(result, message("bad", `No log (HTTP ${r.status || "no answer"}).`, refusalSentence(r.status, r.json, what)));
+        return;
+      }
+      const jobs = r.json.jobs || [];
+      show(result, message("good", `${jobs.length} recent job${jobs.length === 1 ? "" : "s"}, newest first (at most ${C.limits.job_list_len}).`, `Read at ${new Date().toLocaleTimeString()}; prepare signing again to refresh.`));
+      $("log").replaceChildren(...jobs.map((j, i) => renderJob(j, i === 0)));
+    },
+  });
+}
+
+function wireReset() {
+  $("reset-word").textContent = C.factory_reset_confirm;
+  $("reset-confirm").placeholder = C.factory_reset_confirm;
+  const confirmed = () => $("reset-confirm").value.trim() === C.factory_reset_confirm;
+  const action = signedAction("reset", {
+    prepareLabel: "Prepare signing",
+    submitLabel: "Erase this device",
+    what: "reset",
+    danger: true,
+    ready: confirmed,
+    // What is signed says what it is for: the confirmation itself.
+    body: async () => new TextEncoder().encode(JSON.stringify({ confirm: C.factory_reset_confirm })),
+    send: async (headers, result, what) => {
+      const body = new TextEncoder().encode(JSON.stringify({ confirm: C.factory_reset_confirm }));
+      const r = await api("POST", C.routes.factory_reset, { body, headers: { ...headers, "Content-Type": C.media_types.json } });
+      $("reset-confirm").value = "";
+      action.update();
+      if (r.status === 202) {
+        show(result, message("good", "Accepted: the device is resetting.", "Follow its steps below; it reboots when they are done."));
+        follow(r.json.job, null, "factory-reset", "reset-section");
+        return;
+      }
+      show(result, message("bad", `Not reset (HTTP ${r.status || "no answer"}).`, refusalSentence(r.status, r.json, what)));
+      if (r.status === 409 && r.json.job) follow(r.json.job, null, "config", "reset-section");
+    },
+  });
+  $("reset-confirm").addEventListener("input", () => action.update());
 }
 
 // ---------- wiring ----------
@@ -536,6 +849,9 @@ function wire() {
   $("copy").addEventListener("click", copyCommand);
   $("submit").addEventListener("click", submit);
   $("key-path").addEventListener("input", updateCommand);
+  wireUpdate();
+  wireLog();
+  wireReset();
   refreshStatus();
   setInterval(refreshStatus, STATUS_EVERY_MS);
   setInterval(tickExpiry, 1000);

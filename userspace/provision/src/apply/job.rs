@@ -277,11 +277,16 @@ impl Applier {
     /// generation and, if that is "unprovisioned", the live files go too (a provisioned
     /// previous generation is re-applied by the boot flow right after). An update job
     /// changed no config: it is only marked failed (RAUC's own state says whether the
-    /// install got through; the bundle is removed with the other leftover uploads).
+    /// install got through; the bundle is removed with the other leftover uploads). A
+    /// factory-reset job cut off before it recorded its request erased nothing (one
+    /// that recorded it was completed, job records and all, before this runs).
     pub fn recover(&self, tracker: &Tracker) {
         for job in tracker.interrupted() {
-            if job.kind == JobKind::Update {
-                let message = "cut off by a restart; whether RAUC finished the install is unknown: see `rauc status`";
+            if job.kind != JobKind::Config {
+                let message = match job.kind {
+                    JobKind::Update => "cut off by a restart; whether RAUC finished the install is unknown: see `rauc status`",
+                    _ => "cut off by a restart before the reset was recorded; nothing was erased: request it again",
+                };
                 log::warn!("job {}: {message}", job.id);
                 let current = self.store().current().ok().flatten();
                 let rollback = Rollback {

@@ -1,16 +1,15 @@
-//! `factory-reset [--yes]`: wipes /data so the next boot is unprovisioned (DESIGN.md
-//! "Reprovisioning"). The A/B layout stays; the fresh-flash marker goes too, so
-//! `/boot/config.toml` is not replayed: the next boot looks for a USB seed, then opens
-//! the console.
+//! `factory-reset [--yes]`: wipes /data at once so the next boot is unprovisioned
+//! (DESIGN.md "Reprovisioning"; the erase is `atomix_provision::reset::wipe`). For a
+//! device whose service and containers run, `POST /api/factory-reset` (`atomixctl
+//! factory-reset`, the console) is the safe way: it erases early in the next boot.
 
 use std::io::{BufRead as _, Write as _};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use atomix_config::generations::Store;
 use atomix_provision::paths::Paths;
+use atomix_provision::reset;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,48 +40,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     }
-    wipe(&paths)?;
+    reset::wipe(&paths).with_context(|| format!("cannot wipe {}", data.display()))?;
     println!(
         "{} wiped: reboot to reprovision (USB seed or the console on port 8080)",
         data.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Unprovisions first (so a power cut mid-wipe leaves an unprovisioned device), then
-/// removes everything on the data filesystem, never crossing into another mount.
-pub fn wipe(paths: &Paths) -> anyhow::Result<()> {
-    let data = paths.data();
-    Store::new(paths.config_store())
-        .clear_current()
-        .context("cannot unprovision")?;
-    let dev = std::fs::metadata(&data)
-        .with_context(|| format!("cannot read {}", data.display()))?
-        .dev();
-    remove_children(&data, dev)?;
-    std::fs::File::open(&data)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", data.display()))
-}
-
-fn remove_children(dir: &Path, dev: u64) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .path();
-        let meta = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if meta.is_dir() {
-            if meta.dev() != dev {
-                eprintln!("{}: a mount point, left alone", path.display());
-                continue;
-            }
-            remove_children(&path, dev)?;
-            std::fs::remove_dir(&path)
-        } else {
-            std::fs::remove_file(&path)
-        }
-        .with_context(|| format!("cannot remove {}", path.display()))?;
-    }
-    Ok(())
 }

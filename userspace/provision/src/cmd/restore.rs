@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use atomix_provision::apply::{Admin, Applier};
 use atomix_provision::paths::Paths;
+use atomix_provision::reset;
 use atomix_provision::restore::{restore, Restored};
 use atomix_provision::system::{RealSystem, RecordSystem, System};
 use failpoints::Failpoints;
@@ -27,9 +28,29 @@ pub struct Args {
     pub kmsg: Option<PathBuf>,
 }
 
+/// Completes a factory reset the service accepted before the reboot (`reset`): this
+/// runs before anything else uses /data. A failure is logged; the device is
+/// unprovisioned either way, and the next run tries again.
+pub fn complete_factory_reset(paths: &Paths) {
+    match reset::complete_pending(paths) {
+        Ok(false) => {}
+        Ok(true) => log::warn!(
+            target: kmsg_log::NOTICE,
+            "factory reset: {} erased; the device is unprovisioned",
+            paths.data().display()
+        ),
+        Err(e) => log::error!(
+            "factory reset: the erase of {} is incomplete, retried next boot: {:#}",
+            paths.data().display(),
+            anyhow::Error::new(e)
+        ),
+    }
+}
+
 /// Exit 0: restored or unprovisioned; 1: a step (or all) left to the re-apply.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let paths = Paths::new(&args.root);
+    complete_factory_reset(&paths);
     let system: Arc<dyn System> = match args.system {
         SystemKind::Real => Arc::new(RealSystem),
         SystemKind::Record => Arc::new(RecordSystem::new(paths.actions_log())),

@@ -58,6 +58,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(k) = &args.keys {
         paths.keys = k.clone();
     }
+    // atomix-restore.service has done this before on a device; not under tests.
+    super::restore::complete_factory_reset(&paths);
     let failpoints = Failpoints::from_env()?;
     let system: Arc<dyn System> = match args.system {
         SystemKind::Real => Arc::new(RealSystem),
