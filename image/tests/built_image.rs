@@ -312,6 +312,8 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/var/.updated",
         // The provisioned config back in /etc before the network starts.
         "squashfs-root/etc/systemd/system/sysinit.target.wants/atomix-restore.service",
+        // A factory reset accepted over the API is finished before anything uses /data.
+        "squashfs-root/etc/systemd/system/sysinit.target.wants/atomix-factory-reset.service",
         // dnsmasq without Debian's wait for network-online.target.
         "squashfs-root/etc/systemd/system/dnsmasq.service",
         // Masked: no AF_VSOCK on either machine, it failed on every boot.

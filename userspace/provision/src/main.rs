@@ -44,6 +44,7 @@ impl Command {
         match self {
             Command::Serve(args) => args.kmsg.as_deref(),
             Command::Restore(args) => args.kmsg.as_deref(),
+            Command::FactoryReset(args) => args.kmsg.as_deref(),
             Command::Slot(args) => match &args.command {
                 cmd::slot::Command::WaitGood(wait) => wait.kmsg.as_deref(),
                 _ => None,

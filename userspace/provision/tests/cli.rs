@@ -157,3 +157,36 @@ fn factory_reset_asks_then_wipes_data_but_keeps_the_mount_point() {
     assert!(data.is_dir(), "the mount point stays");
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
 }
+
+/// `factory-reset --pending` (atomix-factory-reset.service at boot): nothing without the
+/// marker the API's reset job writes, everything under data/ with it.
+#[test]
+fn factory_reset_pending_erases_only_when_the_marker_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("config/generations/1")).unwrap();
+    std::fs::create_dir_all(data.join("atomix")).unwrap();
+    std::os::unix::fs::symlink("generations/1", data.join("config/current")).unwrap();
+    let root = dir.path().to_str().unwrap();
+
+    let out = provision(&["factory-reset", "--root", root, "--pending"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        data.join("config/current").exists(),
+        "no marker: nothing erased"
+    );
+
+    std::fs::write(data.join("atomix/factory-reset"), "requested\n").unwrap();
+    let out = provision(&["factory-reset", "--root", root, "--pending"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data.is_dir(), "the mount point stays");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+
+    let both = provision(&["factory-reset", "--root", root, "--pending", "--yes"]);
+    assert_eq!(both.status.code(), Some(2), "--pending asks nothing");
+}

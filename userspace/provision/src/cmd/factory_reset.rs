@@ -19,10 +19,22 @@ pub struct Args {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// Only finish a reset accepted over the API before the reboot: erase data/ if its
+    /// marker (data/atomix/factory-reset) is there, else do nothing. Run at boot by
+    /// atomix-factory-reset.service, before anything uses /data.
+    #[arg(long, conflicts_with = "yes")]
+    pub pending: bool,
+    /// Also write error lines to this kernel log device (e.g. /dev/kmsg).
+    #[arg(long, value_name = "PATH")]
+    pub kmsg: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let paths = Paths::new(&args.root);
+    if args.pending {
+        super::restore::complete_factory_reset(&paths);
+        return Ok(ExitCode::SUCCESS);
+    }
     let data = paths.data();
     if !args.yes {
         eprint!(
