@@ -253,8 +253,10 @@ mod tests {
         // time a loaded machine takes to get there): compare instants, not 150 ms.
         let claim = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(150));
+            // Taken before the claim: the hold cannot see it any earlier.
+            let claiming = Instant::now();
             std::fs::create_dir_all(holders).unwrap();
-            Instant::now()
+            claiming
         });
         let started = Instant::now();
         let held = hold(
