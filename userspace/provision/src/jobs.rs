@@ -253,21 +253,19 @@ impl Tracker {
     }
 
     /// Updates a job and, if `release`, frees the single-flight slot under the same
-    /// lock: a client that sees the job finished can start the next one at once.
+    /// lock: a client that sees the job finished can start the next one at once. The
+    /// record is written under that lock too, so what a client reads is on disk (a
+    /// power cut after it has seen "succeeded" cannot bring back "running"), and two
+    /// updates never reach the disk in the other order.
     fn update_and(&self, id: &str, f: impl FnOnce(&mut Job), release: bool) {
-        let snapshot = {
-            let mut inner = self.lock();
-            let snapshot = inner.jobs.get_mut(id).map(|job| {
-                f(job);
-                job.clone()
-            });
-            if release {
-                Self::release_locked(&mut inner, id);
-            }
-            snapshot
-        };
-        if let Some(snapshot) = snapshot {
+        let mut inner = self.lock();
+        if let Some(job) = inner.jobs.get_mut(id) {
+            f(job);
+            let snapshot = job.clone();
             self.persist(&snapshot);
+        }
+        if release {
+            Self::release_locked(&mut inner, id);
         }
     }
 }
