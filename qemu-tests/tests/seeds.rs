@@ -212,10 +212,31 @@ fn wipe_then_reprovision_from_usb_without_replaying_the_boot_seed() {
     device.boot();
     wait_provisioned(&mut device);
 
-    device.step("factory reset");
-    device.ssh(&admin, "sudo atomix-provision factory-reset --yes");
-    device.reboot(&admin);
+    // The factory reset an operator starts from the console or `atomixctl factory-reset`:
+    // signed, a job, then the device reboots itself and atomix-factory-reset.service
+    // erases /data early in the next boot.
+    device.step("factory reset over the LAN API, signed");
+    let key = device.image.provisioning_key();
+    let (status, body) = device
+        .signed_post(
+            device.lan_port,
+            atomix_api::routes::FACTORY_RESET,
+            atomix_api::media_types::JSON,
+            atomix_api::FactoryReset::BODY,
+            &key,
+        )
+        .expect("POST /api/factory-reset");
+    assert_eq!(status, 202, "{body}");
+    let job = body["job"].as_str().expect("job URL").to_owned();
+    let done = device.wait_for_job(device.lan_port, &job, Duration::from_secs(120));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(
+        device.wait_for_power_off(Duration::from_secs(180)),
+        "the device did not reboot itself after the factory reset"
+    );
+    device.boot();
     device.wait_for_console("atomix-initrd: plan: fresh flash no", BOOT);
+    device.wait_for_console("factory reset: /data erased", BOOT);
     let health = device.wait_for_health(device.wan_port, BOOT);
     assert_eq!(
         health["provisioned"], false,
