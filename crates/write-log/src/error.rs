@@ -79,8 +79,34 @@ pub enum Error {
         offset: u64,
         problem: EntryProblem,
     },
+    #[error(
+        "{path}: the base image is {size} bytes, but entry {index} of the log writes up to byte {end}",
+        path = .path.display()
+    )]
+    BaseTooSmall {
+        path: PathBuf,
+        size: u64,
+        index: usize,
+        end: u64,
+    },
     #[error("invalid assumed sector size {0}: not a power of two from 32 to 2^24")]
     AssumedSectorSize(u32),
+    #[error(
+        "cannot go back from point {position} to point {requested}: replay only moves forward"
+    )]
+    Backwards { position: usize, requested: usize },
+    #[error("point {requested} is past the end of the log ({entries} entries)")]
+    PastEnd { requested: usize, entries: usize },
+    #[error("the torn subset is for point {subset_point}, the replayer is at point {position}")]
+    SubsetPosition {
+        subset_point: usize,
+        position: usize,
+    },
+    #[error(
+        "{path}: a torn state could not be undone, the working copy no longer matches any point",
+        path = .path.display()
+    )]
+    Poisoned { path: PathBuf },
 }
 
 impl Error {

@@ -3,12 +3,17 @@
 //! would leave it.
 //!
 //! ```no_run
-//! use write_log::Log;
+//! use write_log::{Log, ReplayOptions, Replayer, TornOptions};
 //!
 //! let log = Log::open("boot.log")?;
-//! println!("{:?}", log.summary());
+//! let mut replayer = Replayer::new(&log, "base.img", "work.img", ReplayOptions::default())?;
 //! for k in log.flush_points() {
-//!     println!("point {k}: the disk as entries 0..{k} left it");
+//!     replayer.advance_to(k)?; // forward only: one pass over the log in all
+//!     // judge(replayer.image_path());
+//!     for seed in 0..4 {
+//!         let torn = log.torn_subset(k, seed, &TornOptions::default());
+//!         replayer.with_torn(&torn, |image| { /* judge(image) */ })?;
+//!     }
 //! }
 //! # Ok::<(), write_log::Error>(())
 //! ```
@@ -19,7 +24,9 @@
 //! entries of index `< k` applied to the base image. [`Log::flush_points`] lists the
 //! points right after each FLUSH or FUA entry: what a device must have kept across a
 //! power cut at that moment. A power cut before the next such barrier leaves that point
-//! plus any subset of the writes in between ([`Log::window`]).
+//! plus any subset of the writes in between ([`Log::window`]); [`Log::torn_subset`]
+//! picks one, reproducibly from a seed, and [`Replayer::with_torn`] applies it on top of
+//! the working copy and undoes it afterwards.
 //!
 //! # The format
 //!
@@ -83,8 +90,23 @@ mod builder;
 mod error;
 pub mod format;
 mod log;
+mod replay;
+mod sparse;
+mod torn;
 
 pub use builder::LogBuilder;
 pub use error::{EntryProblem, Error};
 pub use format::Flags;
 pub use log::{Action, Entry, Log, OpenOptions, ScanStop, Summary};
+pub use replay::{DiscardMode, ReplayOptions, Replayer};
+pub use torn::{Piece, TornOptions, TornSubset};
+
+/// Copies a file sparsely: a reflink where the filesystem has them, else its data
+/// segments (`SEEK_DATA`/`SEEK_HOLE`) with `copy_file_range`. For making base images
+/// and judge copies the way [`Replayer::new`] makes its working copy.
+pub fn sparse_copy(
+    src: impl AsRef<std::path::Path>,
+    dst: impl AsRef<std::path::Path>,
+) -> Result<(), Error> {
+    sparse::copy(src.as_ref(), dst.as_ref())
+}

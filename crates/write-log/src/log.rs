@@ -1,7 +1,7 @@
 //! A log file, indexed: where each entry is and what it does, never the data itself.
 //!
 //! [`Log::open`] reads the super block and the headers of the entries it counts; the
-//! data stays in the file until it is replayed. The rest are pure
+//! data stays in the file until [`crate::Replayer`] copies it. The rest are pure
 //! functions of the index: [`Log::flush_points`], [`Log::window`], [`Log::summary`].
 
 use std::fs::File;
@@ -68,7 +68,7 @@ pub enum Action {
     /// [`Entry::disk_offset`]. A "write zeroes" request is logged as a write whose data
     /// is zeros.
     Write { data_offset: u64 },
-    /// The range was discarded.
+    /// The range was discarded (see [`crate::DiscardMode`]).
     Discard,
     /// Flushes, marks and zero-length writes change no byte.
     Nothing,
