@@ -99,7 +99,7 @@ pub use error::{EntryProblem, Error};
 pub use format::Flags;
 pub use log::{Action, Entry, Log, OpenOptions, ScanStop, Summary};
 pub use replay::{DiscardMode, ReplayOptions, Replayer};
-pub use torn::{Piece, TornOptions, TornSubset};
+pub use torn::{Piece, SplitMix64, TornOptions, TornSubset};
 
 /// Copies a file sparsely: a reflink where the filesystem has them, else its data
 /// segments (`SEEK_DATA`/`SEEK_HOLE`) with `copy_file_range`. For making base images

@@ -77,16 +77,17 @@ pub struct TornSubset {
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, and fixed here so that a seed picks the
-/// same subset whatever the versions of the crates around.
+/// same subset whatever the versions of the crates around. Public so that a campaign
+/// choosing its points draws from the same reproducible stream.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
