@@ -1,5 +1,13 @@
 //! Reading the boot disk's GPT with the `gpt` crate: which partitions of the layout exist.
+//!
+//! When the primary GPT is unusable (its header or its entries fail their CRC), the backup
+//! at the end of the disk is read, as the kernel, U-Boot and libblkid do: `systemd-repart`
+//! writes the backup first and the primary last, each flushed, so a power cut in between
+//! leaves a complete new table in the backup and a torn primary (found by the crash
+//! campaign, `docs/reliability.md`).
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -64,20 +72,48 @@ impl PartitionTable {
     }
 }
 
-/// Reads the GPT of `disk` (a block device or an image file), read-only.
+/// Reads the GPT of `disk` (a block device or an image file), read-only: the primary, or
+/// the backup when the primary is unusable.
 pub fn read(disk: &Path) -> Result<PartitionTable> {
-    let gpt = gpt::GptConfig::new()
-        .writable(false)
-        .open(disk)
-        .with_context(|| {
-            format!(
-                "cannot read a GPT from {}: is this the boot disk, flashed with the AtomixOS image?",
+    let primary = gpt::GptConfig::new().writable(false).open(disk);
+    let gpt = match primary {
+        Ok(gpt) => gpt,
+        Err(primary_error) => {
+            let file =
+                File::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
+            let backup = gpt::GptConfig::new()
+                .writable(false)
+                .open_from_device(WithoutPrimaryHeader(file))
+                .with_context(|| {
+                    format!(
+                        "cannot read a GPT from {}: the primary is unusable ({primary_error}) and so \
+                         is the backup at the end of the disk: is this the boot disk, flashed with \
+                         the AtomixOS image?",
+                        disk.display()
+                    )
+                })?;
+            log::warn!(
+                "the primary GPT of {} is unusable ({primary_error}): using the backup GPT at the \
+                 end of the disk",
                 disk.display()
-            )
-        })?;
-    let header = gpt.header();
-    let partitions = gpt
-        .partitions()
+            );
+            return Ok(table_of(
+                backup.header(),
+                backup.guid(),
+                backup.partitions(),
+            ));
+        }
+    };
+    Ok(table_of(gpt.header(), gpt.guid(), gpt.partitions()))
+}
+
+/// The table a GPT header and its entries describe.
+fn table_of(
+    header: &gpt::header::Header,
+    guid: &Uuid,
+    partitions: &std::collections::BTreeMap<u32, gpt::partition::Partition>,
+) -> PartitionTable {
+    let partitions = partitions
         .iter()
         .filter(|(_, p)| p.is_used())
         .map(|(number, p)| PartitionEntry {
@@ -90,11 +126,52 @@ pub fn read(disk: &Path) -> Result<PartitionTable> {
             legacy_bios_bootable: p.flags & (1 << 2) != 0,
         })
         .collect();
-    Ok(PartitionTable {
-        disk_guid: gpt.guid().hyphenated().to_string(),
+    PartitionTable {
+        disk_guid: guid.hyphenated().to_string(),
         first_usable_lba: header.first_usable,
         partitions,
-    })
+    }
+}
+
+/// The disk as the `gpt` crate reads it, with the primary header's sector (LBA 1) read
+/// as zeros: the crate then takes the backup header at the disk's last LBA, and that
+/// header's own entries. Read-only: writes are refused.
+#[derive(Debug)]
+struct WithoutPrimaryHeader(File);
+
+/// The primary header's bytes (LBA 1 of 512-byte sectors).
+const PRIMARY_HEADER: std::ops::Range<u64> = 512..1024;
+
+impl Read for WithoutPrimaryHeader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = self.0.stream_position()?;
+        let n = self.0.read(buf)?;
+        let end = start + n as u64;
+        let from = start.max(PRIMARY_HEADER.start);
+        let to = end.min(PRIMARY_HEADER.end);
+        if from < to {
+            buf[(from - start) as usize..(to - start) as usize].fill(0);
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for WithoutPrimaryHeader {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(pos)
+    }
+}
+
+impl Write for WithoutPrimaryHeader {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the GPT is read, never written, here",
+        ))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -108,7 +185,7 @@ mod tests {
             .join("tests/fixtures")
             .join(name);
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        flate2::read::GzDecoder::new(File::open(&path).unwrap())
             .read_to_end(&mut raw)
             .unwrap();
         let file = tempfile::NamedTempFile::new().unwrap();
@@ -154,6 +231,55 @@ mod tests {
                 2
             );
         }
+    }
+
+    /// Flips one byte of the primary GPT's entries (LBA 2): their CRC no longer matches
+    /// the primary header's, the state a power cut leaves between the backup and the
+    /// primary writes of `systemd-repart`.
+    fn corrupt_primary_entries(path: &Path) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        f.read_exact_at(&mut byte, 1024 + 40).unwrap();
+        f.write_all_at(&[byte[0] ^ 0xff], 1024 + 40).unwrap();
+    }
+
+    #[test]
+    fn a_torn_primary_gpt_is_read_from_the_backup() {
+        for name in ["flashed.img.gz", "provisioned.img.gz"] {
+            let image = fixture(name);
+            let whole = read(image.path()).unwrap();
+            corrupt_primary_entries(image.path());
+            assert!(
+                gpt::GptConfig::new()
+                    .writable(false)
+                    .open(image.path())
+                    .is_err(),
+                "{name}: the primary must now be unusable"
+            );
+            assert_eq!(read(image.path()).unwrap(), whole, "{name}");
+        }
+    }
+
+    #[test]
+    fn both_gpts_torn_is_a_clear_error() {
+        let image = fixture("provisioned.img.gz");
+        corrupt_primary_entries(image.path());
+        // The backup header is the last sector: zero it.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(image.path())
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 512], len - 512).unwrap();
+        let err = format!("{:#}", read(image.path()).unwrap_err());
+        assert!(err.contains("the primary is unusable"), "{err}");
+        assert!(err.contains("so is the backup"), "{err}");
+        assert!(err.contains(&image.path().display().to_string()), "{err}");
     }
 
     #[test]
