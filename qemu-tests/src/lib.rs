@@ -10,10 +10,12 @@
 //! emulated board: its disk, boots, console, boot partition, USB stick, power and SSH),
 //! [`api`] (the device's HTTP API as a client: health, signed requests, jobs), [`qmp`]
 //! (QEMU's machine protocol: buttons and events), [`keys`] and [`config`] (what a test
-//! provisions a device with), [`host`](mod@host) (commands on the host).
+//! provisions a device with), [`host`](mod@host) (commands on the host), [`crash`] (the
+//! first boot recorded write by write, replayed and judged at every flush).
 
 pub mod api;
 pub mod config;
+pub mod crash;
 pub mod device;
 pub mod host;
 pub mod image;

@@ -37,6 +37,8 @@ pub struct Device {
     pub lan_port: u16,
     pub ssh_port: u16,
     usb: Option<PathBuf>,
+    /// Where QEMU's `blklogwrites` logs every write and flush of the disk, when set.
+    write_log: Option<PathBuf>,
     child: Option<Child>,
     boots: u32,
     step: String,
@@ -51,6 +53,18 @@ impl Device {
 
     /// A freshly flashed device with a given image (the boot benchmark compares two).
     pub fn flashed_with(image: Image, name: &str) -> Device {
+        let backing = fs::canonicalize(image.disk()).unwrap();
+        Device::with_backing(image, name, &backing)
+    }
+
+    /// A device whose eMMC starts as the raw disk image `raw` (e.g. a disk rebuilt as a
+    /// power cut would have left it), through a copy-on-write overlay: `raw` is not
+    /// changed.
+    pub fn from_raw_disk(image: Image, name: &str, raw: &Path) -> Device {
+        Device::with_backing(image, name, &fs::canonicalize(raw).unwrap())
+    }
+
+    fn with_backing(image: Image, name: &str, backing: &Path) -> Device {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/qemu-tests")
             .join(name);
@@ -60,7 +74,7 @@ impl Device {
         host(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                .arg(fs::canonicalize(image.disk()).unwrap())
+                .arg(backing)
                 .arg(&disk)
                 .arg(DISK_SIZE),
         );
@@ -73,6 +87,7 @@ impl Device {
             lan_port: free_port(),
             ssh_port: free_port(),
             usb: None,
+            write_log: None,
             child: None,
             boots: 0,
             step: "created".into(),
@@ -88,6 +103,37 @@ impl Device {
             self.created.elapsed().as_secs_f64()
         );
         self.step = what.to_owned();
+    }
+
+    /// From the next boot on, every write, flush and FUA write the guest issues to its
+    /// disk is logged to `log` by QEMU's `blklogwrites` driver, in the format of Linux's
+    /// dm-log-writes (read by the `write-log` crate); later boots append to the log.
+    pub fn record_writes(&mut self, log: &Path) {
+        // QEMU neither creates nor truncates the log: an old run's entries would remain
+        // past the new ones.
+        fs::write(log, b"").unwrap();
+        self.write_log = Some(log.to_owned());
+    }
+
+    /// The `-drive` option of the disk: the qcow2 overlay, behind `blklogwrites` when
+    /// writes are recorded.
+    fn disk_drive(&self) -> String {
+        match &self.write_log {
+            None => format!("if=none,id=disk,format=qcow2,file={}", self.disk.display()),
+            // An existing log is appended to (its sector size is read from it: QEMU
+            // refuses log-sector-size with log-append).
+            Some(log) => format!(
+                "if=none,id=disk,driver=blklogwrites,file.driver=qcow2,file.file.filename={},\
+                 log.driver=file,log.filename={},{}",
+                self.disk.display(),
+                log.display(),
+                if fs::metadata(log).is_ok_and(|m| m.len() > 0) {
+                    "log-append=on"
+                } else {
+                    "log-sector-size=512"
+                }
+            ),
+        }
     }
 
     /// Powers the device on.
@@ -127,8 +173,15 @@ impl Device {
             .arg(format!("file,id=serial,path={}", log.display()))
             .args(["-serial", "chardev:serial"])
             .arg("-drive")
-            .arg(format!("if=none,id=disk,format=qcow2,file={}", self.disk.display()))
-            .args(["-device", "virtio-blk-pci,drive=disk"])
+            .arg(self.disk_drive())
+            .arg("-device")
+            .arg(if self.write_log.is_some() {
+                // QEMU 7.2's blklogwrites can misplace a write-zeroes entry's data
+                // (crates/write-log): have the guest write the zeros instead.
+                "virtio-blk-pci,drive=disk,write-zeroes=off"
+            } else {
+                "virtio-blk-pci,drive=disk"
+            })
             .arg("-netdev")
             .arg(format!(
                 "user,id=wan,hostfwd=tcp:127.0.0.1:{}-:8080,hostfwd=tcp:127.0.0.1:{}-:22",
