@@ -10,6 +10,9 @@ use atomix_config::generations::{Origin, Store};
 use boot_state::BootRecord;
 use tokio::sync::watch;
 
+use atomix_api::discovery::Announcement;
+
+use crate::announce;
 use crate::apply::{Applier, Outcome};
 use crate::auth::{NonceStore, PublicKey};
 use crate::input::Accepted;
@@ -216,7 +219,55 @@ impl Service {
         if outcome.succeeded() {
             self.listen_tx.send_replace(self.desired_listen());
         }
+        // Provisioned now, or under another host name: a failed job changed nothing,
+        // and then this finds the file as it was.
+        self.announce();
         outcome
+    }
+
+    /// What the device announces on the local network now ([`crate::announce`]): the
+    /// current generation's host name once provisioned, else the name made from the WAN
+    /// port's MAC address; the boot record's build id and slot.
+    pub fn announcement(&self) -> Announcement {
+        let current = self.current();
+        let hostname = current.and_then(|n| {
+            let path = self.store().path(n).join("rendered/hostname");
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        });
+        let mac = std::fs::read_to_string(announce::mac_path(&self.paths)).ok();
+        Announcement {
+            name: Announcement::instance_name(hostname.as_deref(), mac.as_deref()),
+            build_id: self.boot.as_ref().and_then(|b| b.build_id.clone()),
+            slot: self.boot.as_ref().map(|b| b.slot.to_string()),
+            provisioned: current.is_some(),
+        }
+    }
+
+    /// Brings the announcement up to date (at start, and after an import); a failure
+    /// is logged: the device works without being found by name.
+    pub fn announce(&self) {
+        let a = self.announcement();
+        let port = match &self.fixed_listen {
+            Some(fixed) => fixed.first().map_or(self.port, SocketAddr::port),
+            None => self.port,
+        };
+        match announce::announce(&self.paths, self.applier.system.as_ref(), &a, port) {
+            Ok(announce::Announced::Updated) => log::info!(
+                "announced on the local network as {} ({}, {})",
+                a.name,
+                atomix_api::discovery::SERVICE_TYPE,
+                if a.provisioned {
+                    "provisioned"
+                } else {
+                    "unprovisioned"
+                }
+            ),
+            Ok(announce::Announced::Unchanged) => {}
+            Err(e) => log::warn!("{e:#}"),
+        }
     }
 
     pub fn record_import_error(&self, error: ImportError) {
