@@ -77,6 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     atomix_provision::update::clear_leftovers(&svc.paths.uploads());
     svc.refresh_listen();
     svc.announce();
+    svc.announce_when_named();
 
     // Blocking threads: uploads being written, validations (at most api::VALIDATIONS).
     let runtime = tokio::runtime::Builder::new_current_thread()
