@@ -13,8 +13,9 @@ use serde::Serialize;
 
 use crate::device::{DeviceError, DeviceUrl};
 
-/// How long `--device NAME` browses for NAME before giving up.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `--device NAME` browses for NAME before giving up (it stops as soon as
+/// NAME answers; an emulated or busy device can take seconds to).
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The browsed type with its domain, as mDNS names it.
 fn service_domain() -> String {

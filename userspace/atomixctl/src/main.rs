@@ -146,7 +146,7 @@ enum Command {
 struct DeviceArg {
     /// The device's API, http://HOST[:PORT] (the port 8080 by default), or the name it
     /// announces on the local network (`atomixctl discover`: atomixos-XXXX while
-    /// unprovisioned, then its host name), found by a multicast DNS browse of up to 5 s.
+    /// unprovisioned, then its host name), found by a multicast DNS browse of up to 10 s.
     #[arg(
         long = "device",
         env = "ATOMIX_DEVICE",
