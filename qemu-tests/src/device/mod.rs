@@ -37,6 +37,9 @@ pub struct Device {
     pub lan_port: u16,
     pub ssh_port: u16,
     usb: Option<PathBuf>,
+    /// eth1 on this tap ([`crate::lan::Lan`]) instead of QEMU's user-net LAN (and then
+    /// no `lan_port` forward).
+    lan_tap: Option<std::os::fd::RawFd>,
     child: Option<Child>,
     boots: u32,
     step: String,
@@ -73,6 +76,7 @@ impl Device {
             lan_port: free_port(),
             ssh_port: free_port(),
             usb: None,
+            lan_tap: None,
             child: None,
             boots: 0,
             step: "created".into(),
@@ -88,6 +92,11 @@ impl Device {
             self.created.elapsed().as_secs_f64()
         );
         self.step = what.to_owned();
+    }
+
+    /// Puts eth1 on a real LAN segment, from the next boot on: `lan`'s tap.
+    pub fn attach_lan(&mut self, lan: &crate::lan::Lan) {
+        self.lan_tap = Some(lan.tap_fd_for_child());
     }
 
     /// Powers the device on.
@@ -136,10 +145,13 @@ impl Device {
             ))
             .args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:a7:00:01,romfile="])
             .arg("-netdev")
-            .arg(format!(
-                "user,id=lan,net=192.168.100.0/24,host=192.168.100.2,dns=192.168.100.3,dhcpstart=192.168.100.200,restrict=on,hostfwd=tcp:127.0.0.1:{}-192.168.100.1:8080",
-                self.lan_port
-            ))
+            .arg(match self.lan_tap {
+                Some(fd) => format!("tap,id=lan,fd={fd}"),
+                None => format!(
+                    "user,id=lan,net=192.168.100.0/24,host=192.168.100.2,dns=192.168.100.3,dhcpstart=192.168.100.200,restrict=on,hostfwd=tcp:127.0.0.1:{}-192.168.100.1:8080",
+                    self.lan_port
+                ),
+            })
             .args(["-device", "virtio-net-pci,netdev=lan,mac=52:54:00:a7:00:02,romfile="])
             // The board's watchdog: its reset ends this QEMU (-no-reboot) like any reset.
             .args(["-device", "i6300esb", "-action", "watchdog=reset"]);
