@@ -5,10 +5,10 @@
 //! Its values change (the instance name and `provisioned` at provisioning, the build id
 //! and slot with an update), so they are not in the image: the service writes
 //! `/run/systemd/dnssd/atomix.dnssd` when it starts and whenever the provisioned state
-//! may have changed, and only when the file's text changed does it ask resolved to
-//! re-read its `.dnssd` files (`systemctl reload-or-restart systemd-resolved.service`:
-//! resolved's reload, SIGHUP, drops the services it read from files and loads them
-//! again).
+//! may have changed, and only when the file's text changed does it restart resolved
+//! (`systemctl restart systemd-resolved.service`; its reload keeps announcing what it had
+//! read before). On a provisioned device `atomix-restore.service` writes the file before
+//! resolved starts, so a boot where nothing changed restarts nothing.
 
 use std::path::PathBuf;
 
@@ -31,6 +31,37 @@ pub const RESOLVED: &str = "systemd-resolved.service";
 /// Where the naming interface's MAC address is read, under the root.
 pub fn mac_path(paths: &Paths) -> PathBuf {
     paths.under(format!("sys/class/net/{NAMING_INTERFACE}/address"))
+}
+
+/// What the device announces now: the current generation's host name once provisioned,
+/// else the name made from the WAN port's MAC address (when its driver has made the
+/// interface); the boot record's build id and slot.
+pub fn announcement(paths: &Paths, boot: Option<&boot_state::BootRecord>) -> Announcement {
+    let store = atomix_config::generations::Store::new(paths.config_store());
+    let current = store.current().ok().flatten();
+    let hostname = current.and_then(|n| {
+        std::fs::read_to_string(store.path(n).join("rendered/hostname"))
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+    });
+    let mac = std::fs::read_to_string(mac_path(paths)).ok();
+    Announcement {
+        name: Announcement::instance_name(hostname.as_deref(), mac.as_deref()),
+        build_id: boot.and_then(|b| b.build_id.clone()),
+        slot: boot.map(|b| b.slot.to_string()),
+        provisioned: current.is_some(),
+    }
+}
+
+/// Writes the announcement for resolved to read when it starts, without asking it to
+/// re-read anything: what `atomix-restore.service`, ordered before resolved, does for a
+/// provisioned device, so that the service finds the file as it would write it and no
+/// boot restarts resolved.
+pub fn write_before_resolved(paths: &Paths, a: &Announcement, port: u16) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    boot_state::write_atomic(&paths.under(DNSSD_FILE), dnssd_file(a, port).as_bytes())
+        .with_context(|| format!("cannot announce the device as {}", a.name))
 }
 
 /// The `.dnssd` text for `a`, with the service on `port`.
@@ -97,7 +128,10 @@ pub fn announce(
     }
     boot_state::write_atomic(&path, text.as_bytes())
         .with_context(|| format!("cannot announce the device as {}", a.name))?;
-    if let Err(e) = system.run(&Action::systemctl(&["reload-or-restart", RESOLVED])) {
+    // A restart, not a reload: resolved 257's reload (SIGHUP) reads the file again but
+    // keeps announcing the service it had read before, so an unprovisioned name stayed
+    // announced beside the host name (seen in the discovery test).
+    if let Err(e) = system.run(&Action::systemctl(&["restart", RESOLVED])) {
         let _ = std::fs::remove_file(&path);
         return Err(e).context("systemd-resolved did not take the new announcement");
     }
@@ -167,7 +201,7 @@ mod tests {
             std::fs::read_to_string(&file).unwrap(),
             dnssd_file(&a, 8080)
         );
-        let reload = Action::systemctl(&["reload-or-restart", "systemd-resolved.service"]);
+        let reload = Action::systemctl(&["restart", "systemd-resolved.service"]);
         assert_eq!(system.commands(), [reload.to_string()]);
 
         assert_eq!(

@@ -254,21 +254,7 @@ impl Service {
     /// current generation's host name once provisioned, else the name made from the WAN
     /// port's MAC address; the boot record's build id and slot.
     pub fn announcement(&self) -> Announcement {
-        let current = self.current();
-        let hostname = current.and_then(|n| {
-            let path = self.store().path(n).join("rendered/hostname");
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-        });
-        let mac = self.wan_mac();
-        Announcement {
-            name: Announcement::instance_name(hostname.as_deref(), mac.as_deref()),
-            build_id: self.boot.as_ref().and_then(|b| b.build_id.clone()),
-            slot: self.boot.as_ref().map(|b| b.slot.to_string()),
-            provisioned: current.is_some(),
-        }
+        announce::announcement(&self.paths, self.boot.as_ref())
     }
 
     /// The WAN port's MAC address, once its driver has made the interface.

@@ -574,6 +574,10 @@ fn a_reboot_restores_the_files_first_and_the_reapply_restarts_nothing() {
             .collect()
     };
     assert_eq!(kinds(&actions(&root)), ["nft-apply", "kernel-hostname"]);
+    // The announcement is there for resolved to read when it starts (nothing restarted).
+    let dnssd = std::fs::read_to_string(root.join("run/systemd/dnssd/atomix.dnssd")).unwrap();
+    assert!(dnssd.contains("\nName=edge-300\n"), "{dnssd}");
+    assert!(dnssd.contains("\"provisioned=true\""), "{dnssd}");
     let ruleset = root.join("etc/nftables.d/atomix.nft");
     assert_eq!(actions(&root)[0]["file"], ruleset.to_str().unwrap());
 
