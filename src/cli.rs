@@ -15,11 +15,13 @@ atomix-initrd: AtomixOS early-boot provisioner (runs in the initramfs)
 Usage:
   atomix-initrd [--kmsg PATH] setup [--cmdline FILE] [--root DIR] [--repart-dir DIR]
                                     [--stage all|pre-sysroot|post-sysroot] [--device-timeout SECS]
+  atomix-initrd plan [--cmdline FILE] [--root DIR] [--repart-dir DIR] [--device-timeout SECS]
   atomix-initrd sysroot-unit
   atomix-initrd --help | --version
 
 Commands:
   setup         run the early-boot sequence (or one stage of it)
+  plan          inspect the boot disk and print what setup would decide, changing nothing
   sysroot-unit  print sysroot.mount (the overlay root), which the dracut module installs
 
 Options:
@@ -40,6 +42,8 @@ pub struct Cli {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Setup(SetupArgs),
+    /// Inspect and print the plan, without side effects (`--stage` does not apply).
+    Plan(SetupArgs),
     SysrootUnit,
     Help,
     Version,
@@ -88,13 +92,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, lexopt::Er
                 })
             }
             Long("kmsg") => kmsg = parser.value()?.into(),
-            Long("cmdline") if command.as_deref() == Some("setup") => {
+            Long("cmdline") if takes_setup_options(&command) => {
                 setup.cmdline = parser.value()?.into()
             }
-            Long("root") if command.as_deref() == Some("setup") => {
-                setup.root = parser.value()?.into()
-            }
-            Long("repart-dir") if command.as_deref() == Some("setup") => {
+            Long("root") if takes_setup_options(&command) => setup.root = parser.value()?.into(),
+            Long("repart-dir") if takes_setup_options(&command) => {
                 setup.repart_dir = parser.value()?.into()
             }
             Long("stage") if command.as_deref() == Some("setup") => {
@@ -110,7 +112,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, lexopt::Er
                     }
                 }
             }
-            Long("device-timeout") if command.as_deref() == Some("setup") => {
+            Long("device-timeout") if takes_setup_options(&command) => {
                 setup.device_timeout = parser.value()?.parse()?
             }
             Value(value) if command.is_none() => command = Some(value.string()?),
@@ -119,11 +121,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, lexopt::Er
     }
     let command = match command.as_deref() {
         Some("setup") => Command::Setup(setup),
+        Some("plan") => Command::Plan(setup),
         Some("sysroot-unit") => Command::SysrootUnit,
         Some(other) => return Err(format!("unknown command {other:?}; see --help").into()),
         None => return Err("a command is required; see --help".into()),
     };
     Ok(Cli { kmsg, command })
+}
+
+/// `setup` and `plan` read the same disk the same way.
+fn takes_setup_options(command: &Option<String>) -> bool {
+    matches!(command.as_deref(), Some("setup" | "plan"))
 }
 
 #[cfg(test)]
@@ -159,6 +167,24 @@ mod tests {
             parse_str("setup --kmsg=/dev/null").unwrap().kmsg,
             PathBuf::from("/dev/null")
         );
+    }
+
+    #[test]
+    fn parses_plan_with_the_options_that_read_the_disk() {
+        assert_eq!(
+            parse_str("plan --cmdline /c --root /r --repart-dir /d --device-timeout 1")
+                .unwrap()
+                .command,
+            Command::Plan(SetupArgs {
+                cmdline: "/c".into(),
+                root: "/r".into(),
+                repart_dir: "/d".into(),
+                stage: Stage::All,
+                device_timeout: 1,
+            })
+        );
+        let err = parse_str("plan --stage pre-sysroot").unwrap_err();
+        assert!(err.contains("--stage"), "{err}");
     }
 
     #[test]

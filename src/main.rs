@@ -56,6 +56,10 @@ fn main() -> ExitCode {
             init_logging(&cli.kmsg);
             setup(&args)
         }
+        Command::Plan(args) => {
+            init_logging(&cli.kmsg);
+            print_plan(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,14 +119,66 @@ fn setup(args: &SetupArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `setup` would decide for the disk as it is now, on stdout, one `key: value` per
+/// line (`fresh-flash`, `missing`, `data`, `steps`); nothing is mounted or written. The
+/// crash campaign asks it what a boot after each simulated power cut would do.
+fn print_plan(args: &SetupArgs) -> Result<()> {
+    let paths = Paths::under(&args.root);
+    let layout = Layout::read(&args.repart_dir).context("cannot load the partition layout")?;
+    let system = System {
+        device_timeout: Duration::from_secs(args.device_timeout),
+    };
+    let Planned {
+        plan, situation, ..
+    } = read_and_plan(args, Scope::All, &layout, &paths, &system)?;
+    let words = |v: Vec<&str>| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(" ")
+        }
+    };
+    println!(
+        "fresh-flash: {}",
+        if plan.fresh_flash { "yes" } else { "no" }
+    );
+    println!(
+        "missing: {}",
+        words(plan.missing.iter().map(String::as_str).collect())
+    );
+    println!(
+        "data: {}",
+        match &situation.data {
+            None => "absent".to_owned(),
+            Some(d) => d
+                .fstype
+                .clone()
+                .unwrap_or_else(|| "no-filesystem".to_owned()),
+        }
+    );
+    println!(
+        "steps: {}",
+        words(plan.steps.iter().map(plan::Step::name).collect())
+    );
+    Ok(())
+}
+
+/// What inspection found and what was planned from it.
+struct Planned {
+    boot: cmdline::BootArgs,
+    situation: plan::Situation,
+    plan: plan::Plan,
+    timings: Vec<boot_state::StepTiming>,
+}
+
 /// Reads the command line and the boot disk, and plans this boot.
-fn inspect_and_plan(
+fn read_and_plan(
     args: &SetupArgs,
     scope: Scope,
     layout: &Layout,
     paths: &Paths,
     system: &System,
-) -> Result<(Vec<plan::Step>, BootRecord)> {
+) -> Result<Planned> {
     let mut timings = Vec::new();
     let text = fs::read_to_string(&args.cmdline).with_context(|| {
         format!(
@@ -154,6 +210,28 @@ fn inspect_and_plan(
             .collect::<Vec<_>>()
             .join(" → ")
     );
+    Ok(Planned {
+        boot,
+        situation,
+        plan,
+        timings,
+    })
+}
+
+/// Plans this boot and starts its record.
+fn inspect_and_plan(
+    args: &SetupArgs,
+    scope: Scope,
+    layout: &Layout,
+    paths: &Paths,
+    system: &System,
+) -> Result<(Vec<plan::Step>, BootRecord)> {
+    let Planned {
+        boot,
+        situation,
+        plan,
+        timings,
+    } = read_and_plan(args, scope, layout, paths, system)?;
     let record = BootRecord {
         slot: boot.slot,
         build_id: boot.build_id,

@@ -236,6 +236,25 @@ impl TestDisk {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `atomix-initrd plan`: what setup would decide for the disk as it is now.
+    fn plan(&self, defs: &Path) -> String {
+        let out = run(Command::new(BIN)
+            .args([
+                "--kmsg",
+                "/dev/null",
+                "plan",
+                "--device-timeout",
+                "5",
+                "--cmdline",
+            ])
+            .arg(self.cmdline())
+            .arg("--root")
+            .arg(self.root())
+            .arg("--repart-dir")
+            .arg(defs));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     fn kmsg(&self) -> String {
         fs::read_to_string(self.dir.path().join("kmsg.log")).unwrap_or_default()
     }
@@ -473,10 +492,31 @@ fn fresh_flash_then_next_boot() {
 fn wiped_data_is_formatted_without_a_marker() {
     let disk = TestDisk::flashed();
     let defs = ext4_definitions(disk.dir.path());
+    // `plan` reads the disk and changes nothing: asked twice, it says the same.
+    let table = disk.table();
+    let fresh = disk.plan(&defs);
+    assert_eq!(
+        fresh,
+        "fresh-flash: yes\nmissing: boot-b rootfs-b data\ndata: absent\n\
+         steps: mount-rootfs mount-overlay-tmpfs repart mount-sysroot mount-data mount-boot fresh-flash-marker boot-record\n"
+    );
+    assert_eq!(disk.plan(&defs), fresh);
+    assert_eq!(disk.table(), table, "plan changed the partition table");
+
     disk.setup_ok(&defs, "true");
+    assert_eq!(
+        disk.plan(&defs),
+        "fresh-flash: no\nmissing: none\ndata: ext4\n\
+         steps: mount-rootfs mount-overlay-tmpfs mount-sysroot mount-data mount-boot boot-record\n"
+    );
     run(Command::new("wipefs")
         .args(["-a", "-q"])
         .arg(disk.data_partition()));
+    assert_eq!(
+        disk.plan(&defs),
+        "fresh-flash: no\nmissing: none\ndata: no-filesystem\n\
+         steps: mount-rootfs mount-overlay-tmpfs format-data mount-sysroot mount-data mount-boot boot-record\n"
+    );
 
     let out = disk.setup_ok(
         &defs,
