@@ -112,7 +112,10 @@ pub fn browse(timeout: Duration, wanted: Option<&str>) -> anyhow::Result<Vec<Fou
                     info.get_addresses().iter().map(|a| a.to_ip_addr()),
                     txt,
                 );
-                let done = wanted.is_some_and(|w| w.eq_ignore_ascii_case(&device.name));
+                // The first answer may carry only some of its addresses (the AAAA
+                // record before the A): wait for one a URL can use, or the deadline.
+                let done = device.url.is_some()
+                    && wanted.is_some_and(|w| w.eq_ignore_ascii_case(&device.name));
                 found.insert(info.get_fullname().to_owned(), device);
                 if done {
                     break;
@@ -139,9 +142,14 @@ pub fn resolve(name: &str) -> anyhow::Result<DeviceUrl> {
             name: name.to_owned(),
             secs: RESOLVE_TIMEOUT.as_secs(),
         })?;
-    let url = device.url.ok_or_else(|| DeviceError::NotDiscovered {
+    let url = device.url.ok_or_else(|| DeviceError::NoUsableAddress {
         name: name.to_owned(),
-        secs: RESOLVE_TIMEOUT.as_secs(),
+        addresses: device
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
     })?;
     DeviceUrl::parse(&url).map_err(anyhow::Error::msg)
 }
