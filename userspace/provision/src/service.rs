@@ -287,33 +287,33 @@ impl Service {
         }
     }
 
-    /// The service can start before udev has loaded the WAN port's driver, and then
-    /// the unprovisioned name lacks its MAC digits: until the interface shows up (every
-    /// 2 s, for at most 5 min) a thread waits for it and announces again.
-    pub fn announce_when_named(self: &Arc<Self>) {
-        if self.wan_mac().is_some() {
-            return;
-        }
+    /// Announces the device from a thread of its own, off the way to listening (writing
+    /// a new announcement restarts systemd-resolved: seconds on a slow boot). The
+    /// service can also start before udev has loaded the WAN port's driver, and then the
+    /// unprovisioned name lacks its MAC digits: until the interface shows up (every 2 s,
+    /// for at most 5 min) the thread waits for it and announces again.
+    pub fn announce_in_background(self: &Arc<Self>) {
         let svc = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("announce".into())
             .spawn(move || {
+                svc.announce();
                 let deadline = Instant::now() + std::time::Duration::from_secs(300);
-                while Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_secs(2));
-                    if svc.wan_mac().is_some() {
-                        svc.announce();
+                while svc.wan_mac().is_none() {
+                    if Instant::now() > deadline {
+                        log::warn!(
+                            "{} did not appear within 5 min: announced as {}",
+                            announce::mac_path(&svc.paths).display(),
+                            svc.announcement().name
+                        );
                         return;
                     }
+                    std::thread::sleep(std::time::Duration::from_secs(2));
                 }
-                log::warn!(
-                    "{} did not appear within 5 min: announced as {}",
-                    announce::mac_path(&svc.paths).display(),
-                    svc.announcement().name
-                );
+                svc.announce();
             });
         if let Err(e) = spawned {
-            log::warn!("cannot wait for the WAN port's name: {e}");
+            log::warn!("cannot announce the device on the local network: {e}");
         }
     }
 
