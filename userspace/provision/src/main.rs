@@ -6,7 +6,7 @@ mod cmd;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "atomix-provision", version, about)]
@@ -36,6 +36,13 @@ enum Command {
     /// Run by udev for NBD devices: keep its reference to a streamed bundle's device until
     /// dm-verity holds it.
     NbdHold(cmd::nbd_hold::Args),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `atomix-provision man > atomix-provision.8`.
+    Man,
 }
 
 impl Command {
@@ -74,6 +81,26 @@ fn main() -> ExitCode {
         Command::Slot(args) => cmd::slot::run(&args),
         Command::UpdateInstall(args) => cmd::update_install::run(&args),
         Command::NbdHold(args) => cmd::nbd_hold::run(&args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "atomix-provision",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| {
+                    use std::io::Write as _;
+                    std::io::stdout().write_all(&out)?;
+                    Ok(ExitCode::SUCCESS)
+                })
+        }
     };
     match result {
         Ok(code) => code,

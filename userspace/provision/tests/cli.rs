@@ -190,3 +190,41 @@ fn factory_reset_pending_erases_only_when_the_marker_is_there() {
     let both = provision(&["factory-reset", "--root", root, "--pending", "--yes"]);
     assert_eq!(both.status.code(), Some(2), "--pending asks nothing");
 }
+
+/// The man page and the completions come from the same clap definitions: every
+/// subcommand is in both, with its help text in the man page.
+#[test]
+fn man_page_and_completions_cover_every_subcommand() {
+    let man = provision(&["man"]);
+    assert!(man.status.success());
+    let man = String::from_utf8(man.stdout).unwrap();
+    assert!(
+        man.starts_with(".ie"),
+        "roff: {}",
+        &man[..40.min(man.len())]
+    );
+    for sub in [
+        "validate",
+        "render",
+        "serve",
+        "restore",
+        "factory\\-reset",
+        "slot",
+        "update\\-install",
+        "nbd\\-hold",
+    ] {
+        assert!(man.contains(sub), "{sub} missing from the man page");
+    }
+    assert!(man.contains("Run the provisioning service"), "{man}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = provision(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for sub in ["validate", "serve", "factory-reset", "update-install"] {
+            assert!(text.contains(sub), "{shell}: {sub} missing");
+        }
+    }
+    let bad = provision(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("tcsh"));
+}
