@@ -136,7 +136,10 @@ load ${devtype} ${devnum}:${atomix_bootpart} ${kernel_addr_r} Image
 load ${devtype} ${devnum}:${atomix_bootpart} ${ramdisk_addr_r} initrd.img
 setenv atomix_initrd_size ${filesize}
 
-setenv bootargs "console=${atomix_console} atomix.slot=${atomix_slot} rauc.slot=${rauc_slot} atomix.root=PARTUUID=${atomix_rootuuid} atomix.build=@BUILD_ID@ net.ifnames=0 audit=0 rootwait panic=10 systemd.show_status=auto@KERNEL_ARGS@"
+# gpt: when the primary GPT is torn (a power cut while systemd-repart writes it, after
+# the new backup), the kernel reads the backup at the end of the disk, as U-Boot and
+# atomix-initrd do; without it the kernel finds no partition and the boot stops.
+setenv bootargs "console=${atomix_console} atomix.slot=${atomix_slot} rauc.slot=${rauc_slot} atomix.root=PARTUUID=${atomix_rootuuid} atomix.build=@BUILD_ID@ gpt net.ifnames=0 audit=0 rootwait panic=10 systemd.show_status=auto@KERNEL_ARGS@"
 echo "AtomixOS: booting slot ${atomix_slot} from ${devtype} ${devnum}:${atomix_bootpart}, root PARTUUID ${atomix_rootuuid}"
 booti ${kernel_addr_r} ${ramdisk_addr_r}:${atomix_initrd_size} ${atomix_fdt}
 echo "AtomixOS: booti failed"

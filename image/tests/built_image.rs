@@ -154,6 +154,11 @@ fn boot_partition_holds_script_kernel_initrd_and_dtb() {
         "boot.scr does not print the build id"
     );
     assert!(script.contains("atomix.root=PARTUUID=${atomix_rootuuid}"));
+    // The kernel reads the backup GPT when the primary is torn (docs/reliability.md).
+    assert!(
+        script.contains(" gpt net.ifnames=0 "),
+        "boot.scr's kernel command line lacks gpt"
+    );
 }
 
 /// The initramfs's size budget, compressed: under it, U-Boot loads it and the kernel
