@@ -5,8 +5,7 @@
 //! `atomixctl status --device` takes. One fresh boot and one apply: the least a
 //! provisioned device costs.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use atomix_qemu_tests::lan::Lan;
@@ -17,21 +16,6 @@ const BOOT: Duration = Duration::from_secs(400);
 
 /// eth0's MAC in the harness is 52:54:00:a7:00:01.
 const UNPROVISIONED: &str = "atomixos-0001";
-
-/// `atomixctl`, built for the host by this test (`target/debug/atomixctl`).
-fn atomixctl_bin() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "atomixctl", "--bin", "atomixctl"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build -p atomixctl");
-    // target/debug/deps/discovery-HASH -> target/debug/atomixctl
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("atomixctl");
-    assert!(bin.is_file(), "{} was not built", bin.display());
-    bin
-}
 
 fn run(lan: &Lan, argv: &[&str]) -> Output {
     lan.command(argv).output().expect("ip netns exec runs")
@@ -73,7 +57,7 @@ fn named<'a>(found: &'a [Value], name: &str) -> Option<&'a Value> {
 
 #[test]
 fn the_device_is_discovered_by_name_before_and_after_provisioning() {
-    let ctl = atomixctl_bin();
+    let ctl = test_support::workspace_bin("atomixctl", "atomixctl");
     let ctl = ctl.to_str().unwrap();
     // Declared before the device: dropped after it, once QEMU has let go of the tap.
     let lan = Lan::create("atomix-discovery");

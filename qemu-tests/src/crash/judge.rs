@@ -67,24 +67,7 @@ pub struct Judges {
 impl Judges {
     /// Builds `atomix-initrd` for the host (`target/debug/atomix-initrd`).
     pub fn new(build_id: &str, scratch: &Path) -> Judges {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "atomix-initrd",
-                "--bin",
-                "atomix-initrd",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build -p atomix-initrd");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        let initrd = target.join("debug/atomix-initrd");
-        assert!(initrd.is_file(), "{} was not built", initrd.display());
+        let initrd = test_support::workspace_bin("atomix-initrd", "atomix-initrd");
         fs::create_dir_all(scratch).unwrap();
         Judges {
             initrd,

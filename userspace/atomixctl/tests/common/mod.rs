@@ -13,36 +13,11 @@ use test_support::Key;
 
 pub const ATOMIXCTL: &str = env!("CARGO_BIN_EXE_atomixctl");
 
-/// The service binary. Cargo builds other packages' binaries only for their own tests,
-/// so it is built here (a no-op when fresh) into the same target directory.
+/// The service binary, built for these tests.
 pub fn provision_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "atomix-provision",
-                    "--bin",
-                    "atomix-provision",
-                ])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "cargo build -p atomix-provision");
-            // target/debug/deps/provision-HASH -> target/debug/atomix-provision
-            let exe = std::env::current_exe().unwrap();
-            let bin = exe
-                .parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .join("atomix-provision");
-            assert!(bin.is_file(), "{} was not built", bin.display());
-            bin
-        })
+        .get_or_init(|| test_support::workspace_bin("atomix-provision", "atomix-provision"))
         .clone()
 }
 
