@@ -1,7 +1,8 @@
 //! Reading the boot disk's GPT with the `gpt` crate: which partitions of the layout exist.
 //!
 //! When the primary GPT is unusable (its header or its entries fail their CRC), the backup
-//! at the end of the disk is read, as the kernel, U-Boot and libblkid do: `systemd-repart`
+//! at the end of the disk is read, as U-Boot, libblkid and the kernel (with `gpt` on its
+//! command line, which `boot.scr` passes) do: `systemd-repart`
 //! writes the backup first and the primary last, each flushed, so a power cut in between
 //! leaves a complete new table in the backup and a torn primary (found by the crash
 //! campaign, `docs/reliability.md`).

@@ -211,6 +211,20 @@ impl Judges {
     }
 }
 
+/// Detaches the loop devices a killed run left on `image` (a second disk with the same
+/// PARTUUIDs would make every plan fail).
+pub fn detach_loops_of(image: &Path) {
+    let listed = Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for device in listed.lines().filter_map(|l| l.split(':').next()) {
+        let _ = Command::new("losetup").arg("-d").arg(device).status();
+    }
+}
+
 /// A disk image on a read-only loop device with its partitions.
 struct Loop {
     device: String,

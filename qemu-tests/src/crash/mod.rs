@@ -104,6 +104,8 @@ pub struct Report {
     pub judged: usize,
     pub torn: usize,
     pub booted: usize,
+    /// Points where the layout changed (each booted).
+    pub transitions: usize,
     pub layouts: (usize, usize),
     pub failures: Vec<Failure>,
     pub took: Duration,
@@ -118,8 +120,15 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "points: {} replayed, {} judged cheaply ({} as flashed, {} partitioned), {} torn, {} booted",
-            self.points, self.judged, self.layouts.0, self.layouts.1, self.torn, self.booted
+            "points: {} replayed, {} judged cheaply ({} as flashed, {} partitioned), {} torn, \
+             {} booted ({} where the layout changed)",
+            self.points,
+            self.judged,
+            self.layouts.0,
+            self.layouts.1,
+            self.torn,
+            self.booted,
+            self.transitions
         )?;
         writeln!(f, "campaign time: {:.0} s", self.took.as_secs_f64())?;
         if self.failures.is_empty() {
@@ -158,6 +167,13 @@ pub fn spread(points: &[usize], n: usize) -> BTreeSet<usize> {
 pub fn run(rec: &Recording, options: &Options) -> Report {
     let started = Instant::now();
     let log = Log::open(&rec.log).unwrap_or_else(|e| panic!("{e}"));
+    // A fresh log of a cleanly stopped QEMU: every entry is counted by its super block.
+    assert_eq!(
+        log.unread_bytes(),
+        0,
+        "{}: bytes past the entries its super block counts",
+        rec.log.display()
+    );
     let summary = log.summary();
     let points = log.flush_points();
     let mut report = Report {
@@ -176,6 +192,7 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
     );
     let judges = Judges::new(rec.image.build_id(), &rec.dir.join("judge"));
     let work = rec.dir.join("replayed.raw");
+    judge::detach_loops_of(&work);
     let mut replayer = Replayer::new(&log, &rec.base, &work, ReplayOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
     let mut rng = SplitMix64::new(options.seed);
@@ -225,6 +242,9 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
         }
         let transition = i > 0 && verdict.layout != previous_layout;
         previous_layout = verdict.layout;
+        if transition {
+            report.transitions += 1;
+        }
         if boot_at.contains(&point) || transition {
             let snapshot = rec.dir.join("booted.raw");
             replayer
@@ -280,8 +300,10 @@ fn boot_point(rec: &Recording, judges: &Judges, snapshot: &Path, n: usize) -> Ve
         "{}-boot-{n}",
         rec.dir.file_name().unwrap().to_string_lossy()
     );
-    let mut problems = Vec::new();
-    {
+    // A boot that never ends provisioned panics in the harness (with the console's
+    // tail): a problem of this point, not the end of the campaign.
+    let booted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut problems = Vec::new();
         let mut device = Device::from_raw_disk(rec.image.clone(), &name, snapshot);
         device.boot();
         device.wait_until_provisioned(BOOT);
@@ -308,8 +330,25 @@ fn boot_point(rec: &Recording, judges: &Judges, snapshot: &Path, n: usize) -> Ve
         if problems.is_empty() {
             let _ = fs::remove_file(device.dir.join("disk.qcow2"));
         }
+        problems
+    }));
+    let problems = booted.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "the harness panicked".to_owned());
+        vec![format!(
+            "booting it failed: {why} (console: target/qemu-tests/{name}/)"
+        )]
+    });
+    if problems.is_empty() {
+        let _ = fs::remove_file(snapshot);
+    } else {
+        // The disk of the failed point stays, beside its overlay, to be booted again.
+        let kept = rec.dir.join(format!("point-{n}.raw"));
+        let _ = fs::rename(snapshot, &kept);
     }
-    let _ = fs::remove_file(snapshot);
     problems
 }
 

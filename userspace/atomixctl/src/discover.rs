@@ -92,8 +92,10 @@ pub fn browse(timeout: Duration, wanted: Option<&str>) -> anyhow::Result<Vec<Fou
     let events = daemon
         .browse(&service_domain())
         .context("cannot browse for devices over multicast DNS")?;
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    // Every address any answer gave for a name: another host answering for it shows.
+    let mut addresses: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     while let Ok(event) = events.recv_deadline(deadline) {
         match event {
             ServiceEvent::ServiceResolved(info) => {
@@ -105,21 +107,24 @@ pub fn browse(timeout: Duration, wanted: Option<&str>) -> anyhow::Result<Vec<Fou
                     .iter()
                     .map(|p| (p.key(), p.val_str()))
                     .collect();
+                let seen = addresses.entry(info.get_fullname().to_owned()).or_default();
+                seen.extend(info.get_addresses().iter().map(|a| a.to_ip_addr()));
                 let device = Found::new(
                     instance,
                     &info.host,
                     info.get_port(),
-                    info.get_addresses().iter().map(|a| a.to_ip_addr()),
+                    seen.iter().copied(),
                     txt,
                 );
                 // The first answer may carry only some of its addresses (the AAAA
-                // record before the A): wait for one a URL can use, or the deadline.
-                let done = device.url.is_some()
-                    && wanted.is_some_and(|w| w.eq_ignore_ascii_case(&device.name));
-                found.insert(info.get_fullname().to_owned(), device);
-                if done {
-                    break;
+                // record before the A): wait for one a URL can use. Then listen a
+                // moment longer, for a second host answering for the same name.
+                if device.url.is_some()
+                    && wanted.is_some_and(|w| w.eq_ignore_ascii_case(&device.name))
+                {
+                    deadline = deadline.min(Instant::now() + CONFIRM);
                 }
+                found.insert(info.get_fullname().to_owned(), device);
             }
             ServiceEvent::ServiceRemoved(_, fullname) => {
                 found.remove(&fullname);
@@ -132,26 +137,53 @@ pub fn browse(timeout: Duration, wanted: Option<&str>) -> anyhow::Result<Vec<Fou
     Ok(found.into_values().collect())
 }
 
-/// The API address of the device announced as `name`.
+/// How long `--device NAME` keeps listening after NAME answered, for another host
+/// answering for the same name.
+const CONFIRM: Duration = Duration::from_secs(1);
+
+/// The API address of the device announced as `name`. Names are not authenticated, so
+/// the address is said on a terminal, and a name answered from two IPv4 addresses is
+/// refused.
 pub fn resolve(name: &str) -> anyhow::Result<DeviceUrl> {
     let devices = browse(RESOLVE_TIMEOUT, Some(name))?;
+    let url = url_of(&devices, name)?;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("atomixctl: {name} is {url} (found over multicast DNS)");
+    }
+    DeviceUrl::parse(&url).map_err(anyhow::Error::msg)
+}
+
+/// The one URL the answers give for `name`.
+fn url_of(devices: &[Found], name: &str) -> Result<String, DeviceError> {
     let device = devices
-        .into_iter()
+        .iter()
         .find(|d| d.name.eq_ignore_ascii_case(name))
         .ok_or_else(|| DeviceError::NotDiscovered {
             name: name.to_owned(),
             secs: RESOLVE_TIMEOUT.as_secs(),
         })?;
-    let url = device.url.ok_or_else(|| DeviceError::NoUsableAddress {
-        name: name.to_owned(),
-        addresses: device
+    let listed = |only_v4: bool| {
+        device
             .addresses
             .iter()
+            .filter(|a| !only_v4 || a.is_ipv4())
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join(", "),
-    })?;
-    DeviceUrl::parse(&url).map_err(anyhow::Error::msg)
+            .join(", ")
+    };
+    if device.addresses.iter().filter(|a| a.is_ipv4()).count() > 1 {
+        return Err(DeviceError::AmbiguousName {
+            name: name.to_owned(),
+            addresses: listed(true),
+        });
+    }
+    device
+        .url
+        .clone()
+        .ok_or_else(|| DeviceError::NoUsableAddress {
+            name: name.to_owned(),
+            addresses: listed(false),
+        })
 }
 
 /// The text listing: a header and one aligned line per device.
@@ -197,6 +229,36 @@ pub fn lines(devices: &[Found]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn found(name: &str, addresses: &[&str]) -> Found {
+        Found::new(
+            name,
+            "atomixos.local.",
+            8080,
+            addresses.iter().map(|a| a.parse().unwrap()),
+            [("provisioned", "false")],
+        )
+    }
+
+    #[test]
+    fn a_name_resolves_to_one_ipv4_address_or_is_refused() {
+        let one = [found("atomixos-0001", &["fe80::1", "192.168.100.1"])];
+        assert_eq!(
+            url_of(&one, "ATOMIXOS-0001").unwrap(),
+            "http://192.168.100.1:8080"
+        );
+        let two = [found("atomixos-0001", &["192.168.100.1", "192.168.100.66"])];
+        let err = url_of(&two, "atomixos-0001").unwrap_err().to_string();
+        assert!(err.contains("192.168.100.1, 192.168.100.66"), "{err}");
+        assert!(err.contains("atomixos-0001"), "{err}");
+        let link_local = [found("atomixos-0001", &["fe80::1"])];
+        let err = url_of(&link_local, "atomixos-0001")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fe80::1"), "{err}");
+        let err = url_of(&one, "edge-7").unwrap_err().to_string();
+        assert!(err.contains("\"edge-7\""), "{err}");
+    }
 
     #[test]
     fn instance_names_of_full_names() {

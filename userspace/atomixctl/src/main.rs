@@ -354,7 +354,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         return EXIT_FAILED;
     }
     match e.downcast_ref::<DeviceError>() {
-        Some(DeviceError::Unreachable { .. } | DeviceError::NotDiscovered { .. }) => 3,
+        Some(
+            DeviceError::Unreachable { .. }
+            | DeviceError::NotDiscovered { .. }
+            | DeviceError::NoUsableAddress { .. }
+            | DeviceError::AmbiguousName { .. },
+        ) => 3,
         Some(DeviceError::Refused(_)) => 4,
         Some(DeviceError::Busy { .. } | DeviceError::UploadInProgress) => 5,
         Some(DeviceError::Invalid(_)) => EXIT_FAILED,

@@ -298,8 +298,9 @@ impl Service {
             .name("announce".into())
             .spawn(move || {
                 svc.announce();
+                // Only the unprovisioned name is made from the MAC address.
                 let deadline = Instant::now() + std::time::Duration::from_secs(300);
-                while svc.wan_mac().is_none() {
+                while svc.wan_mac().is_none() && !svc.provisioned() {
                     if Instant::now() > deadline {
                         log::warn!(
                             "{} did not appear within 5 min: announced as {}",

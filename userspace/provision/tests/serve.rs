@@ -111,7 +111,7 @@ fn wait_job(s: &Server, url: &str) -> Value {
     }
 }
 
-/// `systemctl reload-or-restart systemd-resolved.service`: a new announcement.
+/// `systemctl restart systemd-resolved.service`: a new announcement.
 fn is_announcement(a: &Value) -> bool {
     a["action"] == "systemctl" && a["args"][1] == "systemd-resolved.service"
 }
@@ -189,14 +189,18 @@ fn unprovisioned_then_api_apply_then_a_failing_step_rolls_back() {
         .is_file());
     let log = actions(&root);
     assert!(log.iter().any(|a| a["action"] == "nft-apply"));
-    // The job's last action; the announcement's reload of resolved follows the job.
+    // The job's last action; the announcement's restart of resolved follows the job.
     let applied: Vec<&Value> = log.iter().filter(|a| !is_announcement(a)).collect();
     assert_eq!(applied.last().unwrap()["action"], "rauc-mark-good");
     // Announced under its host name, provisioned: written at start (unprovisioned),
-    // then again after the job, each time with a reload of resolved.
+    // then again after the job, each time with a restart of resolved (recorded after the
+    // file is renamed into place: wait for both).
     let dnssd = root.join("run/systemd/dnssd/atomix.dnssd");
     wait_for(
-        || std::fs::read_to_string(&dnssd).is_ok_and(|t| t.contains("\nName=edge-100\n")),
+        || {
+            std::fs::read_to_string(&dnssd).is_ok_and(|t| t.contains("\nName=edge-100\n"))
+                && actions(&root).iter().filter(|a| is_announcement(a)).count() >= 2
+        },
         "the announcement of the provisioned device",
     );
     let text = std::fs::read_to_string(&dnssd).unwrap();
