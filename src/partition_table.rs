@@ -78,7 +78,17 @@ impl PartitionTable {
 pub fn read(disk: &Path) -> Result<PartitionTable> {
     let primary = gpt::GptConfig::new().writable(false).open(disk);
     let gpt = match primary {
-        Ok(gpt) => gpt,
+        Ok(gpt) => {
+            // The crate itself takes the backup when the primary *header* is unusable.
+            if let Err(e) = gpt.primary_header() {
+                log::warn!(
+                    "the primary GPT header of {} is unusable ({e}): using the backup GPT at \
+                     the end of the disk",
+                    disk.display()
+                );
+            }
+            gpt
+        }
         Err(primary_error) => {
             let file =
                 File::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
@@ -93,6 +103,21 @@ pub fn read(disk: &Path) -> Result<PartitionTable> {
                         disk.display()
                     )
                 })?;
+            // A backup left at the end of the disk by an earlier install (a reflash writes
+            // only the image) is not this table's: the primary header, still readable when
+            // only its entries are torn, names the disk.
+            if let Ok(header) = gpt::header::read_header(disk, gpt::disk::DEFAULT_SECTOR_SIZE) {
+                if header.disk_guid != *backup.guid() {
+                    anyhow::bail!(
+                        "cannot read a GPT from {}: the primary is unusable ({primary_error}) and \
+                         the backup at the end of the disk belongs to another table (disk GUID {}, \
+                         the primary header says {})",
+                        disk.display(),
+                        backup.guid(),
+                        header.disk_guid
+                    );
+                }
+            }
             log::warn!(
                 "the primary GPT of {} is unusable ({primary_error}): using the backup GPT at the \
                  end of the disk",
@@ -264,6 +289,43 @@ mod tests {
             );
             assert_eq!(read(image.path()).unwrap(), whole, "{name}");
         }
+    }
+
+    /// A backup GPT of another table at the end of the disk (an earlier install's, which
+    /// a reflash leaves) is not taken for this one's.
+    #[test]
+    fn a_stale_backup_of_another_table_is_refused() {
+        let image = fixture("provisioned.img.gz");
+        let len = std::fs::metadata(image.path()).unwrap().len();
+        // Another table on a disk of the same size: its last 33 sectors (the backup
+        // entries and header) copied over this disk's.
+        let other = tempfile::NamedTempFile::new().unwrap();
+        other.as_file().set_len(len).unwrap();
+        let mut sfdisk = std::process::Command::new("sfdisk")
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(other.path())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sfdisk (util-linux fdisk)");
+        sfdisk
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: gpt\nstart=2048, size=2048, name=other\n")
+            .unwrap();
+        assert!(sfdisk.wait().unwrap().success());
+        let tail = 33 * 512;
+        let mut backup = vec![0u8; tail as usize];
+        std::os::unix::fs::FileExt::read_exact_at(other.as_file(), &mut backup, len - tail)
+            .unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(image.path())
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &backup, len - tail).unwrap();
+        corrupt_primary_entries(image.path());
+        let err = format!("{:#}", read(image.path()).unwrap_err());
+        assert!(err.contains("belongs to another table"), "{err}");
     }
 
     #[test]
