@@ -123,6 +123,14 @@ impl Recording {
         self.dir.path().join(name)
     }
 
+    /// The base image with every entry of `log` applied (a fresh working copy).
+    fn replayed(&self, log: &Log, options: ReplayOptions) -> Vec<u8> {
+        let mut r =
+            Replayer::new(log, self.path("base.img"), self.path("work.img"), options).unwrap();
+        r.advance_to_end().unwrap();
+        std::fs::read(r.image_path()).unwrap()
+    }
+
     fn qemu_io(&self, driver_opts: &str, commands: &[String]) -> Command {
         let mut cmd = qemu_io_command();
         cmd.args(["-t", "writeback", "--image-opts"]).arg(format!(
@@ -454,17 +462,9 @@ fn log_sector_size_4096_is_the_unit_of_sectors_and_of_read_modify_write() {
         ]
     );
     assert_eq!(log.entries()[1].log_offset, 3 * 4096);
-    let mut r = Replayer::new(
-        &log,
-        rec.path("base.img"),
-        rec.path("work.img"),
-        ReplayOptions::default(),
-    )
-    .unwrap();
-    r.advance_to_end().unwrap();
     let disk = rec.disk();
     assert_same(
-        &std::fs::read(r.image_path()).unwrap(),
+        &rec.replayed(&log, ReplayOptions::default()),
         &disk,
         "the whole log",
     );
@@ -502,16 +502,8 @@ fn a_killed_qemu_leaves_entries_the_super_block_does_not_count() {
     assert_eq!(log.recovered_entries(), 1);
     assert_eq!(log.scan_stop().unwrap().problem, None);
     assert_eq!(log.flush_points(), Vec::<usize>::new());
-    let mut r = Replayer::new(
-        &log,
-        rec.path("base.img"),
-        rec.path("work.img"),
-        ReplayOptions::default(),
-    )
-    .unwrap();
-    r.advance_to_end().unwrap();
     assert_same(
-        &std::fs::read(r.image_path()).unwrap(),
+        &rec.replayed(&log, ReplayOptions::default()),
         &rec.disk(),
         "all 7 writes",
     );
@@ -557,16 +549,8 @@ fn a_qemu_killed_before_its_first_flush_leaves_no_super_block() {
         (DiscardMode::Zero, rec.disk()),
         (DiscardMode::Keep, rec.model(&reqs[..1])),
     ] {
-        let mut r = Replayer::new(
-            &log,
-            rec.path("base.img"),
-            rec.path("work.img"),
-            ReplayOptions { discard: mode },
-        )
-        .unwrap();
-        r.advance_to_end().unwrap();
         assert_same(
-            &std::fs::read(r.image_path()).unwrap(),
+            &rec.replayed(&log, ReplayOptions { discard: mode }),
             &want,
             &format!("{mode:?}"),
         );
