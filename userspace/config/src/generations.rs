@@ -144,10 +144,37 @@ impl Store {
         rendered: &RenderedTree,
         apps: &RenderedTree,
     ) -> Result<u64, StoreError> {
+        let n = self.next()?;
+        self.stage_as(n, config_text, source, rendered, apps)?;
+        Ok(n)
+    }
+
+    /// The number the next staged generation takes: one more than the newest.
+    pub fn next(&self) -> Result<u64, StoreError> {
+        Ok(self.list()?.last().map_or(1, |last| last + 1))
+    }
+
+    /// [`Store::stage`] under a number chosen beforehand with [`Store::next`], so that the
+    /// caller can record it before any of the generation is written (a power cut then
+    /// leaves a record naming what to undo). Refuses a number that is taken.
+    pub fn stage_as(
+        &self,
+        n: u64,
+        config_text: &str,
+        source: &SourceRecord,
+        rendered: &RenderedTree,
+        apps: &RenderedTree,
+    ) -> Result<(), StoreError> {
         let gens = self.generations();
         fs::create_dir_all(&gens).at(&gens)?;
         self.remove_partial()?;
-        let n = self.list()?.last().map_or(1, |last| last + 1);
+        if self.path(n).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the generation exists already",
+            ))
+            .at(&self.path(n));
+        }
         let tmp = gens.join(format!(".tmp-{n}"));
         fs::create_dir(&tmp).at(&tmp)?;
         let file =
@@ -179,8 +206,7 @@ impl Store {
         sync_dir(&tmp)?;
         let done = self.path(n);
         fs::rename(&tmp, &done).at(&done)?;
-        sync_dir(&gens)?;
-        Ok(n)
+        sync_dir(&gens)
     }
 
     /// Removes generation `n`, which must not be current: a staged generation whose apply

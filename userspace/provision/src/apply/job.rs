@@ -136,9 +136,18 @@ impl Applier {
                 let apps = RenderedTree {
                     files: desired.apps.clone(),
                 };
-                let n = store.stage(&accepted.text, &source, &desired.tree, &apps)?;
-                staged = Some(n);
+                // The job's record names the generation before any of it is written:
+                // a power cut from here on leaves a job that recovery rolls back,
+                // generation and all. (Recorded after the write, a power cut between
+                // the two left a generation no job owned, never applied, and the seed's
+                // next import took the number after it; the crash campaign found it.)
+                let n = store.next()?;
                 job.set_staged(n);
+                if let Err(e) = store.stage_as(n, &accepted.text, &source, &desired.tree, &apps) {
+                    let _ = store.discard(n);
+                    return Err(e.into());
+                }
+                staged = Some(n);
                 Ok((n, format!("generation {n} written")))
             })?;
             self.sync(&job, &desired, &mut owned)?;
@@ -350,7 +359,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::apply::fixture::{desired, Device, EXAMPLE};
+    use crate::apply::fixture::{accepted, desired, Device, EXAMPLE};
     use crate::input::check_text;
     use crate::jobs::JobState;
     use crate::system::FakeSystem;
@@ -694,6 +703,68 @@ mod tests {
             }
         );
         assert_eq!(store.current().unwrap(), Some(1));
+        assert_eq!(store.list().unwrap(), [1]);
+    }
+
+    /// The crash campaign's flush point where a first import's generation was on disk
+    /// and its job's record did not name it yet: the record names it before it is
+    /// written now. A staging that fails shows the order: the job names generation 1,
+    /// and nothing of it is left.
+    #[test]
+    fn a_job_names_its_generation_before_writing_it() {
+        let dev = Device::new();
+        let store = dev.store();
+        // A file where staging clears its partial directories: staging fails there,
+        // after the number is chosen.
+        std::fs::create_dir_all(store.path(1).parent().unwrap()).unwrap();
+        std::fs::write(store.path(1).with_file_name(".tmp-1"), "not a directory").unwrap();
+        let (outcome, job) = dev.import(EXAMPLE);
+        assert!(!outcome.succeeded(), "{outcome:?}");
+        assert_eq!(job.result.unwrap().failed_step.as_deref(), Some("persist"));
+        assert_eq!(
+            job.staged_generation,
+            Some(1),
+            "named before it was written"
+        );
+        assert_eq!(store.list().unwrap(), Vec::<u64>::new());
+        assert_eq!(store.current().unwrap(), None);
+    }
+
+    /// The same point with the record written first: a first import cut off after its
+    /// generation was staged and before the switch. Recovery removes the generation, and
+    /// the seed's next import is generation 1 again, as in a boot that was not cut off.
+    #[test]
+    fn recovery_removes_a_first_generation_staged_but_never_switched() {
+        let dev = Device::new();
+        let a = &dev.applier;
+        let store = dev.store();
+        let job = dev.tracker.start(Origin::Boot, None).unwrap();
+        let d = desired(EXAMPLE);
+        let source = SourceRecord {
+            origin: Origin::Boot,
+            sha256: "x".into(),
+            signer: None,
+            time: "t".into(),
+        };
+        let n = store.next().unwrap();
+        job.set_staged(n);
+        store
+            .stage_as(n, EXAMPLE, &source, &d.tree, &RenderedTree::default())
+            .unwrap();
+        let id = job.id.clone();
+        std::mem::forget(job);
+
+        let tracker = Tracker::new(a.paths.jobs());
+        a.recover(&tracker);
+        let job = tracker.get(&id).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(job.rollback.state, RollbackState::Completed);
+        assert_eq!(store.list().unwrap(), Vec::<u64>::new());
+        assert_eq!(store.current().unwrap(), None);
+        let job = tracker.start(Origin::Boot, None).unwrap();
+        let outcome = a.import(job, accepted(EXAMPLE), Origin::Boot, None);
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(outcome.result.generation, Some(1));
         assert_eq!(store.list().unwrap(), [1]);
     }
 
