@@ -675,21 +675,8 @@ mod tests {
         let a = &dev.applier;
         // A job staged generation 2 and switched, then the power went.
         let store = dev.store();
-        let job = dev.tracker.start(Origin::Api, Some(1)).unwrap();
-        let d = desired(EXAMPLE);
-        let source = SourceRecord {
-            origin: Origin::Api,
-            sha256: "x".into(),
-            signer: None,
-            time: "t".into(),
-        };
-        let n = store
-            .stage(EXAMPLE, &source, &d.tree, &RenderedTree::default())
-            .unwrap();
-        job.set_staged(n);
+        let (id, n) = cut_off_after_staging(&dev, Origin::Api, Some(1));
         store.switch(n).unwrap();
-        let id = job.id.clone();
-        std::mem::forget(job);
 
         let tracker = Tracker::new(a.paths.jobs());
         a.recover(&tracker);
@@ -738,21 +725,7 @@ mod tests {
         let dev = Device::new();
         let a = &dev.applier;
         let store = dev.store();
-        let job = dev.tracker.start(Origin::Boot, None).unwrap();
-        let d = desired(EXAMPLE);
-        let source = SourceRecord {
-            origin: Origin::Boot,
-            sha256: "x".into(),
-            signer: None,
-            time: "t".into(),
-        };
-        let n = store.next().unwrap();
-        job.set_staged(n);
-        store
-            .stage_as(n, EXAMPLE, &source, &d.tree, &RenderedTree::default())
-            .unwrap();
-        let id = job.id.clone();
-        std::mem::forget(job);
+        let (id, _) = cut_off_after_staging(&dev, Origin::Boot, None);
 
         let tracker = Tracker::new(a.paths.jobs());
         a.recover(&tracker);
@@ -766,6 +739,34 @@ mod tests {
         assert!(outcome.succeeded(), "{outcome:?}");
         assert_eq!(outcome.result.generation, Some(1));
         assert_eq!(store.list().unwrap(), [1]);
+    }
+
+    /// A config job on `dev` that recorded and staged its generation of [`EXAMPLE`] the
+    /// way an import does, then was cut off (its handle forgotten, so it stays running on
+    /// disk): its id and the generation's number.
+    fn cut_off_after_staging(dev: &Device, origin: Origin, previous: Option<u64>) -> (String, u64) {
+        let store = dev.store();
+        let job = dev.tracker.start(origin, previous).unwrap();
+        let source = SourceRecord {
+            origin,
+            sha256: "x".into(),
+            signer: None,
+            time: "t".into(),
+        };
+        let n = store.next().unwrap();
+        job.set_staged(n);
+        store
+            .stage_as(
+                n,
+                EXAMPLE,
+                &source,
+                &desired(EXAMPLE).tree,
+                &RenderedTree::default(),
+            )
+            .unwrap();
+        let id = job.id.clone();
+        std::mem::forget(job);
+        (id, n)
     }
 
     fn with_apps(files: &[(&str, &str)]) -> Accepted {
