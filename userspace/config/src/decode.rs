@@ -42,6 +42,9 @@ port = 1
 [[containers]]
 name = "placeholder"
 image = "placeholder"
+[update.hawkbit]
+url = "http://placeholder"
+tenant = "placeholder"
 "#;
 
 /// Each round re-decodes the whole tree, so a hostile file with thousands of errors

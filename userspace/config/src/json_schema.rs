@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 
 use crate::schema::Config;
 use crate::values::{
-    ContainerName, Hostname, ImageRef, Ipv4Net, LeaseTime, NtpServer, PortSpec, Publish,
-    SshPublicKey, Timezone, UpdateInterval, UpdateUrl, VolumeMount, SSH_KEY_TYPES, TIMEZONES,
+    ContainerName, ControllerId, Hostname, ImageRef, Ipv4Net, LeaseTime, NtpServer, PortSpec,
+    Publish, SshPublicKey, Tenant, Timezone, TokenFile, UpdateInterval, UpdateUrl, VolumeMount,
+    SSH_KEY_TYPES, TIMEZONES,
 };
 
 /// Where the shipped schema lives, relative to the workspace root.
@@ -40,7 +41,8 @@ pub fn json_schema() -> Value {
             "The whole intent for one AtomixOS device. Keys are kebab-case; unknown keys are \
              errors. Checked here: keys, types, enums and value formats. Checked only by \
              `atomixctl validate` (as the device checks): cross-field rules (static WAN needs \
-             address, gateway and dns; rauc needs url; DHCP range inside the LAN; unique \
+             address, gateway and dns; rauc needs url; the update timer's keys beside \
+             [update.hawkbit]; DHCP range inside the LAN; unique \
              container names and host ports; ports the device uses), SSH key data, the full \
              image reference grammar. Reference: docs/configuration.md."
         ),
@@ -259,5 +261,38 @@ string_schema!(
         ),
         "type": "string",
         "minLength": 1,
+    })
+);
+
+string_schema!(
+    Tenant,
+    "Tenant",
+    json_schema!({
+        "description": "A hawkBit tenant: letters, digits, '.', '_' and '-', 1-64 characters.",
+        "type": "string",
+        "pattern": "^[A-Za-z0-9._-]{1,64}$",
+        "not": { "enum": [".", ".."] },
+    })
+);
+
+string_schema!(
+    ControllerId,
+    "ControllerId",
+    json_schema!({
+        "description": "The device's hawkBit controller id: letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 253 characters.",
+        "type": "string",
+        "maxLength": 253,
+        "pattern": "^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$",
+    })
+);
+
+string_schema!(
+    TokenFile,
+    "TokenFile",
+    json_schema!({
+        "description": "The file holding the hawkBit token: a clean absolute path under /data (no empty, '.' or '..' components, no control characters).",
+        "type": "string",
+        "maxLength": TokenFile::MAX_LEN,
+        "pattern": "^/data(/([^/\\x00-\\x1f\\x7f.][^/\\x00-\\x1f\\x7f]*|\\.[^/\\x00-\\x1f\\x7f.][^/\\x00-\\x1f\\x7f]*|\\.\\.[^/\\x00-\\x1f\\x7f]+))+$",
     })
 );

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::values::{
-    ContainerName, Hostname, ImageRef, Ipv4Net, LeaseTime, NtpServer, PortSpec, Proto, Publish,
-    SshPublicKey, Timezone, UpdateInterval, UpdateUrl, VolumeMount,
+    ContainerName, ControllerId, Hostname, ImageRef, Ipv4Net, LeaseTime, NtpServer, PortSpec,
+    Proto, Publish, SshPublicKey, Tenant, Timezone, TokenFile, UpdateInterval, UpdateUrl,
+    VolumeMount,
 };
 
 /// The only schema version this build understands.
@@ -261,7 +262,10 @@ impl Restart {
     }
 }
 
-/// `[update]`
+// The timer's keys are `Spanned` so that a clash with `[update.hawkbit]` is reported
+// where the key is; a default has the span `0..0`, which no key written in a file has.
+/// `[update]`: where updates come from. Either the timer (`rauc`, `url`, `interval`) or a
+/// hawkBit server (`[update.hawkbit]`), never both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -271,10 +275,15 @@ pub struct Update {
     #[cfg_attr(feature = "json-schema", schemars(with = "bool"))]
     pub rauc: Spanned<bool>,
     /// The bundle the timer installs.
-    pub url: Option<UpdateUrl>,
+    #[cfg_attr(feature = "json-schema", schemars(with = "Option<UpdateUrl>"))]
+    pub url: Option<Spanned<UpdateUrl>>,
     /// How often the timer runs. Default `24h`.
-    #[serde(default)]
-    pub interval: UpdateInterval,
+    #[serde(default = "default_interval")]
+    #[cfg_attr(feature = "json-schema", schemars(with = "UpdateInterval"))]
+    pub interval: Spanned<UpdateInterval>,
+    /// Updates from a hawkBit server (DDI API) instead of the timer.
+    #[cfg_attr(feature = "json-schema", schemars(with = "Option<Hawkbit>"))]
+    pub hawkbit: Option<Spanned<Hawkbit>>,
 }
 
 impl Default for Update {
@@ -282,11 +291,84 @@ impl Default for Update {
         Update {
             rauc: no(),
             url: None,
-            interval: UpdateInterval::default(),
+            interval: default_interval(),
+            hawkbit: None,
         }
+    }
+}
+
+impl Update {
+    /// Whether the timer is on (`rauc = true`).
+    pub fn timer(&self) -> bool {
+        *self.rauc.get_ref()
+    }
+
+    /// The timer's keys written in the file, with their spans and names: they clash with
+    /// `[update.hawkbit]` (`rauc = false` does not).
+    pub fn timer_keys(&self) -> Vec<(std::ops::Range<usize>, &'static str)> {
+        let mut keys = Vec::new();
+        if self.timer() {
+            keys.push((self.rauc.span(), "rauc"));
+        }
+        if let Some(url) = &self.url {
+            keys.push((url.span(), "url"));
+        }
+        if self.interval.span() != (0..0) {
+            keys.push((self.interval.span(), "interval"));
+        }
+        keys
     }
 }
 
 fn no() -> Spanned<bool> {
     Spanned::new(0..0, false)
+}
+
+fn default_interval() -> Spanned<UpdateInterval> {
+    Spanned::new(0..0, UpdateInterval::default())
+}
+
+/// `[update.hawkbit]`: the device polls a hawkBit server through its Direct Device
+/// Integration API (hawkBit itself, or a server speaking the same API such as goosebit),
+/// reports its attributes, and installs the RAUC bundle of a deployment assigned to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Hawkbit {
+    /// The server's base URL, e.g. `https://updates.example.com` (the DDI resources are
+    /// under `<url>/<tenant>/controller/v1/<controller-id>`).
+    pub url: UpdateUrl,
+    /// The tenant, e.g. `DEFAULT`.
+    pub tenant: Tenant,
+    /// The device's id on the server. Default: the host name.
+    pub controller_id: Option<ControllerId>,
+    /// The file holding the device's token (under `/data`); without it no token is sent
+    /// (a server that lets devices in anonymously).
+    pub token_file: Option<TokenFile>,
+    /// What the token is: a `target` security token (one per device) or a `gateway`
+    /// token (one per tenant). Default `target`.
+    #[serde(default)]
+    pub token_kind: TokenKind,
+}
+
+impl Hawkbit {
+    /// The controller id: the configured one, else the host name.
+    pub fn controller_id_or(&self, hostname: &Hostname) -> String {
+        match &self.controller_id {
+            Some(id) => id.to_string(),
+            None => hostname.to_string(),
+        }
+    }
+}
+
+/// The kind of a hawkBit token, which names the `Authorization` scheme it is sent with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenKind {
+    /// `Authorization: TargetToken <token>`: the device's own security token.
+    #[default]
+    Target,
+    /// `Authorization: GatewayToken <token>`: the tenant's gateway token.
+    Gateway,
 }

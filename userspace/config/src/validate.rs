@@ -45,14 +45,25 @@ fn check(c: &Config, out: &mut Findings) {
     check_update(c, out);
 }
 
-/// The timer installs from `url`: enabling it without one is an error at `rauc`.
+/// The timer installs from `url`: enabling it without one is an error at `rauc`. A
+/// device has one update source: each of the timer's keys written beside
+/// `[update.hawkbit]` is an error where it is written.
 fn check_update(c: &Config, out: &mut Findings) {
-    if *c.update.rauc.get_ref() && c.update.url.is_none() {
+    if c.update.timer() && c.update.url.is_none() {
         out.push(Finding::error(
             c.update.rauc.span(),
             "update.url",
             "rauc = true needs url (the RAUC bundle the update timer installs)",
         ));
+    }
+    if c.update.hawkbit.is_some() {
+        for (span, key) in c.update.timer_keys() {
+            out.push(Finding::error(
+                span,
+                format!("update.{key}"),
+                "the update timer (rauc, url, interval) and [update.hawkbit] are mutually exclusive: a device takes its updates from one source",
+            ));
+        }
     }
 }
 

@@ -67,6 +67,8 @@ fn accepted() -> Vec<(String, String)> {
         "[[firewall.allow]]\nzone = \"wan\"\nproto = \"udp\"\nport = 51820\nsource = \"0.0.0.0/0\"\n[[firewall.allow]]\nzone = \"lan\"\nproto = \"tcp\"\nport = \"8000-8100\"\n",
         "[time]\nntp-servers = [\"192.0.2.1\", \"ntp.example\"]\n[update]\nrauc = true\nurl = \"http://updates.example:8000/a.raucb\"\ninterval = \"1d 12h\"\n",
         "[[containers]]\nname = \"web-1\"\nimage = \"oci-archive:/data/apps/web/web.tar\"\nrootless = true\npublish = [\"127.0.0.1:9000:80/udp\", \"8443:443\"]\nvolumes = [\"web-data:/var/lib/web:ro,Z\", \"/data/apps/web:/srv\", \"/data/apps:/x\"]\nenvironment = { _X1 = \"a b\" }\nexec = [\"--flag\"]\nrestart = \"on-failure\"\n",
+        "[update.hawkbit]\nurl = \"https://hawkbit.example/\"\ntenant = \"DEFAULT\"\ncontroller-id = \"edge-042.example.com\"\ntoken-file = \"/data/apps/hawkbit/..token\"\ntoken-kind = \"gateway\"\n",
+        "[update.hawkbit]\nurl = \"http://10.0.2.2:60053\"\ntenant = \"t_1.x\"\ncontroller-id = \"E_1\"\ntoken-file = \"/data/.t\"\n",
         "[network.wan]\ndhcp = false\naddress = \"203.0.113.10/24\"\ngateway = \"203.0.113.1\"\ndns = [\"203.0.113.53\"]\n",
     ];
     for (i, extra) in edges.iter().enumerate() {
@@ -210,6 +212,60 @@ fn invalid_configs_fail_for_the_expected_reason() {
             "bad lease",
             minimal("").replace("end = \"192.168.100.150\"", "end = \"192.168.100.150\", lease = \"1y\""),
             "/network/lan/dhcp-range/lease",
+            "does not match",
+        ),
+        (
+            "hawkBit: unknown key (no token in the config)",
+            minimal("[update.hawkbit]\nurl = \"https://h.example\"\ntenant = \"DEFAULT\"\ntoken = \"s3cret\"\n"),
+            "/update/hawkbit",
+            "'token' was unexpected",
+        ),
+        (
+            "hawkBit: missing tenant",
+            minimal("[update.hawkbit]\nurl = \"https://h.example\"\n"),
+            "/update/hawkbit",
+            "\"tenant\" is a required property",
+        ),
+        (
+            "hawkBit: bad tenant",
+            minimal("[update.hawkbit]\nurl = \"https://h.example\"\ntenant = \"a b\"\n"),
+            "/update/hawkbit/tenant",
+            "does not match",
+        ),
+        (
+            "hawkBit: tenant ..",
+            minimal("[update.hawkbit]\nurl = \"https://h.example\"\ntenant = \"..\"\n"),
+            "/update/hawkbit/tenant",
+            "",
+        ),
+        (
+            "hawkBit: bad controller id",
+            minimal("[update.hawkbit]\nurl = \"https://h.example\"\ntenant = \"DEFAULT\"\ncontroller-id = \"edge-\"\n"),
+            "/update/hawkbit/controller-id",
+            "does not match",
+        ),
+        (
+            "hawkBit: token file outside /data",
+            minimal("[update.hawkbit]\nurl = \"https://h.example\"\ntenant = \"DEFAULT\"\ntoken-file = \"/etc/token\"\n"),
+            "/update/hawkbit/token-file",
+            "does not match",
+        ),
+        (
+            "hawkBit: token file through ..",
+            minimal("[update.hawkbit]\nurl = \"https://h.example\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/../../etc/shadow\"\n"),
+            "/update/hawkbit/token-file",
+            "does not match",
+        ),
+        (
+            "hawkBit: bad token kind",
+            minimal("[update.hawkbit]\nurl = \"https://h.example\"\ntenant = \"DEFAULT\"\ntoken-kind = \"bearer\"\n"),
+            "/update/hawkbit/token-kind",
+            "",
+        ),
+        (
+            "hawkBit: a URL without a scheme",
+            minimal("[update.hawkbit]\nurl = \"h.example\"\ntenant = \"DEFAULT\"\n"),
+            "/update/hawkbit/url",
             "does not match",
         ),
         (

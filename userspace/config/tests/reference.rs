@@ -56,6 +56,7 @@ fn every_schema_key_is_documented() {
         ("firewall.allow.", fields::<AllowRule>()),
         ("containers.", fields::<Container>()),
         ("update.", fields::<Update>()),
+        ("update.hawkbit.", fields::<Hawkbit>()),
     ];
     let mut missing = Vec::new();
     for (prefix, keys) in &tables {

@@ -32,7 +32,7 @@ fn errors_carry_line_column_path_and_reason() {
             &[
                 "config.toml:10:1: network.lan.colour: unknown field `colour`, expected one of `address`, `dhcp-range`, `dns`",
                 "config.toml:12:8: update.url: rauc = true needs url (the RAUC bundle the update timer installs)",
-                "config.toml:13:1: update.urll: unknown field `urll`, expected one of `rauc`, `url`, `interval`",
+                "config.toml:13:1: update.urll: unknown field `urll`, expected one of `rauc`, `url`, `interval`, `hawkbit`",
             ],
         ),
         (
@@ -125,6 +125,40 @@ fn errors_carry_line_column_path_and_reason() {
             &["config.toml:12:12: update.interval: \"daily\" is not a duration like \"6h\", \"90min\" or \"1d 12h\""],
         ),
         (
+            "the timer and a hawkBit server are one source too many, each timer key where it is",
+            minimal("[update]\nrauc = true\nurl = \"https://u.example/b.raucb\"\ninterval = \"6h\"\n[update.hawkbit]\nurl = \"https://hawkbit.example\"\ntenant = \"DEFAULT\"\n"),
+            &[
+                "config.toml:11:8: update.rauc: the update timer (rauc, url, interval) and [update.hawkbit] are mutually exclusive: a device takes its updates from one source",
+                "config.toml:12:7: update.url: the update timer (rauc, url, interval) and [update.hawkbit] are mutually exclusive: a device takes its updates from one source",
+                "config.toml:13:12: update.interval: the update timer (rauc, url, interval) and [update.hawkbit] are mutually exclusive: a device takes its updates from one source",
+            ],
+        ),
+        (
+            "a URL or interval left over from the timer clashes as well (rauc = false does not)",
+            minimal("[update]\nrauc = false\nurl = \"https://u.example/b.raucb\"\nhawkbit = { url = \"https://hawkbit.example\", tenant = \"DEFAULT\" }\n"),
+            &["config.toml:12:7: update.url: the update timer (rauc, url, interval) and [update.hawkbit] are mutually exclusive: a device takes its updates from one source"],
+        ),
+        (
+            "hawkBit values: the URL, tenant, controller id and token file each checked; unknown keys refused",
+            minimal("[update.hawkbit]\nurl = \"updates.example\"\ntenant = \"a/b\"\ncontroller-id = \"-edge\"\ntoken-file = \"/etc/token\"\ntoken-kind = \"bearer\"\ntoken = \"s3cret\"\n"),
+            &[
+                "config.toml:11:7: update.hawkbit.url: \"updates.example\" is not an http(s) URL",
+                "config.toml:12:10: update.hawkbit.tenant: \"a/b\" is not a tenant name (letters, digits, '.', '_' and '-', 1-64 characters)",
+                "config.toml:13:17: update.hawkbit.controller-id: \"-edge\" is not a controller id (letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 253 characters)",
+                "config.toml:14:14: update.hawkbit.token-file: \"/etc/token\" is not a path under /data",
+                "config.toml:15:14: update.hawkbit.token-kind: unknown variant `bearer`, expected `target` or `gateway`",
+                "config.toml:16:1: update.hawkbit.token: unknown field `token`, expected one of `url`, `tenant`, `controller-id`, `token-file`, `token-kind`",
+            ],
+        ),
+        (
+            "a hawkBit table needs its server and tenant",
+            minimal("[update.hawkbit]\ntoken-file = \"/data/apps/hawkbit/token\"\n"),
+            &[
+                "config.toml:10:1: update.hawkbit.tenant: missing required key `tenant`",
+                "config.toml:10:1: update.hawkbit.url: missing required key `url`",
+            ],
+        ),
+        (
             "syntax errors stand alone",
             "schema = 1\n[device\nhostname = 3\n".to_owned(),
             &["config.toml:2:8: (document): unclosed table, expected `]`"],
@@ -152,7 +186,11 @@ fn a_valid_config_decodes_to_typed_values() {
     );
     assert!(config.containers[0].rootless);
     assert!(!config.update.rauc.get_ref());
-    assert_eq!(config.update.interval.secs(), 86400, "24h by default");
+    assert_eq!(
+        config.update.interval.get_ref().secs(),
+        86400,
+        "24h by default"
+    );
 
     let checked = check(
         "config.toml",
@@ -160,7 +198,44 @@ fn a_valid_config_decodes_to_typed_values() {
     );
     let update = checked.config.expect("valid").update;
     assert!(*update.rauc.get_ref());
-    assert_eq!(update.interval.systemd(), "6h");
+    assert_eq!(update.interval.get_ref().systemd(), "6h");
+    assert_eq!(update.hawkbit, None);
+
+    let checked = check(
+        "config.toml",
+        &minimal("[update.hawkbit]\nurl = \"https://hawkbit.example\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/hawkbit/token\"\n"),
+    );
+    assert!(checked.is_valid(), "{:#?}", checked.diagnostics);
+    let config = checked.config.expect("valid");
+    let hawkbit = config.update.hawkbit.as_ref().expect("given").get_ref();
+    assert!(!config.update.timer());
+    assert_eq!(
+        hawkbit.controller_id_or(config.device.hostname.get_ref()),
+        "edge-042",
+        "the host name by default"
+    );
+    assert_eq!(hawkbit.token_kind, atomix_config::schema::TokenKind::Target);
+    assert_eq!(
+        hawkbit.token_file.as_ref().map(|t| t.as_str()),
+        Some("/data/apps/hawkbit/token")
+    );
+
+    let checked = check(
+        "config.toml",
+        &minimal("[update]\nrauc = false\n[update.hawkbit]\nurl = \"http://10.0.2.2:60053\"\ntenant = \"DEFAULT\"\ncontroller-id = \"rock64-0001\"\ntoken-kind = \"gateway\"\n"),
+    );
+    assert!(
+        checked.is_valid(),
+        "rauc = false beside hawkbit: {:#?}",
+        checked.diagnostics
+    );
+    let config = checked.config.expect("valid");
+    let hawkbit = config.update.hawkbit.as_ref().expect("given").get_ref();
+    assert_eq!(
+        hawkbit.controller_id_or(config.device.hostname.get_ref()),
+        "rock64-0001"
+    );
+    assert_eq!(hawkbit.token_file, None);
 }
 
 #[test]

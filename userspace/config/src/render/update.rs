@@ -34,12 +34,12 @@ pub struct UpdateTimer {
 impl UpdateTimer {
     /// The timer a config asks for: none unless `update.rauc` (validation guarantees a URL then).
     pub fn from_config(c: &Config) -> Option<UpdateTimer> {
-        if !*c.update.rauc.get_ref() {
+        if !c.update.timer() {
             return None;
         }
         Some(UpdateTimer {
-            url: c.update.url.as_ref()?.to_string(),
-            interval_secs: c.update.interval.secs(),
+            url: c.update.url.as_ref()?.get_ref().to_string(),
+            interval_secs: c.update.interval.get_ref().secs(),
         })
     }
 

@@ -8,7 +8,7 @@
 //! | [`network`] | Network values: addresses with prefixes, ports and published ports, DHCP lease times |
 //! | [`containers`] | What containers mount and run: volume mounts under `/data/apps`, image references |
 //! | [`ssh`] | The admin user's SSH public keys |
-//! | [`update`] | The update timer's values: the bundle URL and the interval |
+//! | [`update`] | Update values: the timer's bundle URL and interval; the hawkBit server's tenant, controller id and token file |
 
 /// Declares serde (de)serialisation through `FromStr`/`Display` for a string-valued type.
 macro_rules! string_value {
@@ -193,6 +193,46 @@ mod tests {
             .parse::<UpdateUrl>()
             .is_ok());
         assert!("ftp://x".parse::<UpdateUrl>().is_err());
+    }
+
+    #[test]
+    fn hawkbit_values() {
+        for ok in ["DEFAULT", "acme-prod", "a", "t_1.x", &"t".repeat(64)] {
+            assert!(ok.parse::<Tenant>().is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "..", "é", "a?b", &"t".repeat(65)] {
+            assert!(bad.parse::<Tenant>().is_err(), "{bad}");
+        }
+        for ok in [
+            "edge-042",
+            "edge-042.example.com",
+            "E_1",
+            "7",
+            &"x".repeat(253),
+        ] {
+            assert!(ok.parse::<ControllerId>().is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", ".a", "a/b", "a b", "a%20", &"x".repeat(254)] {
+            assert!(bad.parse::<ControllerId>().is_err(), "{bad}");
+        }
+        for ok in ["/data/apps/hawkbit/token", "/data/t", "/data/a b/c.token"] {
+            assert!(ok.parse::<TokenFile>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "token",
+            "/data",
+            "/data/",
+            "/etc/hawkbit-token",
+            "/data/apps/../../etc/shadow",
+            "/data/./t",
+            "/data//t",
+            "/data/t/",
+            "/datax/t",
+            "/data/t\nx",
+        ] {
+            assert!(bad.parse::<TokenFile>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The update timer's values: the bundle URL and the interval.
+//! Update values: the timer's bundle URL and interval; the hawkBit server's tenant,
+//! controller id and token file.
 
 use std::fmt;
 use std::str::FromStr;
@@ -125,5 +126,127 @@ pub fn systemd_timespan(secs: u64) -> String {
         "0s".to_owned()
     } else {
         words.join(" ")
+    }
+}
+
+/// A hawkBit tenant: it becomes a path segment of every DDI URL, so it is kept to
+/// characters that need no escaping there: letters, digits, `.`, `_`, `-`, 1-64 long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Tenant(String);
+string_value!(Tenant);
+
+impl FromStr for Tenant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && s != "."
+            && s != "..";
+        if ok {
+            Ok(Tenant(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a tenant name (letters, digits, '.', '_' and '-', 1-64 characters)"
+            ))
+        }
+    }
+}
+
+impl Tenant {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id the device has on a hawkBit server (its `controllerId`): letters, digits, `.`,
+/// `_` and `-`, starting and ending with a letter or digit, at most 253 characters, so
+/// that every RFC 1123 host name (the default) is one and it needs no escaping in a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ControllerId(String);
+string_value!(ControllerId);
+
+impl FromStr for ControllerId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let edge = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+        let ok = s.len() <= 253
+            && edge(s.bytes().next())
+            && edge(s.bytes().last())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(ControllerId(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a controller id (letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 253 characters)"
+            ))
+        }
+    }
+}
+
+impl ControllerId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ControllerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The file holding the device's hawkBit token: a clean absolute path under `/data` (the
+/// only place that survives a reboot, and never the config itself, which is kept and
+/// shown), e.g. `/data/apps/hawkbit/token` shipped in the config bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TokenFile(String);
+string_value!(TokenFile);
+
+impl TokenFile {
+    /// Longer is not a path Linux opens (PATH_MAX).
+    pub const MAX_LEN: usize = 4095;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TokenFile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let Some(rest) = s.strip_prefix("/data/") else {
+            return Err(format!("{s:?} is not a path under /data"));
+        };
+        let clean = !rest.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && rest
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+            && !s.chars().any(char::is_control);
+        if clean {
+            Ok(TokenFile(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a clean absolute path of a file under /data (no empty, '.' or '..' components, no control characters)"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for TokenFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
