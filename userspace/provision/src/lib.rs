@@ -21,6 +21,7 @@
 //! * [`listen`] — the listeners, narrowed to the LAN address once provisioned.
 //! * [`service`] — the shared state that ties them together.
 //! * [`deadline`] — the mark-good deadline: a provisioned boot whose apply stalls reboots.
+//! * [`hawkbit`] — the hawkBit DDI client (`[update.hawkbit]`): decisions, record, transport.
 
 pub mod api;
 pub mod apply;
@@ -29,6 +30,7 @@ pub mod beneath;
 pub mod boot_flow;
 pub mod console;
 pub mod deadline;
+pub mod hawkbit;
 pub use failpoints;
 pub mod input;
 pub mod jobs;

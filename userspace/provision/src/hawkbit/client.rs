@@ -1,0 +1,388 @@
+//! One round of the DDI client: report how the action in progress ended (or carry it
+//! on), poll, and do what the answer asks, through a [`Ddi`] transport and an
+//! [`Installer`]. Decisions are [`super::decide`]'s; this is the one place they are
+//! carried out, so that tests drive the real sequence against [`super::transport::FakeDdi`].
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use super::decide::{self, BootFacts, CancelPlan, DeploymentPlan, DeviceFacts, Downloaded, Resume};
+use super::record::{ActionRecord, Phase, RecordStore};
+use super::schedule;
+use super::transport::{Ddi, DdiError, Method};
+use super::wire::{CancelAnswer, ConfigData, ConfigMode, DeploymentBase, Feedback, PollAnswer};
+
+/// Installs a downloaded bundle (`rauc install`, the path the timer and
+/// `POST /api/update` take) and names the slot it wrote.
+pub trait Installer {
+    fn install(&mut self, bundle: &Path) -> Result<String, String>;
+}
+
+/// What a round came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    /// Sleep this long before the next round.
+    pub sleep: Duration,
+    /// A bundle was installed: reboot into it.
+    pub reboot: bool,
+    /// What went wrong, for the log (the round carried on where it could).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Client<D, I> {
+    pub ddi: D,
+    pub installer: I,
+    pub store: RecordStore,
+    /// Where bundles are downloaded (`/data/rauc/hawkbit`).
+    pub downloads: PathBuf,
+    /// `<url>/<tenant>/controller/v1/<controller-id>`.
+    pub base: String,
+    pub device: DeviceFacts,
+    pub boot: BootFacts,
+    /// Failed polls in a row.
+    pub failures: u32,
+}
+
+/// The controller resource of a device.
+pub fn controller_url(url: &str, tenant: &str, controller_id: &str) -> String {
+    format!(
+        "{}/{tenant}/controller/v1/{controller_id}",
+        url.trim_end_matches('/')
+    )
+}
+
+impl<D: Ddi, I: Installer> Client<D, I> {
+    fn feedback_url(&self, action_id: &str) -> String {
+        format!("{}/deploymentBase/{action_id}/feedback", self.base)
+    }
+
+    fn bundle_path(&self, action_id: &str) -> PathBuf {
+        let safe: String = action_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        self.downloads.join(format!("{safe}.raucb"))
+    }
+
+    fn post(&mut self, url: &str, feedback: &Feedback) -> Result<(), DdiError> {
+        let body = serde_json::to_string(feedback).expect("feedback serializes");
+        self.ddi.json(Method::Post, url, Some(&body)).map(drop)
+    }
+
+    fn save(&self, record: &ActionRecord, problems: &mut Vec<String>) -> bool {
+        match self.store.save(record) {
+            Ok(()) => true,
+            Err(e) => {
+                problems.push(format!("saving {}: {e}", self.store.path().display()));
+                false
+            }
+        }
+    }
+
+    /// Records the final result and reports it; the record goes once the server took it.
+    fn finish(
+        &mut self,
+        mut record: ActionRecord,
+        success: bool,
+        details: Vec<String>,
+        problems: &mut Vec<String>,
+    ) {
+        let _ = fs::remove_file(self.bundle_path(&record.action_id));
+        record.phase = Phase::Reporting {
+            success,
+            details: details.clone(),
+        };
+        if !self.save(&record, problems) {
+            return;
+        }
+        let url = self.feedback_url(&record.action_id);
+        match self.post(&url, &Feedback::closed(success, details)) {
+            Ok(()) => {
+                if let Err(e) = self.store.clear() {
+                    problems.push(format!("removing {}: {e}", self.store.path().display()));
+                }
+            }
+            Err(e) => problems.push(format!(
+                "reporting the result of action {}: {e}",
+                record.action_id
+            )),
+        }
+    }
+
+    fn failed_poll(&mut self, random: u64, problem: String, mut problems: Vec<String>) -> Round {
+        self.failures = self.failures.saturating_add(1);
+        problems.push(problem);
+        Round {
+            sleep: schedule::backoff(self.failures, random),
+            reboot: false,
+            problems,
+        }
+    }
+
+    /// One round; `random` feeds the jitter and the back-off.
+    pub fn round(&mut self, random: u64) -> Round {
+        let mut problems = Vec::new();
+        let mut current = match self.store.load() {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("reading {}: {e}", self.store.path().display()));
+                None
+            }
+        };
+        if let Some(record) = current.clone() {
+            if let Resume::Report { success, details } = decide::resume(&record, &self.boot) {
+                self.finish(record, success, details, &mut problems);
+                current = self.store.load().ok().flatten();
+            }
+        }
+
+        let answer = match self.ddi.json(Method::Get, &self.base.clone(), None) {
+            Ok(text) => text,
+            Err(e) => return self.failed_poll(random, format!("polling: {e}"), problems),
+        };
+        let answer: PollAnswer = match serde_json::from_str(&answer) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.failed_poll(
+                    random,
+                    format!(
+                        "polling {}: the answer is not a DDI poll answer: {e}",
+                        self.base
+                    ),
+                    problems,
+                )
+            }
+        };
+        self.failures = 0;
+        let sleep = match schedule::parse_sleep(&answer.config.polling.sleep) {
+            Ok(s) => schedule::bounded(s),
+            Err(e) => {
+                problems.push(e);
+                schedule::DEFAULT_SLEEP
+            }
+        };
+        let mut round = Round {
+            sleep: schedule::with_jitter(sleep, random),
+            reboot: false,
+            problems,
+        };
+        let plan = decide::plan_poll(&answer);
+
+        if let Some(href) = plan.config_data {
+            let body = ConfigData {
+                mode: ConfigMode::Merge,
+                data: decide::attributes(&self.device),
+            };
+            let body = serde_json::to_string(&body).expect("config data serializes");
+            if let Err(e) = self.ddi.json(Method::Put, &href, Some(&body)) {
+                round
+                    .problems
+                    .push(format!("sending the device's attributes: {e}"));
+            }
+        }
+
+        if let Some(href) = plan.cancel {
+            self.cancel(&href, current.as_ref(), &mut round.problems);
+            return round;
+        }
+
+        match plan.deployment {
+            Some(href) => self.deployment(&href, current, &mut round),
+            None => {
+                // The server no longer offers an action we had only started to
+                // download: it was withdrawn while the device was away.
+                if let Some(r) = current.filter(|r| r.phase == Phase::Downloading) {
+                    let _ = fs::remove_file(self.bundle_path(&r.action_id));
+                    if let Err(e) = self.store.clear() {
+                        round
+                            .problems
+                            .push(format!("removing {}: {e}", self.store.path().display()));
+                    }
+                }
+            }
+        }
+        round
+    }
+
+    fn cancel(&mut self, href: &str, current: Option<&ActionRecord>, problems: &mut Vec<String>) {
+        let answer = match self.ddi.json(Method::Get, href, None) {
+            Ok(text) => text,
+            Err(e) => return problems.push(format!("fetching the cancel request: {e}")),
+        };
+        let cancel: CancelAnswer = match serde_json::from_str(&answer) {
+            Ok(c) => c,
+            Err(e) => return problems.push(format!("{href}: not a DDI cancel request: {e}")),
+        };
+        let stop_id = cancel.cancel_action.stop_id;
+        let url = format!("{}/cancelAction/{}/feedback", self.base, cancel.id);
+        let feedback = match decide::plan_cancel(&stop_id, current) {
+            CancelPlan::Confirm { discard } => {
+                if discard {
+                    let _ = fs::remove_file(self.bundle_path(&stop_id));
+                    if let Err(e) = self.store.clear() {
+                        problems.push(format!("removing {}: {e}", self.store.path().display()));
+                    }
+                }
+                Feedback::cancel_confirmed(format!(
+                    "action {stop_id} canceled: nothing had been written"
+                ))
+            }
+            CancelPlan::Reject { reason } => Feedback::cancel_rejected(reason),
+        };
+        if let Err(e) = self.post(&url, &feedback) {
+            problems.push(format!("answering the cancel request: {e}"));
+        }
+    }
+
+    fn deployment(&mut self, href: &str, current: Option<ActionRecord>, round: &mut Round) {
+        let answer = match self.ddi.json(Method::Get, href, None) {
+            Ok(text) => text,
+            Err(e) => return round.problems.push(format!("fetching the deployment: {e}")),
+        };
+        let dep: DeploymentBase = match serde_json::from_str(&answer) {
+            Ok(d) => d,
+            Err(e) => {
+                return round
+                    .problems
+                    .push(format!("{href}: not a DDI deployment: {e}"))
+            }
+        };
+        let record = match decide::plan_deployment(&dep, current.as_ref(), &self.boot) {
+            DeploymentPlan::Wait | DeploymentPlan::InProgress | DeploymentPlan::Busy { .. } => {
+                return
+            }
+            DeploymentPlan::Refuse { action_id, reason } => {
+                let url = self.feedback_url(&action_id);
+                if let Err(e) = self.post(&url, &Feedback::closed(false, vec![reason])) {
+                    round
+                        .problems
+                        .push(format!("refusing action {action_id}: {e}"));
+                }
+                return;
+            }
+            DeploymentPlan::Download { record } => *record,
+        };
+        if let Some(old) = current.filter(|r| r.action_id != record.action_id) {
+            let _ = fs::remove_file(self.bundle_path(&old.action_id));
+        }
+        if !self.save(&record, &mut round.problems) {
+            return;
+        }
+        let url = self.feedback_url(&record.action_id);
+        let step = |cnt, what: String| Feedback::proceeding(cnt, decide::STEPS, what);
+        let _ = self.post(
+            &url,
+            &step(
+                decide::STEP_DOWNLOAD,
+                format!("downloading {} ({} bytes)", record.artifact, record.size),
+            ),
+        );
+
+        let path = self.bundle_path(&record.action_id);
+        let got = match self.fetch(&record, &path) {
+            Ok(got) => got,
+            Err(e) => {
+                // The download is retried at the next poll while the server offers it.
+                let _ = fs::remove_file(&path);
+                return round
+                    .problems
+                    .push(format!("downloading {}: {e}", record.artifact));
+            }
+        };
+        if let Err(reason) = decide::check_download(&record, &got) {
+            return self.finish(record, false, vec![reason], &mut round.problems);
+        }
+        let _ = self.post(
+            &url,
+            &step(
+                decide::STEP_DOWNLOADED,
+                format!("{} downloaded, hashes checked", record.artifact),
+            ),
+        );
+
+        let mut record = record;
+        record.phase = Phase::Installing;
+        if !self.save(&record, &mut round.problems) {
+            return;
+        }
+        let _ = self.post(
+            &url,
+            &step(
+                decide::STEP_INSTALL,
+                format!("installing {}", record.version),
+            ),
+        );
+        let installed = self.installer.install(&path);
+        let _ = fs::remove_file(&path);
+        match installed {
+            Ok(target_slot) => {
+                let detail = format!(
+                    "{} installed into slot {target_slot}; rebooting into it",
+                    record.version
+                );
+                record.phase = Phase::Installed { target_slot };
+                record.boot_id = self.boot.boot_id.clone();
+                if self.save(&record, &mut round.problems) {
+                    let _ = self.post(&url, &step(decide::STEP_INSTALLED, detail));
+                    round.reboot = true;
+                }
+            }
+            Err(reason) => self.finish(
+                record,
+                false,
+                vec![format!("rauc install failed: {reason}")],
+                &mut round.problems,
+            ),
+        }
+    }
+
+    /// Downloads the bundle to `path`, hashing it on the way, and syncs it.
+    fn fetch(&mut self, record: &ActionRecord, path: &Path) -> Result<Downloaded, String> {
+        fs::create_dir_all(&self.downloads)
+            .map_err(|e| format!("{}: {e}", self.downloads.display()))?;
+        let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut sink = Hashing {
+            file,
+            sha1: Sha1::new(),
+            sha256: Sha256::new(),
+        };
+        let size = self
+            .ddi
+            .download(&record.download_url, record.size, &mut sink)
+            .map_err(|e| e.to_string())?;
+        sink.file
+            .sync_all()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Downloaded {
+            size,
+            sha1: atomix_api::hex(&sink.sha1.finalize()),
+            sha256: atomix_api::hex(&sink.sha256.finalize()),
+        })
+    }
+}
+
+/// A file that hashes what is written to it.
+struct Hashing {
+    file: File,
+    sha1: Sha1,
+    sha256: Sha256,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.sha1.update(&buf[..n]);
+        self.sha256.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}

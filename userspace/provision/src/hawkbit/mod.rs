@@ -1,0 +1,36 @@
+//! The hawkBit DDI client: with `[update.hawkbit]` the device polls an update server
+//! (Eclipse hawkBit, or goosebit, which speaks the same Direct Device Integration API),
+//! reports its attributes, and installs the RAUC bundle of a deployment assigned to it,
+//! reporting `proceeding` on the way and `success` or `failure` once the reboot has
+//! decided.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`wire`] | the DDI JSON documents, read tolerantly |
+//! | [`schedule`] | the server's `HH:MM:SS` sleep, jitter, capped back-off |
+//! | [`decide`] | the decisions, pure: poll plan, deployment, hashes, cancel, how an action ended |
+//! | [`record`] | the action in progress, persisted under `/data/atomix/hawkbit/` |
+//! | [`transport`] | the HTTP behind a narrow trait: `ureq` for real, a scripted fake for tests |
+//! | [`client`] | one round, carrying the decisions out |
+//!
+//! An action's life: taken on (record saved, `Downloading`), downloaded into
+//! `/data/rauc/hawkbit/` and checked against the server's SHA-256/SHA-1, `Installing`
+//! (from here on a cancel is refused: the other slot is being written), `Installed`
+//! (reboot), then in the next boot `success` once that slot is marked good after its
+//! config applied, or `failure` when the device is back on the old slot; a result the
+//! server has not acknowledged yet stays in the record (`Reporting`) and is sent again
+//! every round. A power cut while downloading restarts the download; one while
+//! installing ends in `failure` saying so.
+//!
+//! The transport speaks plain HTTP for now: an `https://` server needs ureq's TLS
+//! (rustls, with the image's CA certificates) built into the aarch64 binary.
+
+pub mod client;
+pub mod decide;
+pub mod record;
+pub mod schedule;
+pub mod transport;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
