@@ -159,6 +159,17 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// A bundle stored by another path (the hawkBit client's download, hashed and
+    /// synced there); removed when dropped, like a received one.
+    pub fn stored(path: PathBuf, sha256: String, size: u64) -> Bundle {
+        Bundle {
+            path,
+            sha256,
+            size,
+            removed: false,
+        }
+    }
+
     /// Removes the file now, saying whether that worked.
     pub fn remove(mut self) -> io::Result<()> {
         self.removed = true;
@@ -230,6 +241,11 @@ pub struct UploadSlot(AtomicBool);
 pub struct UploadTaken<'a>(&'a UploadSlot);
 
 impl UploadSlot {
+    /// Whether an upload is being received now.
+    pub fn is_taken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
     pub fn try_take(&self) -> Option<UploadTaken<'_>> {
         self.0
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -271,11 +287,49 @@ pub fn run(
     current: Option<u64>,
     trusted_now: &dyn Fn() -> Vec<crate::auth::PublicKey>,
 ) -> Outcome {
+    let reboot = request.reboot;
+    let outcome = install(&job, system, failpoints, request, current, trusted_now);
+    if !(reboot && outcome.succeeded()) {
+        job.finish(outcome.result.clone(), outcome.rollback);
+        return outcome;
+    }
+    job.event(
+        REBOOT,
+        Level::Info,
+        format!("rebooting in {} s", REBOOT_DELAY.as_secs()),
+    );
+    let id = job.id.clone();
+    let _hold = job.finish_and_hold(outcome.result.clone(), outcome.rollback);
+    reboot_later(system, &id);
+    outcome
+}
+
+/// Waits [`REBOOT_DELAY`] (a client polling the job sees it succeeded), then asks
+/// systemd to reboot; a failure is logged (the update is installed either way).
+pub fn reboot_later(system: &dyn System, job: &str) {
+    std::thread::sleep(REBOOT_DELAY);
+    if let Err(e) = system.run(&Action::systemctl(&["reboot"])) {
+        log::error!("job {job}: the update is installed but the reboot failed: {e}");
+    }
+}
+
+/// The install of an update job, every update's one path (`POST /api/update` and the
+/// hawkBit client): `receive`, `install` (`rauc install`, failpoint `install`) and
+/// `cleanup` (the bundle removed, whatever the outcome). The job is left running: the
+/// caller finishes it (and reboots) as its client needs. `request.reboot` is not looked at.
+pub fn install(
+    job: &JobHandle,
+    system: &dyn System,
+    failpoints: &Failpoints,
+    request: Request,
+    current: Option<u64>,
+    trusted_now: &dyn Fn() -> Vec<crate::auth::PublicKey>,
+) -> Outcome {
     let Request {
         bundle,
         signer,
         key,
-        reboot,
+        ..
     } = request;
     job.event(
         RECEIVE,
@@ -325,7 +379,7 @@ pub fn run(
             format!("cannot remove {}: {e}", path.display()),
         ),
     }
-    let outcome = Outcome {
+    Outcome {
         result: JobResult {
             generation: current,
             failed_step: installed.is_err().then(|| INSTALL.to_owned()),
@@ -335,23 +389,7 @@ pub fn run(
             state: RollbackState::None,
             generation: None,
         },
-    };
-    if !(reboot && outcome.succeeded()) {
-        job.finish(outcome.result.clone(), outcome.rollback);
-        return outcome;
     }
-    job.event(
-        REBOOT,
-        Level::Info,
-        format!("rebooting in {} s", REBOOT_DELAY.as_secs()),
-    );
-    let id = job.id.clone();
-    let _hold = job.finish_and_hold(outcome.result.clone(), outcome.rollback);
-    std::thread::sleep(REBOOT_DELAY);
-    if let Err(e) = system.run(&Action::systemctl(&["reboot"])) {
-        log::error!("job {id}: the update is installed but the reboot failed: {e}");
-    }
-    outcome
 }
 
 #[cfg(test)]
