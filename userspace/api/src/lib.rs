@@ -24,7 +24,8 @@ pub use contract::Contract;
 pub use signing::{hex, sha256_hex, signed_message, signed_message_for_digest, NAMESPACE};
 pub use types::{
     Accepted, ErrorBody, Event, FactoryReset, Health, ImportError, Invalid, Job, JobKind, JobList,
-    JobResult, JobState, Level, Nonce, Origin, Problem, Rollback, RollbackState, Validated,
+    JobResult, JobState, LastPoll, Level, Nonce, Origin, Problem, Rollback, RollbackState,
+    ServerAction, UpdateServer, Validated,
 };
 
 /// Route paths. Every route is under `/api/`; the console is served at `/`.

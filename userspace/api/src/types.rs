@@ -82,6 +82,50 @@ pub struct Health {
     /// last pushed bundle came to. Absent from older devices' answers.
     #[serde(default)]
     pub last_update: Option<String>,
+    /// The hawkBit server the device polls (`[update.hawkbit]` in the current config).
+    /// Absent from older devices' answers and from devices without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_server: Option<UpdateServer>,
+}
+
+/// `update_server` of [`Health`]: the fleet server, the last poll, the action in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateServer {
+    /// The server's base URL, as configured.
+    pub url: String,
+    /// The device's id on the server.
+    pub controller_id: String,
+    /// None until the first poll of this service's run.
+    pub last_poll: Option<LastPoll>,
+    /// The deployment the device has taken on, until the server has its result.
+    pub action: Option<ServerAction>,
+}
+
+/// How the last poll went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPoll {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// The server answered the poll.
+    pub ok: bool,
+    /// What came of it (`ok`, or what went wrong, for the operator).
+    pub outcome: String,
+}
+
+/// A server action in progress on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerAction {
+    /// The server's action id.
+    pub id: String,
+    /// The version the server names the software by.
+    pub version: String,
+    /// `downloading`, `installing`, `installed` (waiting for the reboot and the new
+    /// slot's mark-good), `reporting` (the result waits for the server to take it).
+    /// An open set: a client shows what it does not know as it is.
+    pub state: String,
+    /// With `reporting`: the result being reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
 }
 
 /// `GET /api/nonce`.
@@ -290,9 +334,56 @@ mod tests {
                 listening: vec!["192.168.100.1:8080".into()],
                 job: Some("/api/jobs/0123456789abcdef".into()),
                 last_update: Some("/api/jobs/fedcba9876543210".into()),
+                update_server: None,
             },
             r#"{"status":"ok","provisioned":true,"build_id":"b1","slot":"a","generation":2,"last_import_error":{"origin":"usb","location":"sda1:/config.toml","time":"t","errors":[{"line":3,"column":5,"path":"device.hostname","message":"bad"}],"job":null},"listening":["192.168.100.1:8080"],"job":"/api/jobs/0123456789abcdef","last_update":"/api/jobs/fedcba9876543210"}"#,
         );
+    }
+
+    #[test]
+    fn the_update_server_on_the_wire() {
+        wire(
+            &UpdateServer {
+                url: "https://updates.example.com".into(),
+                controller_id: "edge-042".into(),
+                last_poll: Some(LastPoll {
+                    time: "2026-12-03T17:00:00Z".into(),
+                    ok: true,
+                    outcome: "ok".into(),
+                }),
+                action: Some(ServerAction {
+                    id: "5".into(),
+                    version: "2.0.0".into(),
+                    state: "reporting".into(),
+                    success: Some(true),
+                }),
+            },
+            r#"{"url":"https://updates.example.com","controller_id":"edge-042","last_poll":{"time":"2026-12-03T17:00:00Z","ok":true,"outcome":"ok"},"action":{"id":"5","version":"2.0.0","state":"reporting","success":true}}"#,
+        );
+        wire(
+            &ServerAction {
+                id: "5".into(),
+                version: "2.0.0".into(),
+                state: "downloading".into(),
+                success: None,
+            },
+            r#"{"id":"5","version":"2.0.0","state":"downloading"}"#,
+        );
+        // A device with a server: an older client reads its health all the same (the
+        // field is unknown to it), and this client reads an older device's.
+        let text = r#"{"status":"ok","provisioned":true,"build_id":"b1","slot":"a","generation":2,"last_import_error":null,"listening":[],"job":null,"last_update":null,"update_server":{"url":"http://10.0.2.2:60053","controller_id":"edge-043","last_poll":null,"action":null}}"#;
+        let health: Health = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            health.update_server.as_ref().unwrap().controller_id,
+            "edge-043"
+        );
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct OlderHealth {
+            status: String,
+            last_update: Option<String>,
+        }
+        assert!(serde_json::from_str::<OlderHealth>(text).is_ok());
     }
 
     #[test]

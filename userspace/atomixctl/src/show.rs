@@ -3,6 +3,7 @@
 
 use atomix_api::{
     Event, Health, ImportError, Job, JobKind, JobState, Level, Rollback, RollbackState,
+    UpdateServer,
 };
 use serde::Serialize;
 
@@ -42,10 +43,38 @@ pub fn health(h: &Health) -> Vec<String> {
     if let Some(update) = &h.last_update {
         lines.push(format!("last update:  {update}"));
     }
+    if let Some(server) = &h.update_server {
+        lines.extend(update_server(server));
+    }
     if let Some(e) = &h.last_import_error {
         lines.push(format!("last import error: {}", import_error(e)));
     }
     lines
+}
+
+/// The hawkBit server, the last poll and the action in progress.
+fn update_server(s: &UpdateServer) -> Vec<String> {
+    let poll = match &s.last_poll {
+        None => "- (not yet)".to_owned(),
+        Some(p) if p.ok => format!("{} ok: {}", p.time, p.outcome),
+        Some(p) => format!("{} FAILED: {}", p.time, p.outcome),
+    };
+    let action = match &s.action {
+        None => "-".to_owned(),
+        Some(a) => {
+            let result = match a.success {
+                Some(true) => " (success)",
+                Some(false) => " (failure)",
+                None => "",
+            };
+            format!("{} ({}): {}{result}", a.id, a.version, a.state)
+        }
+    };
+    vec![
+        format!("update server: {} as {}", s.url, s.controller_id),
+        format!("last poll:    {poll}"),
+        format!("server action: {action}"),
+    ]
 }
 
 /// A `last_import_error`: where the seed came from, then each problem on its own line.
@@ -201,6 +230,35 @@ mod tests {
                 && lines[5].contains("/boot/config.toml"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn health_shows_the_update_server() {
+        let h = json!({"status":"ok","provisioned":true,"build_id":"1.0.0","slot":"a","generation":2,
+            "last_import_error":null,"listening":[],"job":null,"last_update":null,
+            "update_server":{"url":"http://10.0.2.2:60053","controller_id":"edge-043",
+                "last_poll":{"time":"2026-12-03T17:00:00Z","ok":true,"outcome":"ok"},
+                "action":{"id":"1","version":"2.0.0","state":"installed"}}});
+        let lines = health(&parse(h));
+        assert_eq!(
+            lines[5..],
+            [
+                "update server: http://10.0.2.2:60053 as edge-043",
+                "last poll:    2026-12-03T17:00:00Z ok: ok",
+                "server action: 1 (2.0.0): installed",
+            ]
+        );
+        let h = json!({"status":"ok","provisioned":true,"build_id":"1.0.0","slot":"a","generation":2,
+            "last_import_error":null,"listening":[],"job":null,
+            "update_server":{"url":"http://u","controller_id":"e","last_poll":
+                {"time":"t","ok":false,"outcome":"cannot read the token file /data/apps/hawkbit/token"},
+                "action":{"id":"1","version":"2.0.0","state":"reporting","success":false}}});
+        let lines = health(&parse(h));
+        assert_eq!(
+            lines[6],
+            "last poll:    t FAILED: cannot read the token file /data/apps/hawkbit/token"
+        );
+        assert_eq!(lines[7], "server action: 1 (2.0.0): reporting (failure)");
     }
 
     #[test]

@@ -200,6 +200,7 @@ async fn health(State(svc): State<Arc<Service>>) -> Json<Health> {
         listening,
         job: svc.tracker.running().map(|id| routes::job(&id)),
         last_update: svc.tracker.last_update().map(|id| routes::job(&id)),
+        update_server: None,
     })
 }
 
