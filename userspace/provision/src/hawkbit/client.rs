@@ -18,9 +18,50 @@ use super::transport::{Ddi, DdiError, Method};
 use super::wire::{CancelAnswer, ConfigData, ConfigMode, DeploymentBase, Feedback, PollAnswer};
 
 /// Installs a downloaded bundle (`rauc install`, the path the timer and
-/// `POST /api/update` take) and names the slot it wrote.
+/// `POST /api/update` take) and names the slot it wrote. `action` says which server
+/// action it is for, for the install's own record.
 pub trait Installer {
-    fn install(&mut self, bundle: &Path) -> Result<String, String>;
+    fn install(&mut self, bundle: &Path, got: &Downloaded, action: &str) -> Result<String, String>;
+
+    /// What holds the device's single install slot now (a job, an upload over the
+    /// API), if anything: a deployment is not downloaded meanwhile, it waits for the
+    /// next poll.
+    fn busy(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The largest bundle downloaded (the API's limit for a pushed one): a server that
+/// announces more is refused before a byte is written to `/data`.
+pub const MAX_BUNDLE: u64 = atomix_api::limits::UPDATE_BUNDLE_BYTES;
+
+/// The scheme, host and port of a URL (`http://h:1`), lowercased; `None` for what is
+/// not an absolute http(s) URL.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // Credentials in a URL would be sent to whoever the host is: refused.
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = authority.to_ascii_lowercase();
+    let with_port = if authority.starts_with('[') {
+        match authority.rsplit_once("]:") {
+            Some(_) => authority,
+            None => format!("{authority}:{default_port}"),
+        }
+    } else if authority.contains(':') {
+        authority
+    } else {
+        format!("{authority}:{default_port}")
+    };
+    Some(format!("{scheme}://{with_port}"))
 }
 
 /// What a round came to.
@@ -62,12 +103,28 @@ impl<D: Ddi, I: Installer> Client<D, I> {
         format!("{}/deploymentBase/{action_id}/feedback", self.base)
     }
 
+    /// Whatever the server calls the action, the bundle lands in [`Client::downloads`]
+    /// under a name of at most 64 safe characters.
     fn bundle_path(&self, action_id: &str) -> PathBuf {
         let safe: String = action_id
             .chars()
+            .take(64)
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         self.downloads.join(format!("{safe}.raucb"))
+    }
+
+    /// A link the server gave, if it points at the server itself: the token goes with
+    /// every request, so the device follows no link to another host (or scheme, or port).
+    fn linked(&self, href: &str) -> Result<String, String> {
+        match (origin(&self.base), origin(href)) {
+            (Some(server), Some(link)) if server == link => Ok(href.to_owned()),
+            _ => Err(format!(
+                "the server links to {:?}, which is not on {}: not followed",
+                href.chars().take(256).collect::<String>(),
+                origin(&self.base).unwrap_or_else(|| self.base.clone())
+            )),
+        }
     }
 
     fn post(&mut self, url: &str, feedback: &Feedback) -> Result<(), DdiError> {
@@ -94,6 +151,13 @@ impl<D: Ddi, I: Installer> Client<D, I> {
         problems: &mut Vec<String>,
     ) {
         let _ = fs::remove_file(self.bundle_path(&record.action_id));
+        if !success {
+            problems.push(format!(
+                "action {} failed: {}",
+                record.action_id,
+                details.join("; ")
+            ));
+        }
         record.phase = Phase::Reporting {
             success,
             details: details.clone(),
@@ -128,6 +192,9 @@ impl<D: Ddi, I: Installer> Client<D, I> {
     /// One round; `random` feeds the jitter and the back-off.
     pub fn round(&mut self, random: u64) -> Round {
         let mut problems = Vec::new();
+        // The action whose result this round reported: a server still offering it
+        // (its answer raced the report) does not get it installed a second time.
+        let mut reported = None;
         let mut current = match self.store.load() {
             Ok(r) => r,
             Err(e) => {
@@ -137,6 +204,7 @@ impl<D: Ddi, I: Installer> Client<D, I> {
         };
         if let Some(record) = current.clone() {
             if let Resume::Report { success, details } = decide::resume(&record, &self.boot) {
+                reported = Some(record.action_id.clone());
                 self.finish(record, success, details, &mut problems);
                 current = self.store.load().ok().flatten();
             }
@@ -172,7 +240,19 @@ impl<D: Ddi, I: Installer> Client<D, I> {
             reboot: false,
             problems,
         };
-        let plan = decide::plan_poll(&answer);
+        let mut plan = decide::plan_poll(&answer);
+        for link in [
+            &mut plan.config_data,
+            &mut plan.cancel,
+            &mut plan.deployment,
+        ] {
+            if let Some(href) = link.take() {
+                match self.linked(&href) {
+                    Ok(href) => *link = Some(href),
+                    Err(e) => round.problems.push(e),
+                }
+            }
+        }
 
         if let Some(href) = plan.config_data {
             let body = ConfigData {
@@ -193,7 +273,7 @@ impl<D: Ddi, I: Installer> Client<D, I> {
         }
 
         match plan.deployment {
-            Some(href) => self.deployment(&href, current, &mut round),
+            Some(href) => self.deployment(&href, current, reported.as_deref(), &mut round),
             None => {
                 // The server no longer offers an action we had only started to
                 // download: it was withdrawn while the device was away.
@@ -240,7 +320,13 @@ impl<D: Ddi, I: Installer> Client<D, I> {
         }
     }
 
-    fn deployment(&mut self, href: &str, current: Option<ActionRecord>, round: &mut Round) {
+    fn deployment(
+        &mut self,
+        href: &str,
+        current: Option<ActionRecord>,
+        reported: Option<&str>,
+        round: &mut Round,
+    ) {
         let answer = match self.ddi.json(Method::Get, href, None) {
             Ok(text) => text,
             Err(e) => return round.problems.push(format!("fetching the deployment: {e}")),
@@ -253,6 +339,9 @@ impl<D: Ddi, I: Installer> Client<D, I> {
                     .push(format!("{href}: not a DDI deployment: {e}"))
             }
         };
+        if reported == Some(dep.id.as_str()) {
+            return;
+        }
         let record = match decide::plan_deployment(&dep, current.as_ref(), &self.boot) {
             DeploymentPlan::Wait | DeploymentPlan::InProgress | DeploymentPlan::Busy { .. } => {
                 return
@@ -268,6 +357,31 @@ impl<D: Ddi, I: Installer> Client<D, I> {
             }
             DeploymentPlan::Download { record } => *record,
         };
+        let refused = if record.size > MAX_BUNDLE {
+            Some(format!(
+                "{}: {} bytes, more than the {MAX_BUNDLE} a bundle may have",
+                record.artifact, record.size
+            ))
+        } else {
+            self.linked(&record.download_url)
+                .err()
+                .map(|e| format!("{}: {e}", record.artifact))
+        };
+        if let Some(reason) = refused {
+            let url = self.feedback_url(&record.action_id);
+            if let Err(e) = self.post(&url, &Feedback::closed(false, vec![reason.clone()])) {
+                round
+                    .problems
+                    .push(format!("refusing action {}: {e}", record.action_id));
+            }
+            return round.problems.push(reason);
+        }
+        if let Some(holder) = self.installer.busy() {
+            return round.problems.push(format!(
+                "action {}: waiting for {holder} to finish",
+                record.action_id
+            ));
+        }
         if let Some(old) = current.filter(|r| r.action_id != record.action_id) {
             let _ = fs::remove_file(self.bundle_path(&old.action_id));
         }
@@ -318,7 +432,14 @@ impl<D: Ddi, I: Installer> Client<D, I> {
                 format!("installing {}", record.version),
             ),
         );
-        let installed = self.installer.install(&path);
+        let installed = self.installer.install(
+            &path,
+            &got,
+            &format!(
+                "hawkBit action {} ({}, {})",
+                record.action_id, record.artifact, record.version
+            ),
+        );
         let _ = fs::remove_file(&path);
         match installed {
             Ok(target_slot) => {

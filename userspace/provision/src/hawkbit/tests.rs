@@ -441,7 +441,7 @@ struct FakeInstaller {
 }
 
 impl Installer for FakeInstaller {
-    fn install(&mut self, bundle: &Path) -> Result<String, String> {
+    fn install(&mut self, bundle: &Path, _: &Downloaded, _: &str) -> Result<String, String> {
         self.installed.push(std::fs::read(bundle).unwrap());
         match &self.fail {
             Some(e) => Err(e.clone()),

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read as _, Write};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An HTTP method the client uses.
@@ -40,6 +42,10 @@ pub enum DdiError {
 pub const MAX_JSON: u64 = 1 << 20;
 
 pub trait Ddi {
+    /// The `Authorization` value of the requests from now on (the token file is read
+    /// again every round: it may have been rotated).
+    fn set_auth(&mut self, auth: Auth);
+
     /// Sends `body` (JSON) if any and returns the 2xx answer's body.
     fn json(&mut self, method: Method, url: &str, body: Option<&str>) -> Result<String, DdiError>;
 
@@ -63,25 +69,86 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// The real transport (plain HTTP; see the module doc of `hawkbit` for TLS).
+/// Where Debian's `ca-certificates` puts the trusted roots, one PEM file.
+pub const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+
+/// How long the transport waits, at most. Every request ends within `json` (a
+/// download within `download`), whatever the server does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting (TCP and TLS).
+    pub connect: Duration,
+    /// Any single read: a server that stops sending is dropped.
+    pub read: Duration,
+    /// A JSON request, from connect to the last byte of the answer: a server dripping
+    /// a byte a minute cannot hold the client.
+    pub json: Duration,
+    /// A download, in all (the update timer's limit): a few hundred MiB over a slow link.
+    pub download: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(60),
+            json: Duration::from_secs(120),
+            download: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// The trusted roots of the CA bundle at `path` (PEM); an unreadable or empty bundle
+/// is an error naming it.
+pub fn load_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The real transport: HTTP, or HTTPS through rustls (ring) trusting `roots`.
+/// Redirects are not followed: every URL the device fetches is checked to be on its
+/// server first, and a redirect would lead elsewhere unchecked.
 #[derive(Debug)]
 pub struct UreqDdi {
     agent: ureq::Agent,
     auth: Auth,
+    download_timeout: Duration,
 }
 
 impl UreqDdi {
-    /// Connect timeout 10 s; each JSON request 60 s in all; a download may take as long
-    /// as it takes while data flows, but not 5 minutes without any.
-    pub fn new(auth: Auth) -> UreqDdi {
+    pub fn new(
+        auth: Auth,
+        roots: Vec<ureq::tls::Certificate<'static>>,
+        timeouts: Timeouts,
+    ) -> UreqDdi {
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .build();
         let agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .timeout_recv_body(Some(Duration::from_secs(300)))
+            .tls_config(tls)
+            .timeout_connect(Some(timeouts.connect))
+            .timeout_per_read(Some(timeouts.read))
+            .timeout_global(Some(timeouts.json))
+            .max_redirects(0)
             .http_status_as_error(false)
             .build()
             .into();
-        UreqDdi { agent, auth }
+        UreqDdi {
+            agent,
+            auth,
+            download_timeout: timeouts.download,
+        }
     }
 
     fn transport(url: &str, e: impl std::fmt::Display) -> DdiError {
@@ -95,6 +162,21 @@ impl UreqDdi {
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());
+        }
+        if (300..400).contains(&status) {
+            let to = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("nowhere")
+                .chars()
+                .take(256)
+                .collect::<String>();
+            return Err(DdiError::Status {
+                url: url.to_owned(),
+                status,
+                body: format!("a redirect to {to}, not followed"),
+            });
         }
         let mut body = String::new();
         let _ = response
@@ -111,6 +193,10 @@ impl UreqDdi {
 }
 
 impl Ddi for UreqDdi {
+    fn set_auth(&mut self, auth: Auth) {
+        self.auth = auth;
+    }
+
     fn json(&mut self, method: Method, url: &str, body: Option<&str>) -> Result<String, DdiError> {
         let auth = self.auth.0.as_deref().unwrap_or_default();
         let result = match method {
@@ -155,7 +241,12 @@ impl Ddi for UreqDdi {
     }
 
     fn download(&mut self, url: &str, limit: u64, sink: &mut dyn Write) -> Result<u64, DdiError> {
-        let mut req = self.agent.get(url);
+        let mut req = self
+            .agent
+            .get(url)
+            .config()
+            .timeout_global(Some(self.download_timeout))
+            .build();
         if let Some(a) = &self.auth.0 {
             req = req.header("Authorization", a);
         }
@@ -225,6 +316,9 @@ pub struct FakeDdi {
     pub answers: BTreeMap<(Method, String), VecDeque<Scripted>>,
     pub files: BTreeMap<String, Vec<u8>>,
     pub sent: Vec<Sent>,
+    /// The `Authorization` value of each request, in order (tests check the token).
+    pub auths: Vec<Option<String>>,
+    auth: Option<String>,
 }
 
 impl FakeDdi {
@@ -247,7 +341,12 @@ impl FakeDdi {
 }
 
 impl Ddi for FakeDdi {
+    fn set_auth(&mut self, auth: Auth) {
+        self.auth = auth.0;
+    }
+
     fn json(&mut self, method: Method, url: &str, body: Option<&str>) -> Result<String, DdiError> {
+        self.auths.push(self.auth.clone());
         self.sent.push(Sent {
             method,
             url: url.to_owned(),
@@ -270,6 +369,7 @@ impl Ddi for FakeDdi {
     }
 
     fn download(&mut self, url: &str, limit: u64, sink: &mut dyn Write) -> Result<u64, DdiError> {
+        self.auths.push(self.auth.clone());
         self.sent.push(Sent {
             method: Method::Get,
             url: url.to_owned(),
