@@ -151,7 +151,10 @@ fn reapply(svc: &Arc<Service>) {
     match svc.tracker.start(Origin::Boot, Some(n)) {
         Ok(job) => {
             let outcome = svc.applier.reapply(job, n);
-            if !outcome.succeeded() {
+            if outcome.succeeded() {
+                // Mark-good is the re-apply's last step.
+                svc.note_marked_good();
+            } else {
                 log::error!("re-applying generation {n} failed: the slot is not marked good");
             }
         }

@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -29,6 +30,8 @@ pub struct Status {
     pub last_import_error: Option<ImportError>,
     /// Addresses the listeners are bound to.
     pub listening: Vec<String>,
+    /// The hawkBit client's server, last poll and action (`crate::hawkbit::poller`).
+    pub update_server: Option<atomix_api::UpdateServer>,
 }
 
 /// Everything the API handlers and the boot flow share.
@@ -52,7 +55,22 @@ pub struct Service {
     pub validations: Arc<tokio::sync::Semaphore>,
     /// ...and requests waiting for one; past this they are answered 503 at once.
     pub validation_waiters: Arc<tokio::sync::Semaphore>,
+    /// `/proc/sys/kernel/random/boot_id`: which boot this is (the hawkBit client tells
+    /// an install of this boot from one before the reboot by it).
+    pub boot_id: String,
+    /// Signalled when a config was applied or the slot marked good: the hawkBit client
+    /// looks again at once.
+    pub update_client_wake: crate::hawkbit::poller::Wake,
+    /// The booted slot was marked good by an apply of this service's run.
+    slot_good: AtomicBool,
     listen_tx: watch::Sender<Vec<SocketAddr>>,
+}
+
+/// This boot's id; a fixed stand-in where the kernel has none to give.
+fn read_boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-boot".into())
 }
 
 impl Service {
@@ -96,6 +114,9 @@ impl Service {
             validation_waiters: Arc::new(tokio::sync::Semaphore::new(
                 crate::api::VALIDATION_WAITERS,
             )),
+            boot_id: read_boot_id(),
+            update_client_wake: Default::default(),
+            slot_good: AtomicBool::new(false),
             listen_tx,
         });
         svc.listen_tx.send_replace(svc.desired_listen());
@@ -237,6 +258,8 @@ impl Service {
         let outcome = self.applier.import(job, accepted, origin, signer);
         if outcome.succeeded() {
             self.listen_tx.send_replace(self.desired_listen());
+            // Mark-good is the import's last step: success means the slot is good.
+            self.note_marked_good();
         }
         outcome
     }
@@ -257,6 +280,36 @@ impl Service {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .last_import_error = Some(error);
+    }
+
+    /// An apply of this run ended with the slot marked good (its last step).
+    pub fn note_marked_good(&self) {
+        self.slot_good.store(true, Ordering::Release);
+        self.update_client_wake.notify();
+    }
+
+    pub fn slot_marked_good(&self) -> bool {
+        self.slot_good.load(Ordering::Acquire)
+    }
+
+    /// A config was applied: the hawkBit client follows it.
+    pub fn wake_update_client(&self) {
+        self.update_client_wake.notify();
+    }
+
+    pub fn update_server(&self) -> Option<atomix_api::UpdateServer> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update_server
+            .clone()
+    }
+
+    pub fn set_update_server(&self, server: Option<atomix_api::UpdateServer>) {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update_server = server;
     }
 
     pub fn set_listening(&self, addrs: Vec<String>) {

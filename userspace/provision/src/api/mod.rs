@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /api/health` | 200 status, provisioned, build id, slot, generation, last import error, listening addresses, running job |
+//! | `GET /api/health` | 200 status, provisioned, build id, slot, generation, last import error, listening addresses, running job, last update job, hawkBit server (last poll, action) |
 //! | `GET /api/nonce` | 200 `{"nonce","expires_in"}` |
 //! | `POST /api/validate` | 200 `{"valid":true,"warnings"}` / 422 `{"valid":false,"errors"}` / 408 / 413 / 415 / 503 |
 //! | `POST /api/config` | 202 + `Location`; 400, 401, 408, 409, 413, 415, 422 |
@@ -186,9 +186,13 @@ pub fn app(svc: Arc<Service>) -> Router {
 
 async fn health(State(svc): State<Arc<Service>>) -> Json<Health> {
     let generation = svc.current();
-    let (last_import_error, listening) = {
+    let (last_import_error, listening, update_server) = {
         let s = svc.status.lock().unwrap_or_else(|e| e.into_inner());
-        (s.last_import_error.clone(), s.listening.clone())
+        (
+            s.last_import_error.clone(),
+            s.listening.clone(),
+            s.update_server.clone(),
+        )
     };
     Json(Health {
         status: "ok".into(),
@@ -200,7 +204,7 @@ async fn health(State(svc): State<Arc<Service>>) -> Json<Health> {
         listening,
         job: svc.tracker.running().map(|id| routes::job(&id)),
         last_update: svc.tracker.last_update().map(|id| routes::job(&id)),
-        update_server: None,
+        update_server,
     })
 }
 

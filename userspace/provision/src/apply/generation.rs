@@ -53,12 +53,18 @@ pub(crate) fn desired_of(a: &Accepted, config_sha256: &str) -> Desired {
 /// (an I/O error, a FIFO) still has its address here, so the listener narrows to the LAN,
 /// while [`load_generation`] of it fails and its restore and re-apply say so.
 pub fn lan_address(store: &Store, n: u64) -> Option<Ipv4Addr> {
+    let config = config_of(store, n)?;
+    Some(config.network.lan.address.get_ref().addr)
+}
+
+/// The config of generation `n` as this build checks it, its bundle files listed but
+/// not read; None where it cannot be read or is not valid for this build.
+pub fn config_of(store: &Store, n: u64) -> Option<atomix_config::schema::Config> {
     let dir = store.path(n);
     let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
     let files = app_files(&dir.join("apps")).ok()?;
     let names = files.keys().map(String::as_str).collect();
-    let config = atomix_config::check_bundle("config.toml", &text, &names).config?;
-    Some(config.network.lan.address.get_ref().addr)
+    atomix_config::check_bundle("config.toml", &text, &names).config
 }
 
 fn read_apps(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {

@@ -30,7 +30,7 @@
 //! | `step.rs` | [`Step`]: the steps in order, the names of events and failpoints |
 //! | `plan.rs` | the planner: [`plan_sync`] and [`live_path`], plans as data |
 //! | `executor.rs` | the [`Executor`] of plans and the [`Owned`] record of what it wrote |
-//! | `generation.rs` | a stored generation read back: [`load_generation`], [`lan_address`] |
+//! | `generation.rs` | a stored generation read back: [`load_generation`], [`lan_address`], [`config_of`] |
 //! | `job.rs` | the job runner [`Applier`]: import with rollback, re-apply, crash recovery |
 
 mod executor;
@@ -42,7 +42,7 @@ mod plan;
 mod step;
 
 pub use executor::{Executor, Owned, CONTAINER_WRITABLE};
-pub use generation::{lan_address, load_generation, Loaded};
+pub use generation::{config_of, lan_address, load_generation, Loaded};
 pub use job::{Applier, Outcome};
 pub use plan::{live_path, plan_sync, Act, Admin, Desired, Op, StepPlan};
 pub use step::Step;

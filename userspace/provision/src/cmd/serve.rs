@@ -1,5 +1,6 @@
 //! `serve`: the long-lived service of `first-boot.service`: finish jobs a crash cut
-//! off, start the listeners, run the boot flow, serve until SIGTERM.
+//! off, start the listeners, run the boot flow and the hawkBit client, serve until
+//! SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use atomix_provision::apply::{Admin, Applier};
 use atomix_provision::paths::Paths;
 use atomix_provision::service::Service;
 use atomix_provision::system::{RealSystem, RecordSystem, System};
-use atomix_provision::{api, boot_flow, listen};
+use atomix_provision::{api, boot_flow, hawkbit, listen};
 use failpoints::Failpoints;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -108,6 +109,8 @@ async fn serve(svc: Arc<Service>) -> anyhow::Result<()> {
         .name("boot-flow".into())
         .spawn(move || boot_flow::run(&flow))
         .context("cannot start the boot flow")?;
+    // Idle until a current config has [update.hawkbit]; off the request path.
+    hawkbit::poller::spawn(&svc).context("cannot start the hawkBit client")?;
 
     listen::run(api::app(Arc::clone(&svc)), Arc::clone(&svc), stop_rx).await;
 

@@ -12,6 +12,7 @@
 //! | [`record`] | the action in progress, persisted under `/data/atomix/hawkbit/` |
 //! | [`transport`] | the HTTP behind a narrow trait: `ureq` for real, a scripted fake for tests |
 //! | [`client`] | one round, carrying the decisions out |
+//! | [`poller`] | the thread in the service: config, token, facts, installs, health |
 //!
 //! An action's life: taken on (record saved, `Downloading`), downloaded into
 //! `/data/rauc/hawkbit/` and checked against the server's SHA-256/SHA-1, `Installing`
@@ -27,10 +28,13 @@
 
 pub mod client;
 pub mod decide;
+pub mod poller;
 pub mod record;
 pub mod schedule;
 pub mod transport;
 pub mod wire;
 
+#[cfg(test)]
+mod poller_tests;
 #[cfg(test)]
 mod tests;
