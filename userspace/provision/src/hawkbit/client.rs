@@ -35,6 +35,18 @@ pub trait Installer {
 /// announces more is refused before a byte is written to `/data`.
 pub const MAX_BUNDLE: u64 = atomix_api::limits::UPDATE_BUNDLE_BYTES;
 
+/// What a download leaves free on `/data` at least (jobs, records, the containers'
+/// data): a bundle that would eat into it is refused, not downloaded until the disk is full.
+pub const DATA_RESERVE: u64 = 64 << 20;
+
+/// The bytes an unprivileged writer may still use where `dir` is (made if missing);
+/// `None` when that cannot be told.
+fn free_space(dir: &Path) -> Option<u64> {
+    fs::create_dir_all(dir).ok()?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// The scheme, host and port of a URL (`http://h:1`), lowercased; `None` for what is
 /// not an absolute http(s) URL.
 pub fn origin(url: &str) -> Option<String> {
@@ -362,10 +374,18 @@ impl<D: Ddi, I: Installer> Client<D, I> {
                 "{}: {} bytes, more than the {MAX_BUNDLE} a bundle may have",
                 record.artifact, record.size
             ))
+        } else if let Err(e) = self.linked(&record.download_url) {
+            Some(format!("{}: {e}", record.artifact))
         } else {
-            self.linked(&record.download_url)
-                .err()
-                .map(|e| format!("{}: {e}", record.artifact))
+            match free_space(&self.downloads) {
+                Some(free) if free < record.size.saturating_add(DATA_RESERVE) => Some(format!(
+                    "{}: {} bytes, and {} has {free} bytes free (of which {DATA_RESERVE} stay for the device)",
+                    record.artifact,
+                    record.size,
+                    self.downloads.display()
+                )),
+                _ => None,
+            }
         };
         if let Some(reason) = refused {
             let url = self.feedback_url(&record.action_id);

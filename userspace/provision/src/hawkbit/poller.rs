@@ -246,6 +246,7 @@ impl Installer for ServiceInstaller {
             .ok_or("the booted slot is unknown (no boot record): not installed")?;
         let stored = update::Bundle::stored(bundle.to_owned(), got.sha256.clone(), got.size);
         let started = Instant::now();
+        let mut told = false;
         let job = loop {
             match svc
                 .tracker
@@ -253,7 +254,9 @@ impl Installer for ServiceInstaller {
             {
                 Ok(job) => break job,
                 Err(busy) if started.elapsed() < self.wait => {
-                    log::info!("{action}: waiting for job {} to end", busy.0);
+                    if !std::mem::replace(&mut told, true) {
+                        log::info!("{action}: waiting for job {} to end", busy.0);
+                    }
                     std::thread::sleep(Duration::from_secs(1).min(self.wait));
                 }
                 Err(busy) => {

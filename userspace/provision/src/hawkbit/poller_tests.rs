@@ -861,3 +861,28 @@ fn hostile_deployments_are_refused_and_leave_nothing() {
         );
     }
 }
+
+#[test]
+fn links_count_as_the_servers_by_scheme_host_and_port() {
+    use super::client::origin;
+    let cases: &[(&str, Option<&str>)] = &[
+        ("https://u.example.com", Some("https://u.example.com:443")),
+        (
+            "https://U.example.com:443/x?y",
+            Some("https://u.example.com:443"),
+        ),
+        (
+            "HTTP://10.0.2.2:60053/DEFAULT",
+            Some("http://10.0.2.2:60053"),
+        ),
+        ("http://[::1]/a", Some("http://[::1]:80")),
+        ("http://[::1]:8/a", Some("http://[::1]:8")),
+        ("http://u.example.com@evil.example/x", None),
+        ("ftp://u.example.com/x", None),
+        ("/DEFAULT/controller/v1/x", None),
+        ("http:///x", None),
+    ];
+    for (url, want) in cases {
+        assert_eq!(origin(url).as_deref(), *want, "{url}");
+    }
+}

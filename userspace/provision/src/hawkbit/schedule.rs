@@ -14,7 +14,7 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_SLEEP: Duration = Duration::from_secs(5 * 60);
 /// The first retry after a failed poll; each further failure doubles it...
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(60);
-/// ...up to this: a server down for a day gets about 24 polls per device, not thousands.
+/// ...up to this: a server down for a day gets 30 to 55 polls per device, not thousands.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
 /// The random delay added to a sleep is at most a tenth of it (the update timer's rule).
 pub const JITTER_DIVISOR: u32 = 10;
