@@ -1,5 +1,5 @@
 //! The DDI client against recorded server answers: goosebit 0.2.12's own (captured with
-//! curl, `docs/fleet-notes.md`) and hawkBit's as its DDI documentation gives them.
+//! curl, `docs/fleet.md`) and hawkBit's as its DDI documentation gives them.
 
 use std::path::Path;
 use std::time::Duration;
