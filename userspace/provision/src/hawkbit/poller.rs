@@ -466,12 +466,23 @@ impl<C: Connect> Poller<C> {
             },
         };
         let device = self.device_facts();
+        // A server may quote the token back in an error answer: it is not logged or shown.
+        let secret = auth
+            .0
+            .as_deref()
+            .and_then(|a| a.split_once(' '))
+            .map(|(_, t)| t.to_owned());
         let (_, client) = self.client.as_mut().expect("built above");
         client.ddi.set_auth(auth);
         client.failures = self.failures;
         client.device = device;
         client.boot = boot;
-        let round: Round = client.round(random);
+        let mut round: Round = client.round(random);
+        if let Some(secret) = &secret {
+            for p in &mut round.problems {
+                *p = p.replace(secret.as_str(), "<token>");
+            }
+        }
         self.failures = client.failures;
         let ok = client.failures == 0;
         for p in &round.problems {

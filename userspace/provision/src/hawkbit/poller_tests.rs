@@ -673,7 +673,14 @@ fn the_recorded_goosebit_answers_over_http_install_an_update() {
 
 #[test]
 fn a_wrong_token_is_a_failed_poll_that_backs_off() {
-    let server = goosebit_over_http(vec![], |_, _, _| None);
+    // A server that quotes the token it refuses.
+    let server = TestServer::start(|_, _, _, auth| {
+        Reply::Full(
+            401,
+            vec![],
+            format!("{{\"detail\":\"bad {auth}\"}}").into_bytes(),
+        )
+    });
     let (dev, svc, mut poller) = device_polling(&server);
     write_token(&dev, "not-the-token");
     let turn = poller.turn(0);
@@ -681,6 +688,7 @@ fn a_wrong_token_is_a_failed_poll_that_backs_off() {
     let poll = svc.update_server().unwrap().last_poll.unwrap();
     assert!(!poll.ok);
     assert!(poll.outcome.contains("HTTP 401"), "{poll:?}");
+    assert!(poll.outcome.contains("bad TargetToken <token>"), "{poll:?}");
     assert!(!poll.outcome.contains("not-the-token"), "{poll:?}");
 }
 
