@@ -123,6 +123,10 @@ scripts/setup-host.sh
 timed "scripts/setup-host.sh"
 scripts/setup-config-tools.sh
 timed "scripts/setup-config-tools.sh"
+scripts/setup-update-server.sh
+timed "scripts/setup-update-server.sh"
+"$ATOMIX_CACHE/goosebit-venv/bin/python" -m uvicorn --version >/dev/null \
+    || missing "uvicorn" "the goosebit virtual environment, from scripts/setup-update-server.sh"
 
 # Every tool the build and the tests call, by the package that must bring it.
 while read -r tool package; do

@@ -31,6 +31,7 @@ trap report_times EXIT
 step "host set-up"
 scripts/setup-host.sh
 scripts/setup-config-tools.sh
+scripts/setup-update-server.sh
 
 step "formatting and lints"
 cargo fmt --all -- --check
