@@ -11,7 +11,9 @@
 //! [`api`] (the device's HTTP API as a client: health, signed requests, jobs), [`qmp`]
 //! (QEMU's machine protocol: buttons and events), [`keys`] and [`config`] (what a test
 //! provisions a device with), [`host`](mod@host) (commands on the host), [`crash`] (the
-//! first boot recorded write by write, replayed and judged at every flush).
+//! first boot recorded write by write, replayed and judged at every flush), [`updates`]
+//! (update bundles and a server streaming them), [`update_server`] (goosebit, a hawkBit
+//! DDI server, and its operator API).
 
 pub mod api;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod image;
 pub mod keys;
 pub mod oci;
 pub mod qmp;
+pub mod update_server;
 pub mod updates;
 
 pub use config::test_config;

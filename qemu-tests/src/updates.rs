@@ -8,10 +8,27 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{host, Image};
+use crate::{host, Device, Image};
 
 /// The guest's address of the host on the WAN user network.
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";
+
+/// The build id of an update of the build `v1`: a semantic version,
+/// `<major>.0.0-<v1>[.<label>]`, as an update server such as goosebit files bundles by
+/// their manifest's version and takes only semantic ones. One id per update, so each
+/// bundle is built once per image and shared by every test installing it.
+pub fn update_build_id(v1: &str, major: u32, label: Option<&str>) -> String {
+    match label {
+        Some(label) => format!("{major}.0.0-{v1}.{label}"),
+        None => format!("{major}.0.0-{v1}"),
+    }
+}
+
+/// `atomix-provision slot status`, first line: the order and tries left.
+pub fn slot_state(device: &Device, admin: &Path) -> String {
+    let status = device.ssh(admin, "sudo atomix-provision slot status");
+    status.lines().next().unwrap_or_default().to_owned()
+}
 
 impl Image {
     /// A bundle of this tree built as `build_id` with extra kernel arguments, signed with

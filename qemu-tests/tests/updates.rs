@@ -1,20 +1,16 @@
 //! A/B updates over the air: a RAUC bundle streamed from the host (its streamed set-up
-//! repeated), the slot it went to booted and marked good; an update that hangs falling
-//! back to the previous slot by itself once its tries run out (the mark-good deadline and
-//! the hardware watchdog end its boots); a power cut during the install.
+//! repeated), the slot it went to booted and marked good; a power cut during the install;
+//! an unprovisioned device never taking the empty slot. (An update that hangs and falls
+//! back by itself is in `fleet.rs`, installed from an update server.)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use atomix_qemu_tests::updates::FileServer;
-use atomix_qemu_tests::{test_config, test_key, Device, Qmp};
+use atomix_qemu_tests::updates::{slot_state, update_build_id, FileServer};
+use atomix_qemu_tests::{test_config, test_key, Device};
 
 const BOOT: Duration = Duration::from_secs(400);
 const INSTALL: Duration = Duration::from_secs(900);
-/// The mark-good stall time the hanging bundle sets (production: 15 min). Well above the
-/// longest pause between two apply steps of a boot under TCG (about 20 s), so only the
-/// hang trips it.
-const STALL: &str = "60s";
 /// Rounds of streamed `rauc mount` through the NBD hold rule.
 const MOUNT_ROUNDS: u32 = 20;
 
@@ -28,12 +24,6 @@ fn provisioned(name: &str, extra: &str) -> (Device, std::path::PathBuf) {
     device.boot();
     device.wait_until_provisioned(BOOT);
     (device, admin)
-}
-
-/// `atomix-provision slot status`, first line: the order and tries left.
-fn slot_state(device: &Device, admin: &Path) -> String {
-    let status = device.ssh(admin, "sudo atomix-provision slot status");
-    status.lines().next().unwrap_or_default().to_owned()
 }
 
 /// Starts `atomix-update.service` (what the timer starts) and waits for it; its journal
@@ -110,21 +100,11 @@ fn mount_rounds(device: &mut Device, admin: &Path, url: &str, rounds: u32) -> (u
     (failed, out)
 }
 
-/// `rauc install URL` on the device, with its output on failure.
-fn rauc_install(device: &mut Device, admin: &Path, url: &str) {
-    device.step(&format!("rauc install {url}"));
-    let out = device.ssh(admin, &format!("sudo rauc install {url} 2>&1; echo rc=$?"));
-    assert!(
-        out.trim_end().ends_with("rc=0"),
-        "rauc install failed:\n{out}"
-    );
-}
-
 #[test]
 fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
     let image = atomix_qemu_tests::Image::built();
     let v1 = image.build_id().to_owned();
-    let v2 = format!("{v1}-v2");
+    let v2 = update_build_id(&v1, 2, None);
     eprintln!("building the v2 bundle");
     let bundle = image.update_bundle(&v2, &[]);
     let server = FileServer::serve(&bundle);
@@ -207,157 +187,11 @@ fn an_update_streamed_from_the_host_boots_slot_b_and_is_marked_good() {
     );
 }
 
-/// Waits, in a boot of the hanging v3, for the apply to hang and for the mark-good
-/// deadline to reboot the device (a reboot, not a crash or a power cut).
-fn hang_then_deadline_reboot(device: &mut Device) {
-    device.wait_for_console("failpoint mark-good=hang", BOOT);
-    device.wait_for_console("mark-good deadline missed: slot B is not marked good", BOOT);
-    // The hung service is killed rather than given its minute to end the apply.
-    device.wait_for_console("first-boot.service killed", Duration::from_secs(60));
-    device.step("waiting for the deadline's reboot");
-    assert!(
-        device.wait_for_power_off(Duration::from_secs(180)),
-        "the device did not reboot within 180 s of the missed deadline"
-    );
-    let console = device.console();
-    assert!(
-        console.contains("reboot: Restarting system"),
-        "the boot did not end in a reboot"
-    );
-    assert!(
-        !console.contains("still running at exit"),
-        "the reboot waited for the hung apply"
-    );
-}
-
-/// An update whose boots hang instead of failing falls back by itself, with no power
-/// cycle from outside: the mark-good deadline reboots two boots of it, the hardware
-/// watchdog resets the third, whose kernel the test hangs in a panic.
-#[test]
-fn an_update_that_hangs_falls_back_by_itself_and_a_hung_kernel_is_reset_by_the_watchdog() {
-    let (mut device, admin) = provisioned("update-hang", "");
-    let v1 = device.image.build_id().to_owned();
-    // A v3 whose re-apply hangs at its last step (mark-good, so SSH is up in its boots),
-    // with a short stall time: it must fall back with no power cycle from outside.
-    let v3 = format!("{v1}-v3-hang");
-    device.step("building the v3 bundle, whose re-apply hangs at the mark-good step");
-    let bundle = device.image.update_bundle(
-        &v3,
-        &[
-            "systemd.setenv=ATOMIX_FAILPOINTS=mark-good=hang",
-            &format!("systemd.setenv=ATOMIX_MARK_GOOD_STALL={STALL}"),
-        ],
-    );
-    let server = FileServer::serve(&bundle);
-    rauc_install(&mut device, &admin, &server.url("atomixos-rock64.raucb"));
-    assert_eq!(
-        slot_state(&device, &admin),
-        "BOOT_ORDER=\"B A\" BOOT_A_LEFT=3 BOOT_B_LEFT=3"
-    );
-    device.reboot(&admin);
-    let first_b = Instant::now();
-
-    // Boot 1 of B: the apply hangs, the deadline reboots.
-    device.wait_for_console(&format!("AtomixOS build {v3}"), BOOT);
-    device.wait_for_console("AtomixOS: slot B chosen, tries left now A 3 B 2", BOOT);
-    hang_then_deadline_reboot(&mut device);
-
-    // Boot 2 of B: the kernel hangs hard, and only the i6300esb can end it.
-    device.boot();
-    device.wait_for_console("AtomixOS: slot B chosen, tries left now A 3 B 1", BOOT);
-    device.wait_for_console("failpoint mark-good=hang", BOOT);
-    device.step("checking that systemd pets the hardware watchdog");
-    let watchdog = device.ssh(
-        &admin,
-        "cat /sys/class/watchdog/watchdog0/identity /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout",
-    );
-    assert_eq!(
-        watchdog.lines().collect::<Vec<_>>(),
-        ["i6300ESB timer", "active", "120"],
-        "{watchdog}"
-    );
-    let journal = device.ssh(
-        &admin,
-        "sudo journalctl -b --no-pager -o short-monotonic | grep 'Using hardware watchdog'",
-    );
-    assert!(
-        journal.lines().count() >= 2,
-        "armed in the initrd and again in the root:\n{journal}"
-    );
-    // kernel.panic=0: the boot's panic=10 would restart the kernel by itself.
-    assert_eq!(
-        device
-            .ssh(
-                &admin,
-                "sudo sysctl -w kernel.panic=0 >/dev/null && cat /proc/sys/kernel/panic"
-            )
-            .trim(),
-        "0"
-    );
-    let mut qmp = Qmp::connect(&device.qmp_socket(), Duration::from_secs(30));
-    // From a timer, so that SSH returns first rather than waiting on a dead connection.
-    device.step("kernel panic through sysrq, from a timer in 2 s");
-    device.ssh(
-        &admin,
-        "sudo systemd-run --quiet --on-active=2s /bin/sh -c 'echo c > /proc/sysrq-trigger'",
-    );
-    device.wait_for_console("Kernel panic - not syncing", Duration::from_secs(60));
-    let panicked = Instant::now();
-    device.step("waiting for the watchdog's reset");
-    let event = qmp
-        .wait_for_event("WATCHDOG", Duration::from_secs(180))
-        .expect("no watchdog reset within 180 s of the panic");
-    let panic_to_reset = panicked.elapsed();
-    assert_eq!(event["action"], "reset", "{event}");
-    assert!(
-        device.wait_for_power_off(Duration::from_secs(60)),
-        "QEMU did not end after the watchdog's reset"
-    );
-    let console = device.console();
-    assert!(
-        !console.contains("reboot: Restarting system")
-            && !console.contains("mark-good deadline missed"),
-        "the kernel restarted by itself: not the watchdog"
-    );
-
-    // Boot 3 of B: the last try, rebooted by the deadline again.
-    device.boot();
-    device.wait_for_console("AtomixOS: slot B chosen, tries left now A 3 B 0", BOOT);
-    hang_then_deadline_reboot(&mut device);
-
-    // Back on A, by itself.
-    device.boot();
-    device.wait_for_console("AtomixOS: slot A chosen, tries left now A 2 B 0", BOOT);
-    let health = device.wait_until_provisioned(BOOT);
-    let recovery = first_b.elapsed();
-    eprintln!(
-        "[update-hang] hung update: from its first boot to slot A provisioned again {:.0} s (stall time {STALL}, 3 boots of B); hung kernel reset by the watchdog {:.0} s after its panic (RuntimeWatchdogSec=2min)",
-        recovery.as_secs_f64(),
-        panic_to_reset.as_secs_f64()
-    );
-    assert_eq!(health["build_id"], v1.as_str(), "{health}");
-    assert_eq!(health["slot"], "a", "{health}");
-    assert_eq!(device.ssh(&admin, "hostname").trim(), "qemu-update-hang");
-    assert_eq!(
-        device.ssh(&admin, "ls /data/config/generations").trim(),
-        "1"
-    );
-    assert_eq!(
-        slot_state(&device, &admin),
-        "BOOT_ORDER=\"B A\" BOOT_A_LEFT=3 BOOT_B_LEFT=0"
-    );
-    let good_b = device.ssh(
-        &admin,
-        "sudo atomix-provision slot rauc-backend get-state B",
-    );
-    assert_eq!(good_b.trim(), "bad");
-}
-
 #[test]
 fn a_power_cut_during_the_install_leaves_the_old_slot_booting() {
     let (mut device, admin) = provisioned("update-cut", "");
     let v1 = device.image.build_id().to_owned();
-    let v2 = format!("{v1}-v2");
+    let v2 = update_build_id(&v1, 2, None);
     let bundle = device.image.update_bundle(&v2, &[]);
 
     device.step("POST /api/update signed by the admin key, power cut once it writes slot B");
