@@ -26,6 +26,8 @@ pub enum BeneathError {
     Symlink { path: PathBuf },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: &'static str },
+    #[error("{path} is larger than {limit} bytes: not read")]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("cannot {op} {path}")]
     Io {
         op: &'static str,
@@ -177,8 +179,9 @@ impl Beneath {
         Ok(())
     }
 
-    /// Reads a file; None if it (or a directory on its way) does not exist.
-    pub fn read(&self, rel: &Path) -> Result<Option<Vec<u8>>, BeneathError> {
+    /// Reads a file of at most `limit` bytes (a container may fill one without end);
+    /// None if it (or a directory on its way) does not exist.
+    pub fn read(&self, rel: &Path, limit: u64) -> Result<Option<Vec<u8>>, BeneathError> {
         let Some(fd) = self.open_regular(rel)? else {
             return Ok(None);
         };
@@ -190,12 +193,19 @@ impl Beneath {
         };
         let mut bytes = Vec::new();
         File::from(fd)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|source| BeneathError::Io {
                 op: "read",
                 path: self.root.join(rel),
                 source,
             })?;
+        if bytes.len() as u64 > limit {
+            return Err(BeneathError::TooLarge {
+                path: self.root.join(rel),
+                limit,
+            });
+        }
         Ok(Some(bytes))
     }
 
@@ -322,7 +332,7 @@ mod tests {
         assert!(made.success());
         // Both return at once (a blocking open would hang the test).
         assert!(!b.same_contents(Path::new("web/index.html"), b"hi").unwrap());
-        let err = b.read(Path::new("web/index.html")).unwrap_err();
+        let err = b.read(Path::new("web/index.html"), 1 << 20).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
         // The write renames a regular file over it.
         b.write(Path::new("web/index.html"), b"hi").unwrap();
@@ -353,10 +363,12 @@ mod tests {
         );
         b.write(Path::new("web/sub/index.html"), b"again").unwrap();
         assert_eq!(
-            b.read(Path::new("web/sub/index.html")).unwrap().unwrap(),
+            b.read(Path::new("web/sub/index.html"), 1 << 20)
+                .unwrap()
+                .unwrap(),
             b"again"
         );
-        assert_eq!(b.read(Path::new("web/none/x")).unwrap(), None);
+        assert_eq!(b.read(Path::new("web/none/x"), 1 << 20).unwrap(), None);
         b.remove(Path::new("web/sub/index.html")).unwrap();
         b.remove(Path::new("web/sub/index.html")).unwrap();
         b.remove(Path::new("gone/x")).unwrap();
@@ -399,7 +411,7 @@ mod tests {
             for err in [
                 b.write(Path::new(rel), b"evil").unwrap_err(),
                 b.remove(Path::new(rel)).unwrap_err(),
-                b.read(Path::new(rel)).unwrap_err(),
+                b.read(Path::new(rel), 1 << 20).unwrap_err(),
             ] {
                 assert_eq!(err.to_string(), want, "{rel}");
             }

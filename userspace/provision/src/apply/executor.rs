@@ -63,10 +63,11 @@ impl Executor<'_> {
         })
     }
 
-    /// Reads a live file; None if it does not exist.
+    /// Reads a live file; None if it does not exist. One in a tree containers write is
+    /// read up to the largest config bundle (what this service put there came from one).
     fn read_live(&self, path: &Path) -> Result<Option<Vec<u8>>> {
         if let Some((tree, rel)) = self.untrusted(path) {
-            return Ok(tree.read(rel)?);
+            return Ok(tree.read(rel, atomix_api::limits::CONFIG_BUNDLE_BYTES)?);
         }
         let full = self.paths.under(path);
         match std::fs::read(&full) {

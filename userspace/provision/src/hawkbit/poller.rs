@@ -94,7 +94,9 @@ pub fn read_token(data: &Path, file: &str, kind: TokenKind) -> Result<Auth, Stri
     let rel = file
         .strip_prefix("/data/")
         .ok_or_else(|| fail("not under /data".into()))?;
-    match crate::beneath::Beneath::new(data).read(Path::new(rel)) {
+    // The token and its line end, with room for a file written with CRLF or padding.
+    let limit = 4 * MAX_TOKEN as u64;
+    match crate::beneath::Beneath::new(data).read(Path::new(rel), limit) {
         Ok(Some(bytes)) => parse_token(&bytes, kind).map_err(fail),
         Ok(None) => Err(fail("it does not exist".into())),
         Err(e) => Err(fail(format!("{:#}", anyhow::Error::new(e)))),

@@ -372,6 +372,27 @@ fn tokens_are_one_word() {
 }
 
 #[test]
+fn a_token_file_filled_without_end_is_not_read_into_memory() {
+    use atomix_config::schema::TokenKind;
+    // A container writing into the tree that holds the token cannot make the service
+    // read gigabytes: past the limit, nothing more is read.
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("apps/hawkbit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = std::fs::File::create(dir.join("token")).unwrap();
+    file.set_len(8 << 30).unwrap(); // sparse: 8 GiB of zeroes
+    let err = read_token(data.path(), "/data/apps/hawkbit/token", TokenKind::Target).unwrap_err();
+    assert!(
+        err.starts_with("cannot use the token file /data/apps/hawkbit/token: "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("is larger than 4096 bytes: not read"),
+        "{err}"
+    );
+}
+
+#[test]
 fn device_facts_come_from_the_image() {
     assert_eq!(
         parse_compatible(include_str!("../../../../sysroot/etc/rauc/system.conf")).as_deref(),
