@@ -11,6 +11,9 @@ use atomix_config::generations::{Origin, Store};
 use boot_state::BootRecord;
 use tokio::sync::watch;
 
+use atomix_api::discovery::Announcement;
+
+use crate::announce;
 use crate::apply::{Applier, Outcome};
 use crate::auth::{NonceStore, PublicKey};
 use crate::input::Accepted;
@@ -64,6 +67,8 @@ pub struct Service {
     /// The booted slot was marked good by an apply of this service's run.
     slot_good: AtomicBool,
     listen_tx: watch::Sender<Vec<SocketAddr>>,
+    /// One announcement written at a time (start, the naming thread, imports).
+    announcing: Mutex<()>,
 }
 
 /// This boot's id; a fixed stand-in where the kernel has none to give.
@@ -118,6 +123,7 @@ impl Service {
             update_client_wake: Default::default(),
             slot_good: AtomicBool::new(false),
             listen_tx,
+            announcing: Mutex::new(()),
         });
         svc.listen_tx.send_replace(svc.desired_listen());
         svc
@@ -261,7 +267,78 @@ impl Service {
             // Mark-good is the import's last step: success means the slot is good.
             self.note_marked_good();
         }
+        // Provisioned now, or under another host name: a failed job changed nothing,
+        // and then this finds the file as it was.
+        self.announce();
         outcome
+    }
+
+    /// What the device announces on the local network now ([`crate::announce`]): the
+    /// current generation's host name once provisioned, else the name made from the WAN
+    /// port's MAC address; the boot record's build id and slot.
+    pub fn announcement(&self) -> Announcement {
+        announce::announcement(&self.paths, self.boot.as_ref())
+    }
+
+    /// The WAN port's MAC address, once its driver has made the interface.
+    fn wan_mac(&self) -> Option<String> {
+        std::fs::read_to_string(announce::mac_path(&self.paths)).ok()
+    }
+
+    /// Brings the announcement up to date (at start, and after an import); a failure
+    /// is logged: the device works without being found by name.
+    pub fn announce(&self) {
+        let _one = self.announcing.lock().unwrap_or_else(|e| e.into_inner());
+        let a = self.announcement();
+        let port = match &self.fixed_listen {
+            Some(fixed) => fixed.first().map_or(self.port, SocketAddr::port),
+            None => self.port,
+        };
+        match announce::announce(&self.paths, self.applier.system.as_ref(), &a, port) {
+            Ok(announce::Announced::Updated) => log::info!(
+                "announced on the local network as {} ({}, {})",
+                a.name,
+                atomix_api::discovery::SERVICE_TYPE,
+                if a.provisioned {
+                    "provisioned"
+                } else {
+                    "unprovisioned"
+                }
+            ),
+            Ok(announce::Announced::Unchanged) => {}
+            Err(e) => log::warn!("{e:#}"),
+        }
+    }
+
+    /// Announces the device from a thread of its own, off the way to listening (writing
+    /// a new announcement restarts systemd-resolved: seconds on a slow boot). The
+    /// service can also start before udev has loaded the WAN port's driver, and then the
+    /// unprovisioned name lacks its MAC digits: until the interface shows up (every 2 s,
+    /// for at most 5 min) the thread waits for it and announces again.
+    pub fn announce_in_background(self: &Arc<Self>) {
+        let svc = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("announce".into())
+            .spawn(move || {
+                svc.announce();
+                // Only the unprovisioned name is made from the MAC address.
+                let deadline = Instant::now() + std::time::Duration::from_secs(300);
+                while svc.wan_mac().is_none() && !svc.provisioned() {
+                    if Instant::now() > deadline {
+                        log::warn!(
+                            "{} did not appear within 5 min: announced as {}",
+                            announce::mac_path(&svc.paths).display(),
+                            svc.announcement().name
+                        );
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                }
+                svc.announce();
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot announce the device on the local network: {e}");
+        }
     }
 
     pub fn record_import_error(&self, error: ImportError) {

@@ -859,6 +859,20 @@ async fn provisioned(failpoints: &str) -> Fixture {
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let job = wait_job(&f.svc, v["job"].as_str().unwrap()).await;
     assert_eq!(job["state"], "succeeded", "{job}");
+    // The import announces the provisioned device (a restart of resolved) right after its
+    // job has finished: wait for it, so that it is not taken for a later test's action.
+    let announced = "systemctl restart systemd-resolved.service";
+    for _ in 0..100 {
+        if f.sys.commands().iter().any(|c| c == announced) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        f.sys.commands().iter().any(|c| c == announced),
+        "{:?}",
+        f.sys.commands()
+    );
     f.sys.actions.lock().unwrap().clear();
     f
 }

@@ -111,6 +111,20 @@ fn wait_job(s: &Server, url: &str) -> Value {
     }
 }
 
+/// `systemctl restart systemd-resolved.service`: a new announcement.
+fn is_announcement(a: &Value) -> bool {
+    a["action"] == "systemctl" && a["args"][1] == "systemd-resolved.service"
+}
+
+/// Polls `ready` for up to 10 s.
+fn wait_for(ready: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(Instant::now() < deadline, "no {what} within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn actions(root: &Path) -> Vec<Value> {
     std::fs::read_to_string(root.join("run/atomix/actions.log"))
         .unwrap_or_default()
@@ -175,7 +189,27 @@ fn unprovisioned_then_api_apply_then_a_failing_step_rolls_back() {
         .is_file());
     let log = actions(&root);
     assert!(log.iter().any(|a| a["action"] == "nft-apply"));
-    assert_eq!(log.last().unwrap()["action"], "rauc-mark-good");
+    // The job's last action; the announcement's restart of resolved follows the job.
+    let applied: Vec<&Value> = log.iter().filter(|a| !is_announcement(a)).collect();
+    assert_eq!(applied.last().unwrap()["action"], "rauc-mark-good");
+    // Announced under its host name, provisioned: written at start (unprovisioned),
+    // then again after the job, each time with a restart of resolved (recorded after the
+    // file is renamed into place: wait for both).
+    let dnssd = root.join("run/systemd/dnssd/atomix.dnssd");
+    wait_for(
+        || {
+            std::fs::read_to_string(&dnssd).is_ok_and(|t| t.contains("\nName=edge-100\n"))
+                && actions(&root).iter().filter(|a| is_announcement(a)).count() >= 2
+        },
+        "the announcement of the provisioned device",
+    );
+    let text = std::fs::read_to_string(&dnssd).unwrap();
+    assert!(text.contains("\"provisioned=true\""), "{text}");
+    assert_eq!(
+        actions(&root).iter().filter(|a| is_announcement(a)).count(),
+        2,
+        "{text}"
+    );
     assert!(root
         .join(format!(
             "data/config/jobs/{}.json",
@@ -544,6 +578,10 @@ fn a_reboot_restores_the_files_first_and_the_reapply_restarts_nothing() {
             .collect()
     };
     assert_eq!(kinds(&actions(&root)), ["nft-apply", "kernel-hostname"]);
+    // The announcement is there for resolved to read when it starts (nothing restarted).
+    let dnssd = std::fs::read_to_string(root.join("run/systemd/dnssd/atomix.dnssd")).unwrap();
+    assert!(dnssd.contains("\nName=edge-300\n"), "{dnssd}");
+    assert!(dnssd.contains("\"provisioned=true\""), "{dnssd}");
     let ruleset = root.join("etc/nftables.d/atomix.nft");
     assert_eq!(actions(&root)[0]["file"], ruleset.to_str().unwrap());
 

@@ -79,6 +79,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // No upload or update job survives a restart: what they left is garbage.
     atomix_provision::update::clear_leftovers(&svc.paths.uploads());
     svc.refresh_listen();
+    svc.announce_in_background();
 
     // Blocking threads: uploads being written, validations (at most api::VALIDATIONS).
     let runtime = tokio::runtime::Builder::new_current_thread()
