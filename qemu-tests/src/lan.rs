@@ -9,7 +9,8 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use crate::host;
 
@@ -72,6 +73,50 @@ impl Lan {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]).args(argv);
         cmd
+    }
+
+    /// Records the segment's multicast DNS packets (UDP 5353, both directions) into the
+    /// pcap file `path` until the [`Capture`] is dropped: what a failed discovery is read
+    /// from (`tshark -r FILE`). Each packet is written as it arrives (`-U`), so the file
+    /// is complete up to the moment of a failure.
+    pub fn capture_mdns(&self, path: &Path) -> Capture {
+        let child = self
+            .command(&[
+                "tcpdump",
+                "-i",
+                TAP,
+                "-U",
+                "-n",
+                "-w",
+                path.to_str().expect("a UTF-8 capture path"),
+                "udp port 5353",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tcpdump in namespace {}: {e}", self.name));
+        Capture {
+            child,
+            path: path.to_owned(),
+        }
+    }
+}
+
+/// A running `tcpdump` of the LAN segment ([`Lan::capture_mdns`]); stopped when dropped.
+#[derive(Debug)]
+pub struct Capture {
+    child: Child,
+    pub path: PathBuf,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // SIGTERM: tcpdump flushes and closes the file.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
+        let _ = self.child.wait();
     }
 }
 

@@ -27,6 +27,7 @@ fn discover_until(
     lan: &Lan,
     ctl: &str,
     what: &str,
+    pcap: &str,
     ready: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
     device.step(&format!("atomixctl discover until {what}"));
@@ -36,7 +37,7 @@ fn discover_until(
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
-            "discover failed: {said}{}",
+            "discover failed: {said}{} (packets: {pcap})",
             String::from_utf8_lossy(&out.stderr)
         );
         let found: Vec<Value> = serde_json::from_str(&said).expect("discover --json");
@@ -45,7 +46,7 @@ fn discover_until(
         }
         assert!(
             Instant::now() < deadline,
-            "not {what} within 120 s; last: {said}"
+            "not {what} within 120 s; last: {said} (packets: {pcap})"
         );
         assert!(!device.exited(), "QEMU exited");
     }
@@ -64,6 +65,9 @@ fn the_device_is_discovered_by_name_before_and_after_provisioning() {
     let mut device = Device::flashed("discovery");
     let admin = test_key(&device.dir, "admin-key");
     device.attach_lan(&lan);
+    // Every multicast DNS packet of the segment, for reading a failure.
+    let capture = lan.capture_mdns(&device.dir.join("lan-mdns.pcap"));
+    let pcap = capture.path.display().to_string();
     device.boot();
     let build_id = device.image.build_id().to_owned();
 
@@ -71,9 +75,14 @@ fn the_device_is_discovered_by_name_before_and_after_provisioning() {
     assert_eq!(health["provisioned"], false, "{health}");
 
     // Unprovisioned: announced as atomixos-<last 4 hex of eth0's MAC>.
-    let found = discover_until(&mut device, &lan, ctl, "atomixos-0001 answers", |f| {
-        named(f, UNPROVISIONED).is_some()
-    });
+    let found = discover_until(
+        &mut device,
+        &lan,
+        ctl,
+        "atomixos-0001 answers",
+        &pcap,
+        |f| named(f, UNPROVISIONED).is_some(),
+    );
     let fresh = named(&found, UNPROVISIONED).unwrap();
     assert_eq!(fresh["provisioned"], false, "{fresh}");
     assert_eq!(fresh["build_id"], build_id.as_str(), "{fresh}");
@@ -99,13 +108,13 @@ fn the_device_is_discovered_by_name_before_and_after_provisioning() {
     );
     assert!(
         out.status.success(),
-        "provision failed: {}{}",
+        "provision failed: {}{} (packets: {pcap})",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 
     // Announced under its host name now, and no longer as the fresh device.
-    let found = discover_until(&mut device, &lan, ctl, "qemu-mdns answers", |f| {
+    let found = discover_until(&mut device, &lan, ctl, "qemu-mdns answers", &pcap, |f| {
         named(f, "qemu-mdns").is_some_and(|d| d["provisioned"] == true)
     });
     let provisioned = named(&found, "qemu-mdns").unwrap();
@@ -122,7 +131,7 @@ fn the_device_is_discovered_by_name_before_and_after_provisioning() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "status failed: {said}{}",
+        "status failed: {said}{} (packets: {pcap})",
         String::from_utf8_lossy(&out.stderr)
     );
     let status: Value = serde_json::from_str(&said).expect("status --json");
@@ -135,4 +144,5 @@ fn the_device_is_discovered_by_name_before_and_after_provisioning() {
     let wan = device.ssh(&admin, "sudo nft list chain inet atomix wan_input");
     assert!(!wan.contains("5353"), "{wan}");
     drop(device);
+    drop(capture);
 }
