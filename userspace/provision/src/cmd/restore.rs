@@ -63,12 +63,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         admin: Admin::from_passwd(&passwd),
     };
     let restored = restore(&applier);
-    if matches!(
-        restored,
-        Ok(Restored::Generation { .. } | Restored::AlreadyInPlace)
-    ) {
-        announce_before_resolved(&applier.paths);
-    }
     match restored {
         Ok(Restored::Unprovisioned) => {
             log::info!("restore: unprovisioned, the image's defaults stay");
@@ -93,21 +87,5 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             log::error!("restore: nothing restored, the re-apply will report it: {e:#}");
             Ok(ExitCode::from(1))
         }
-    }
-}
-
-/// A provisioned device's announcement, written before systemd-resolved starts (the unit
-/// is ordered so): resolved reads it at its start, and the service, finding the file as
-/// it would write it, restarts nothing. Unprovisioned, the name needs the WAN port's MAC
-/// address, which may not exist yet: the service announces then.
-fn announce_before_resolved(paths: &Paths) {
-    let boot = boot_state::read_record::<boot_state::BootRecord>(&paths.boot_record())
-        .ok()
-        .flatten();
-    let a = atomix_provision::announce::announcement(paths, boot.as_ref());
-    if let Err(e) =
-        atomix_provision::announce::write_before_resolved(paths, &a, atomix_api::routes::PORT)
-    {
-        log::warn!("{e:#}");
     }
 }
