@@ -1,10 +1,10 @@
 //! System files: systemd-networkd for eth0 (WAN) and eth1 (LAN), dnsmasq, chrony,
 //! the nftables ruleset, hostname, timezone and the admin's authorized_keys.
 //!
-//! Multicast DNS (systemd-resolved's responder, which announces the device and its
-//! `_atomix._tcp` service) is on for the LAN only once provisioned: the networkd files
-//! say `MulticastDNS=` per link, and the firewall opens UDP 5353 on the LAN alone. The
-//! image's own network files (unprovisioned) have it on both ports.
+//! Multicast DNS is answered by the provisioning service itself (its `announce`
+//! module: on the LAN alone once provisioned, on both ports before), not by
+//! systemd-resolved, whose responder the image turns off: so the network files say
+//! nothing about it, and the firewall opens UDP 5353 on the LAN alone.
 
 use std::fmt::Write as _;
 
@@ -36,9 +36,7 @@ pub(super) fn render_into(config: &Config, sha256: &str, tree: &mut RenderedTree
 
 fn wan_network(c: &Config, head: &str) -> String {
     let wan = &c.network.wan;
-    // A provisioned device is not announced on the WAN (the image's file, used while
-    // unprovisioned, announces it there too, so it can be found to be provisioned).
-    let mut s = format!("{head}\n[Match]\nName={WAN_IF}\n\n[Network]\nMulticastDNS=no\n");
+    let mut s = format!("{head}\n[Match]\nName={WAN_IF}\n\n[Network]\n");
     if *wan.dhcp.get_ref() {
         s.push_str("DHCP=ipv4\n");
     } else {
@@ -61,7 +59,7 @@ fn wan_network(c: &Config, head: &str) -> String {
 
 fn lan_network(c: &Config, head: &str) -> String {
     format!(
-        "{head}\n[Match]\nName={LAN_IF}\n\n[Network]\nAddress={}\nConfigureWithoutCarrier=yes\nMulticastDNS=yes\n",
+        "{head}\n[Match]\nName={LAN_IF}\n\n[Network]\nAddress={}\nConfigureWithoutCarrier=yes\n",
         c.network.lan.address.get_ref()
     )
 }
@@ -113,7 +111,8 @@ fn chrony(c: &Config, head: &str) -> String {
 /// `firewall.allow` WAN rules, to the device and to published container ports (which
 /// arrive DNATed, so they are matched on their original port in `forward`); else drop.
 /// LAN inbound: SSH, DNS, DHCP, the console on 8080, multicast DNS (UDP 5353: the LAN is
-/// the one link with `MulticastDNS=yes`), ICMP and the LAN rules; else drop.
+/// the one port a provisioned device announces itself on), ICMP and the LAN rules; else
+/// drop.
 fn nftables(c: &Config, head: &str) -> String {
     let mut s = head.to_owned();
     s.push_str("table inet atomix\ndelete table inet atomix\n\ntable inet atomix {\n");
@@ -207,12 +206,12 @@ mod tests {
         let head = header("SHA");
         assert_eq!(
             tree.get("networkd/10-atomix-wan.network").unwrap(),
-            format!("{head}\n[Match]\nName=eth0\n\n[Network]\nMulticastDNS=no\nDHCP=ipv4\n")
+            format!("{head}\n[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n")
         );
         assert_eq!(
             tree.get("networkd/20-atomix-lan.network").unwrap(),
             format!(
-                "{head}\n[Match]\nName=eth1\n\n[Network]\nAddress=192.168.100.1/24\nConfigureWithoutCarrier=yes\nMulticastDNS=yes\n"
+                "{head}\n[Match]\nName=eth1\n\n[Network]\nAddress=192.168.100.1/24\nConfigureWithoutCarrier=yes\n"
             )
         );
     }
