@@ -1,7 +1,7 @@
 //! How a device is found on the local network: a DNS-SD service of type
-//! [`SERVICE_TYPE`] on the API's port, announced over multicast DNS (systemd-resolved on
-//! the device, from the `.dnssd` file the service writes). The instance name says which
-//! device it is; the TXT record says what it runs.
+//! [`SERVICE_TYPE`] on the API's port, announced over multicast DNS (by the provisioning
+//! service itself, with `mdns-sd`). The instance name says which device it is; the TXT
+//! record says what it runs.
 //!
 //! The device renders an [`Announcement`] with [`Announcement::txt`], `atomixctl
 //! discover` reads one back with [`Announcement::from_txt`]: one definition of the keys.
