@@ -164,7 +164,7 @@ pub struct MdnsAnnouncer {
 
 impl std::fmt::Debug for MdnsAnnouncer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let running = self.daemon.lock().map_or(false, |d| d.is_some());
+        let running = self.daemon.lock().is_ok_and(|d| d.is_some());
         f.debug_struct("MdnsAnnouncer")
             .field("running", &running)
             .finish()
