@@ -5,7 +5,11 @@
 //! `atomixctl status --device` takes. One fresh boot and one apply: the least a
 //! provisioned device costs.
 
+use std::collections::BTreeSet;
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use atomix_qemu_tests::lan::Lan;
@@ -52,6 +56,55 @@ fn discover_until(
     }
 }
 
+/// `atomixctl discover --json` run over and over in the namespace from power-on until
+/// stopped: queries arrive while the service starts, announces and re-announces, the
+/// timing at which a responder that takes its own answers for another host's renames
+/// itself. Every instance and host name seen, and the number of browses.
+struct Browsing {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<(BTreeSet<(String, String)>, u32)>,
+}
+
+impl Browsing {
+    fn start(lan: &Lan, ctl: &str) -> Browsing {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (netns, ctl, flag) = (lan.name.clone(), ctl.to_owned(), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let (mut seen, mut browses) = (BTreeSet::new(), 0);
+            while !flag.load(Ordering::Relaxed) {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &netns,
+                        &ctl,
+                        "discover",
+                        "--json",
+                        "--timeout",
+                        "2",
+                    ])
+                    .output()
+                    .expect("ip netns exec runs");
+                browses += 1;
+                let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                for d in found {
+                    seen.insert((
+                        d["name"].as_str().unwrap_or("?").to_owned(),
+                        d["host"].as_str().unwrap_or("?").to_owned(),
+                    ));
+                }
+            }
+            (seen, browses)
+        });
+        Browsing { stop, thread }
+    }
+
+    fn stop(self) -> (BTreeSet<(String, String)>, u32) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the browsing thread panicked")
+    }
+}
+
 fn named<'a>(found: &'a [Value], name: &str) -> Option<&'a Value> {
     found.iter().find(|d| d["name"] == name)
 }
@@ -68,6 +121,7 @@ fn the_device_is_discovered_by_name_before_and_after_provisioning() {
     // Every multicast DNS packet of the segment, for reading a failure.
     let capture = lan.capture_mdns(&device.dir.join("lan-mdns.pcap"));
     let pcap = capture.path.display().to_string();
+    let browsing = Browsing::start(&lan, ctl);
     device.boot();
     let build_id = device.image.build_id().to_owned();
 
@@ -137,6 +191,20 @@ fn the_device_is_discovered_by_name_before_and_after_provisioning() {
     let status: Value = serde_json::from_str(&said).expect("status --json");
     assert_eq!(status["provisioned"], true, "{status}");
     assert_eq!(status["build_id"], build_id.as_str(), "{status}");
+
+    // Browsed all along, from power-on through both announcements: only the two names
+    // the device is meant to have, never one renamed against itself.
+    let (seen, browses) = browsing.stop();
+    eprintln!("[discovery] {browses} browses from power-on: {seen:?}");
+    let expected: BTreeSet<(String, String)> = [
+        (UNPROVISIONED.to_owned(), "atomixos.local.".to_owned()),
+        ("qemu-mdns".to_owned(), "qemu-mdns.local.".to_owned()),
+    ]
+    .into();
+    assert_eq!(
+        seen, expected,
+        "names seen in {browses} browses (packets: {pcap})"
+    );
 
     // Multicast DNS is open on the LAN only.
     let rules = device.ssh(&admin, "sudo nft list chain inet atomix lan_input");
