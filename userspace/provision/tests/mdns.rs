@@ -5,7 +5,7 @@
 //! the computers beside them: `eth1` (LAN, 192.168.100.1) to `laptop0`, `eth0` (WAN,
 //! 192.168.1.10) to `wan0`.
 //!
-//! Root only (creating interfaces needs it; skipped otherwise, and `scripts/test.sh`
+//! Root only (creating interfaces needs it; it fails without, and `scripts/test.sh`
 //! runs as root): each test runs itself again under `unshare --net` (util-linux, with
 //! `ip` from iproute2), and the copy inside does the work.
 
@@ -29,11 +29,11 @@ fn in_namespace(test: &str) -> bool {
         return true;
     }
     let uid = Command::new("id").arg("-u").output().unwrap();
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        // The service's other tests need no root; scripts/test.sh runs this one as root.
-        eprintln!("{test}: skipped, it needs root (a network namespace with veth pairs)");
-        return false;
-    }
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "{test} needs root (a network namespace with veth pairs): run it through scripts/test.sh"
+    );
     let out = Command::new("unshare")
         .arg("--net")
         .arg("--")
