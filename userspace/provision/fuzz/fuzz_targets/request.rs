@@ -33,8 +33,7 @@ fn world() -> &'static World {
             failpoints: Failpoints::parse("").unwrap(),
             admin: Admin::from_passwd(""),
         };
-        let announcer = Arc::new(atomix_provision::announce::FakeAnnouncer::default());
-        let svc = Service::new(applier, announcer, Some(vec![]), None);
+        let svc = Service::new(applier, Some(vec![]), None);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

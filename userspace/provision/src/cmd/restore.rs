@@ -62,8 +62,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         failpoints: Failpoints::default(),
         admin: Admin::from_passwd(&passwd),
     };
-    let restored = restore(&applier);
-    match restored {
+    match restore(&applier) {
         Ok(Restored::Unprovisioned) => {
             log::info!("restore: unprovisioned, the image's defaults stay");
             Ok(ExitCode::SUCCESS)
