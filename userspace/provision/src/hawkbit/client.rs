@@ -100,6 +100,8 @@ pub struct Client<D, I> {
     pub boot: BootFacts,
     /// Failed polls in a row.
     pub failures: u32,
+    /// This round's time, seconds since the epoch (how long a result has waited).
+    pub now: u64,
 }
 
 /// The controller resource of a device.
@@ -178,16 +180,38 @@ impl<D: Ddi, I: Installer> Client<D, I> {
             return;
         }
         let url = self.feedback_url(&record.action_id);
-        match self.post(&url, &Feedback::closed(success, details)) {
-            Ok(()) => {
-                if let Err(e) = self.store.clear() {
-                    problems.push(format!("removing {}: {e}", self.store.path().display()));
-                }
+        let e = match self.post(&url, &Feedback::closed(success, details.clone())) {
+            Ok(()) => return self.clear(problems),
+            Err(e) => e,
+        };
+        let status = match &e {
+            DdiError::Status { status, .. } => Some(*status),
+            _ => None,
+        };
+        let since = *record.unreported_since.get_or_insert(self.now);
+        match decide::give_up_report(status, since, self.now) {
+            Some(why) => {
+                problems.push(format!(
+                    "dropping the result of action {} ({}: {}): {why}: {e}",
+                    record.action_id,
+                    if success { "success" } else { "failure" },
+                    details.join("; ")
+                ));
+                self.clear(problems);
             }
-            Err(e) => problems.push(format!(
-                "reporting the result of action {}: {e}",
-                record.action_id
-            )),
+            None => {
+                problems.push(format!(
+                    "reporting the result of action {}: {e}",
+                    record.action_id
+                ));
+                self.save(&record, problems);
+            }
+        }
+    }
+
+    fn clear(&self, problems: &mut Vec<String>) {
+        if let Err(e) = self.store.clear() {
+            problems.push(format!("removing {}: {e}", self.store.path().display()));
         }
     }
 
@@ -214,6 +238,21 @@ impl<D: Ddi, I: Installer> Client<D, I> {
                 None
             }
         };
+        if let Some(record) = current.take_if(|r| !decide::from_server(r, &self.base)) {
+            // Taken from another server, tenant or controller id (the config changed
+            // while it was open): this server never heard of it, so it is reported
+            // nowhere; kept, it would be sent to the wrong server for ever.
+            problems.push(format!(
+                "dropping action {} ({}, {:?}): it was taken from {}, not {}; its result is not reported",
+                record.action_id,
+                record.version,
+                record.phase,
+                record.server.as_deref().unwrap_or_default(),
+                self.base
+            ));
+            let _ = fs::remove_file(self.bundle_path(&record.action_id));
+            self.clear(&mut problems);
+        }
         if let Some(record) = current.clone() {
             if let Resume::Report { success, details } = decide::resume(&record, &self.boot) {
                 reported = Some(record.action_id.clone());
@@ -367,7 +406,10 @@ impl<D: Ddi, I: Installer> Client<D, I> {
                 }
                 return;
             }
-            DeploymentPlan::Download { record } => *record,
+            DeploymentPlan::Download { record } => ActionRecord {
+                server: Some(self.base.clone()),
+                ..*record
+            },
         };
         let refused = if record.size > MAX_BUNDLE {
             Some(format!(
@@ -404,6 +446,15 @@ impl<D: Ddi, I: Installer> Client<D, I> {
         }
         if let Some(old) = current.filter(|r| r.action_id != record.action_id) {
             let _ = fs::remove_file(self.bundle_path(&old.action_id));
+            if let Phase::Reporting { success, details } = &old.phase {
+                round.problems.push(format!(
+                    "dropping the result of action {} ({}: {}), which the server has not taken, for action {}",
+                    old.action_id,
+                    if *success { "success" } else { "failure" },
+                    details.join("; "),
+                    record.action_id
+                ));
+            }
         }
         if !self.save(&record, &mut round.problems) {
             return;

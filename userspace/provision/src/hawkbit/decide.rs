@@ -76,13 +76,16 @@ pub fn plan_deployment(
     boot: &BootFacts,
 ) -> DeploymentPlan {
     if let Some(r) = current {
-        if r.phase.wrote_slot() {
-            return if r.action_id == dep.id {
-                DeploymentPlan::InProgress
-            } else {
-                DeploymentPlan::Busy {
-                    other: r.action_id.clone(),
-                }
+        // A result the server has not taken yet was sent again earlier in the round:
+        // it holds no slot, so it does not keep a new deployment out (the server may
+        // never take it: its action deleted, its server no longer this one).
+        let holds_slot = matches!(r.phase, Phase::Installing | Phase::Installed { .. });
+        if r.action_id == dep.id && r.phase.wrote_slot() {
+            return DeploymentPlan::InProgress;
+        }
+        if holds_slot {
+            return DeploymentPlan::Busy {
+                other: r.action_id.clone(),
             };
         }
     }
@@ -123,6 +126,8 @@ pub fn plan_deployment(
             from_build: boot.build_id.clone(),
             boot_id: boot.boot_id.clone(),
             phase: Phase::Downloading,
+            server: None,
+            unreported_since: None,
         }),
     }
 }
@@ -300,6 +305,32 @@ pub fn resume(record: &ActionRecord, boot: &BootFacts) -> Resume {
             details: details.clone(),
         },
     }
+}
+
+/// How long a result the server does not take is sent again (every round) before it
+/// is dropped: a server that answers 5xx for a week has lost the action.
+pub const REPORT_FOR: u64 = 7 * 24 * 3600;
+
+/// Whether the record was taken from the controller resource `base` (one written
+/// before records kept their server counts as this server's).
+pub fn from_server(record: &ActionRecord, base: &str) -> bool {
+    record.server.as_deref().is_none_or(|s| s == base)
+}
+
+/// Why a result the server did not take is given up, if it is: a refusal that will not
+/// change (an HTTP 4xx other than 401, 403, 408 and 429, which a token or a wait may
+/// cure), or failures since `since` for [`REPORT_FOR`] or longer. `status` is the HTTP
+/// status of the answer, `None` for no answer.
+pub fn give_up_report(status: Option<u16>, since: u64, now: u64) -> Option<String> {
+    match status {
+        Some(s @ 400..=499) if !matches!(s, 401 | 403 | 408 | 429) => {
+            return Some(format!("the server refuses it for good (HTTP {s})"));
+        }
+        _ => {}
+    }
+    let days = REPORT_FOR / 86400;
+    (now.saturating_sub(since) >= REPORT_FOR)
+        .then(|| format!("the server has not taken it for {days} days"))
 }
 
 /// The facts sent through `configData`.

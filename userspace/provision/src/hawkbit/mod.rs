@@ -20,7 +20,10 @@
 //! (reboot), then in the next boot `success` once that slot is marked good after its
 //! config applied, or `failure` when the device is back on the old slot; a result the
 //! server has not acknowledged yet stays in the record (`Reporting`) and is sent again
-//! every round. A power cut while downloading restarts the download; one while
+//! every round, to the server it was taken from only (a record of another server,
+//! tenant or controller id is dropped with a warning), until the server refuses it for
+//! good (a 4xx other than 401/403/408/429) or a week has passed; it never keeps a new
+//! deployment out. A power cut while downloading restarts the download; one while
 //! installing ends in `failure` saying so.
 //!
 //! The transport speaks HTTP and HTTPS (rustls with ring, trusting the image's CA

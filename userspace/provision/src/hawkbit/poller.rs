@@ -457,6 +457,7 @@ impl<C: Connect> Poller<C> {
                 device: self.device_facts(),
                 boot: boot.clone(),
                 failures: self.failures,
+                now: 0,
             };
             self.client = Some((settings.clone(), client));
         }
@@ -479,6 +480,9 @@ impl<C: Connect> Poller<C> {
         client.failures = self.failures;
         client.device = device;
         client.boot = boot;
+        client.now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut round: Round = client.round(random);
         if let Some(secret) = &secret {
             for p in &mut round.problems {

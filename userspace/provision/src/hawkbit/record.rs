@@ -37,6 +37,16 @@ pub struct ActionRecord {
     /// The boot (`/proc/sys/kernel/random/boot_id`) in which `phase` last changed.
     pub boot_id: String,
     pub phase: Phase,
+    /// The controller resource the action was taken from
+    /// (`<url>/<tenant>/controller/v1/<controller-id>`): its result is reported there
+    /// and nowhere else. Absent in records written before it was kept: those count as
+    /// the current server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// When the server first failed to take the result (seconds since the epoch): a
+    /// result refused for [`super::decide::REPORT_FOR`] is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreported_since: Option<u64>,
 }
 
 /// How far the action got. Before [`Phase::Installing`] nothing has been written to a
@@ -132,6 +142,8 @@ mod tests {
             from_build: "1.0.0".into(),
             boot_id: "boot-1".into(),
             phase,
+            server: Some("http://127.0.0.1:60053/DEFAULT/controller/v1/edge-043".into()),
+            unreported_since: None,
         }
     }
 
@@ -166,6 +178,24 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn a_record_written_before_the_server_was_kept_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path());
+        fs::create_dir_all(store.path().parent().unwrap()).unwrap();
+        let mut v = serde_json::to_value(record(Phase::Reporting {
+            success: true,
+            details: vec![],
+        }))
+        .unwrap();
+        let fields = v.as_object_mut().unwrap();
+        fields.remove("server");
+        assert!(!fields.contains_key("unreported-since"));
+        fs::write(store.path(), v.to_string()).unwrap();
+        let r = store.load().unwrap().unwrap();
+        assert_eq!((r.server, r.unreported_since), (None, None));
     }
 
     #[test]

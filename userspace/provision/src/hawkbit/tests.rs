@@ -273,6 +273,20 @@ fn a_deployment_in_progress_is_not_started_again() {
         plan_deployment(&dep, Some(&record("7", installed)), &b),
         DeploymentPlan::Busy { other: "7".into() }
     );
+    // A result not yet taken by the server holds no slot: another action goes ahead,
+    // the same one is not started again.
+    let reporting = Phase::Reporting {
+        success: false,
+        details: vec!["x".into()],
+    };
+    assert_eq!(
+        plan_deployment(&dep, Some(&record("1", reporting.clone())), &b),
+        DeploymentPlan::InProgress
+    );
+    assert!(matches!(
+        plan_deployment(&dep, Some(&record("7", reporting)), &b),
+        DeploymentPlan::Download { .. }
+    ));
     // A download of another action is replaced; the same one restarts.
     for id in ["1", "7"] {
         assert!(matches!(
@@ -466,6 +480,7 @@ fn client(data: &Path, ddi: FakeDdi, boot: BootFacts) -> Client<FakeDdi, FakeIns
         },
         boot,
         failures: 0,
+        now: 1_000_000,
     }
 }
 
@@ -803,5 +818,173 @@ fn a_failed_install_is_reported_with_rauc_s_reason() {
             && body.contains("rauc install failed: signature verification failed"),
         "{body}"
     );
+    assert_eq!(c.store.load().unwrap(), None);
+}
+
+fn status(code: u16) -> Scripted {
+    Scripted::Err(DdiError::Status {
+        url: format!("{GB_DEPLOYMENT}/feedback"),
+        status: code,
+        body: "Internal Server Error".into(),
+    })
+}
+
+#[test]
+fn a_result_the_server_refuses_does_not_block_the_next_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = b"a RAUC bundle".repeat(10);
+    let mut ddi = goosebit(&bundle);
+    ddi.answers.remove(&(Method::Get, GB_DEPLOYMENT.to_owned()));
+    ddi.ok(Method::Get, GB_DEPLOYMENT, &served_deployment(&bundle));
+    // goosebit answers 500 to feedback on an action it has deleted.
+    let old_feedback = format!("{GB_BASE}/deploymentBase/7/feedback");
+    ddi.answer(Method::Post, &old_feedback, status(500));
+    let mut c = client(dir.path(), ddi, boot("boot-3", "a", "1.0.0", true));
+    c.store
+        .save(&record(
+            "7",
+            Phase::Reporting {
+                success: true,
+                details: vec!["done".into()],
+            },
+        ))
+        .unwrap();
+    let round = c.round(0);
+    assert!(round.reboot, "{round:?}");
+    assert_eq!(c.installer.installed.len(), 1);
+    // The result was sent first, and its dropping is said.
+    assert_eq!(c.ddi.sent_with(Method::Post)[0].url, old_feedback);
+    assert!(
+        round.problems[0].starts_with("reporting the result of action 7"),
+        "{round:?}"
+    );
+    assert!(
+        round.problems[1]
+            .starts_with("dropping the result of action 7 (success: done), which the server has not taken, for action 1"),
+        "{round:?}"
+    );
+    let r = c.store.load().unwrap().unwrap();
+    assert_eq!(r.action_id, "1");
+    assert_eq!(r.server.as_deref(), Some(GB_BASE));
+}
+
+#[test]
+fn a_result_is_given_up_after_a_lasting_refusal_or_a_week() {
+    let week = REPORT_FOR;
+    let transport = Scripted::Err(DdiError::Transport {
+        url: GB_BASE.into(),
+        cause: "timed out".into(),
+    });
+    // (what, the answer to the feedback, failing since, kept)
+    let cases: Vec<(&str, Scripted, Option<u64>, bool)> = vec![
+        ("the action is gone (404)", status(404), None, false),
+        ("a bad request (400)", status(400), None, false),
+        ("a token to fix (401)", status(401), None, true),
+        ("forbidden (403)", status(403), None, true),
+        ("too many requests (429)", status(429), None, true),
+        ("a server error, first time", status(500), None, true),
+        (
+            "a server error for six days",
+            status(500),
+            Some(week - 86400),
+            true,
+        ),
+        ("a server error for a week", status(500), Some(week), false),
+        ("no answer for a week", transport, Some(week), false),
+    ];
+    for (what, answer, failing_for, kept) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ddi = FakeDdi::default();
+        ddi.ok(
+            Method::Get,
+            GB_BASE,
+            fixture!("goosebit-0.2.12/03-poll-no-action.json"),
+        )
+        .answer(Method::Post, &format!("{GB_DEPLOYMENT}/feedback"), answer);
+        let mut c = client(dir.path(), ddi, boot("boot-3", "a", "1.0.0", true));
+        let mut r = record(
+            "1",
+            Phase::Reporting {
+                success: false,
+                details: vec!["fell back".into()],
+            },
+        );
+        r.unreported_since = failing_for.map(|f| c.now - f);
+        c.store.save(&r).unwrap();
+        let round = c.round(0);
+        assert_eq!(c.ddi.sent_with(Method::Post).len(), 1, "{what}");
+        let left = c.store.load().unwrap();
+        assert_eq!(left.is_some(), kept, "{what}: {round:?}");
+        if let Some(left) = left {
+            assert_eq!(
+                left.unreported_since,
+                Some(failing_for.map_or(c.now, |f| c.now - f)),
+                "{what}"
+            );
+        } else {
+            assert!(
+                round
+                    .problems
+                    .last()
+                    .unwrap()
+                    .starts_with("dropping the result of action 1 (failure: fell back): "),
+                "{what}: {round:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_action_of_another_server_or_controller_is_dropped_unreported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ddi = FakeDdi::default();
+    ddi.ok(
+        Method::Get,
+        GB_BASE,
+        fixture!("goosebit-0.2.12/03-poll-no-action.json"),
+    )
+    .ok(Method::Post, &format!("{GB_DEPLOYMENT}/feedback"), "{}");
+    let mut c = client(dir.path(), ddi, boot("boot-3", "a", "1.0.0", true));
+    for old in [
+        "https://old.example.com/DEFAULT/controller/v1/edge-043",
+        "http://127.0.0.1:60053/DEFAULT/controller/v1/old-hostname",
+        "http://127.0.0.1:60053/other/controller/v1/edge-043",
+    ] {
+        for phase in [
+            Phase::Reporting {
+                success: true,
+                details: vec![],
+            },
+            Phase::Installed {
+                target_slot: "b".into(),
+            },
+        ] {
+            let mut r = record("1", phase);
+            r.server = Some(old.into());
+            c.store.save(&r).unwrap();
+            let round = c.round(0);
+            assert!(c.ddi.sent_with(Method::Post).is_empty(), "{old}");
+            assert_eq!(c.store.load().unwrap(), None, "{old}");
+            assert!(
+                round.problems[0].starts_with("dropping action 1 (2.0.0, ")
+                    && round.problems[0]
+                        .contains(&format!("it was taken from {old}, not {GB_BASE}")),
+                "{round:?}"
+            );
+        }
+    }
+    // A record from before the server was kept counts as this server's.
+    let mut r = record(
+        "1",
+        Phase::Reporting {
+            success: true,
+            details: vec![],
+        },
+    );
+    r.server = None;
+    c.store.save(&r).unwrap();
+    let round = c.round(0);
+    assert!(round.problems.is_empty(), "{round:?}");
+    assert_eq!(sent_feedback(&c.ddi), [("closed".into(), "success".into())]);
     assert_eq!(c.store.load().unwrap(), None);
 }
