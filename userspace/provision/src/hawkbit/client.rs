@@ -253,11 +253,28 @@ impl<D: Ddi, I: Installer> Client<D, I> {
             let _ = fs::remove_file(self.bundle_path(&record.action_id));
             self.clear(&mut problems);
         }
-        if let Some(record) = current.clone() {
-            if let Resume::Report { success, details } = decide::resume(&record, &self.boot) {
-                reported = Some(record.action_id.clone());
-                self.finish(record, success, details, &mut problems);
-                current = self.store.load().ok().flatten();
+        if let Some(mut record) = current.clone() {
+            match decide::resume(&record, &self.boot) {
+                Resume::Report { success, details } => {
+                    reported = Some(record.action_id.clone());
+                    self.finish(record, success, details, &mut problems);
+                    current = self.store.load().ok().flatten();
+                }
+                // The install had finished when the power went: from here on it is
+                // an installed action, whose fallback is reported as such.
+                Resume::AwaitGood => {
+                    if let Phase::Installing {
+                        target_slot: Some(t),
+                    } = &record.phase
+                    {
+                        record.phase = Phase::Installed {
+                            target_slot: t.clone(),
+                        };
+                        self.save(&record, &mut problems);
+                        current = Some(record);
+                    }
+                }
+                Resume::Download | Resume::AwaitReboot => {}
             }
         }
 
@@ -492,7 +509,9 @@ impl<D: Ddi, I: Installer> Client<D, I> {
         );
 
         let mut record = record;
-        record.phase = Phase::Installing;
+        record.phase = Phase::Installing {
+            target_slot: decide::other_slot(&self.boot.slot),
+        };
         if !self.save(&record, &mut round.problems) {
             return;
         }
@@ -520,10 +539,16 @@ impl<D: Ddi, I: Installer> Client<D, I> {
                 );
                 record.phase = Phase::Installed { target_slot };
                 record.boot_id = self.boot.boot_id.clone();
-                if self.save(&record, &mut round.problems) {
-                    let _ = self.post(&url, &step(decide::STEP_INSTALLED, detail));
-                    round.reboot = true;
+                // RAUC has made the slot the next boot's: it boots whatever the record
+                // says, and one left at `Installing` is told apart by its target slot.
+                if !self.save(&record, &mut round.problems) {
+                    round.problems.push(format!(
+                        "{} is installed all the same: rebooting",
+                        record.version
+                    ));
                 }
+                let _ = self.post(&url, &step(decide::STEP_INSTALLED, detail));
+                round.reboot = true;
             }
             Err(reason) => self.finish(
                 record,

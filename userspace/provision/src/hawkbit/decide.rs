@@ -79,7 +79,7 @@ pub fn plan_deployment(
         // A result the server has not taken yet was sent again earlier in the round:
         // it holds no slot, so it does not keep a new deployment out (the server may
         // never take it: its action deleted, its server no longer this one).
-        let holds_slot = matches!(r.phase, Phase::Installing | Phase::Installed { .. });
+        let holds_slot = matches!(r.phase, Phase::Installing { .. } | Phase::Installed { .. });
         if r.action_id == dep.id && r.phase.wrote_slot() {
             return DeploymentPlan::InProgress;
         }
@@ -231,7 +231,7 @@ pub fn plan_cancel(stop_id: &str, current: Option<&ActionRecord>) -> CancelPlan 
     match current {
         Some(r) if r.action_id == stop_id => match &r.phase {
             Phase::Downloading => CancelPlan::Confirm { discard: true },
-            Phase::Installing | Phase::Installed { .. } => CancelPlan::Reject {
+            Phase::Installing { .. } | Phase::Installed { .. } => CancelPlan::Reject {
                 reason: "the update is being installed: the other slot has been written".into(),
             },
             Phase::Reporting { .. } => CancelPlan::Reject {
@@ -261,9 +261,37 @@ pub enum Resume {
 /// facts: the heart of "a power cut never makes an action vanish".
 pub fn resume(record: &ActionRecord, boot: &BootFacts) -> Resume {
     let same_boot = record.boot_id == boot.boot_id;
+    // Booted from another slot than the one installed from: whether it is the new one
+    // and good decides.
+    let on_target = |target_slot: &str| {
+        if target_slot != boot.slot {
+            Resume::Report {
+                success: false,
+                details: vec![format!(
+                    "slot {target_slot} with {} did not become good (its boot tries ran out or it was never booted): running build {} on slot {} again",
+                    record.version, boot.build_id, boot.slot
+                )],
+            }
+        } else if boot.slot_good {
+            Resume::Report {
+                success: true,
+                details: vec![format!(
+                    "running build {} on slot {}, marked good after its config applied",
+                    boot.build_id, boot.slot
+                )],
+            }
+        } else {
+            Resume::AwaitGood
+        }
+    };
     match &record.phase {
         Phase::Downloading => Resume::Download,
-        Phase::Installing => Resume::Report {
+        // `rauc install` finished and made the new slot primary, and the power went
+        // before `Installed` was saved: this boot is the new slot's.
+        Phase::Installing {
+            target_slot: Some(t),
+        } if !same_boot && *t == boot.slot => on_target(t),
+        Phase::Installing { .. } => Resume::Report {
             success: false,
             details: vec![format!(
                 "the installation of {} was interrupted ({}); still running build {} on slot {}",
@@ -280,30 +308,23 @@ pub fn resume(record: &ActionRecord, boot: &BootFacts) -> Resume {
         Phase::Installed { target_slot } => {
             if same_boot {
                 Resume::AwaitReboot
-            } else if *target_slot != boot.slot {
-                Resume::Report {
-                    success: false,
-                    details: vec![format!(
-                        "slot {target_slot} with {} did not become good (its boot tries ran out or it was never booted): running build {} on slot {} again",
-                        record.version, boot.build_id, boot.slot
-                    )],
-                }
-            } else if boot.slot_good {
-                Resume::Report {
-                    success: true,
-                    details: vec![format!(
-                        "running build {} on slot {}, marked good after its config applied",
-                        boot.build_id, boot.slot
-                    )],
-                }
             } else {
-                Resume::AwaitGood
+                on_target(target_slot)
             }
         }
         Phase::Reporting { success, details } => Resume::Report {
             success: *success,
             details: details.clone(),
         },
+    }
+}
+
+/// The slot `rauc install` writes when `booted` runs: the other one of `a` and `b`.
+pub fn other_slot(booted: &str) -> Option<String> {
+    match booted {
+        "a" => Some("b".into()),
+        "b" => Some("a".into()),
+        _ => None,
     }
 }
 

@@ -24,7 +24,8 @@
 //! tenant or controller id is dropped with a warning), until the server refuses it for
 //! good (a 4xx other than 401/403/408/429) or a week has passed; it never keeps a new
 //! deployment out. A power cut while downloading restarts the download; one while
-//! installing ends in `failure` saying so.
+//! installing ends in `failure` saying so, unless the slot being installed (kept in the
+//! record) is the one that boots: RAUC had finished, so it is an installed action.
 //!
 //! The transport speaks HTTP and HTTPS (rustls with ring, trusting the image's CA
 //! bundle); it follows no redirect and no link off the configured server.

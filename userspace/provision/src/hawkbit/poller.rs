@@ -131,7 +131,7 @@ pub fn parse_model(bytes: &[u8]) -> Option<String> {
 pub fn action_of(record: &super::record::ActionRecord) -> ServerAction {
     let (state, success) = match &record.phase {
         Phase::Downloading => ("downloading", None),
-        Phase::Installing => ("installing", None),
+        Phase::Installing { .. } => ("installing", None),
         Phase::Installed { .. } => ("installed", None),
         Phase::Reporting { success, .. } => ("reporting", Some(*success)),
     };
@@ -212,7 +212,8 @@ impl Connect for RealConnect {
 pub struct ServiceInstaller {
     svc: Arc<Service>,
     /// The job's single-flight slot, kept from a successful install until the reboot
-    /// has been requested (nothing else starts in between).
+    /// has been requested (nothing else starts in between), dropped by any round that
+    /// requests none.
     pub hold: Option<Hold>,
     /// How long to wait for another job to end.
     pub wait: Duration,
@@ -488,6 +489,11 @@ impl<C: Connect> Poller<C> {
             for p in &mut round.problems {
                 *p = p.replace(secret.as_str(), "<token>");
             }
+        }
+        if !round.reboot {
+            // Held from an install until its reboot is requested; a round that asks
+            // for none must not leave the API refusing jobs (409) until a restart.
+            client.installer.hold = None;
         }
         self.failures = client.failures;
         let ok = client.failures == 0;

@@ -455,6 +455,12 @@ fn an_install_waits_for_a_running_job_and_an_api_update_waits_for_it() {
     let busy = svc.start_update(request).unwrap_err();
     assert_eq!(Some(busy.0), svc.tracker.running());
     assert!(files_under(&dev.root().join("data/rauc/uploads")).is_empty());
+
+    // A round that does not reboot gives the device back (should the reboot not have
+    // been requested): POST /api/config and /api/update are not refused until a restart.
+    let turn = poller.turn(0);
+    assert!(!turn.reboot);
+    assert_eq!(svc.tracker.running(), None);
 }
 
 #[test]

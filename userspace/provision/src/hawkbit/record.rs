@@ -56,8 +56,16 @@ pub struct ActionRecord {
 pub enum Phase {
     /// The bundle is being fetched into `/data` (a partial file is discarded on restart).
     Downloading,
-    /// `rauc install` is writing the other slot.
-    Installing,
+    /// `rauc install` is writing `target_slot` (the other slot; absent in records
+    /// written before it was kept, or when the booted slot was unknown). RAUC makes it
+    /// the next boot's as its last step, so a power cut between that and saving
+    /// [`Phase::Installed`] boots the new slot: `target_slot` tells it apart from a cut
+    /// mid-write. The build installed from is the record's `from_build`: the record
+    /// is made again whenever a download restarts, so that is this boot's build.
+    Installing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_slot: Option<String>,
+    },
     /// RAUC wrote `target_slot` and made it the next boot's: the result is known once
     /// that slot boots and is marked good, or the device falls back.
     Installed { target_slot: String },
@@ -154,7 +162,10 @@ mod tests {
         assert_eq!(store.load().unwrap(), None);
         for phase in [
             Phase::Downloading,
-            Phase::Installing,
+            Phase::Installing { target_slot: None },
+            Phase::Installing {
+                target_slot: Some("b".into()),
+            },
             Phase::Installed {
                 target_slot: "b".into(),
             },
@@ -196,6 +207,14 @@ mod tests {
         fs::write(store.path(), v.to_string()).unwrap();
         let r = store.load().unwrap().unwrap();
         assert_eq!((r.server, r.unreported_since), (None, None));
+    }
+
+    #[test]
+    fn an_installing_record_without_its_target_still_reads() {
+        let mut v = serde_json::to_value(record(Phase::Downloading)).unwrap();
+        v["phase"] = serde_json::json!({"state": "installing"});
+        let r: ActionRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(r.phase, Phase::Installing { target_slot: None });
     }
 
     #[test]

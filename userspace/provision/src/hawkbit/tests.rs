@@ -344,7 +344,10 @@ fn cancels_are_honoured_only_while_nothing_is_written() {
         CancelPlan::Confirm { discard: false }
     );
     assert_eq!(
-        plan_cancel(id, Some(&record("4", Phase::Installing))),
+        plan_cancel(
+            id,
+            Some(&record("4", Phase::Installing { target_slot: None }))
+        ),
         CancelPlan::Confirm { discard: false }
     );
     assert_eq!(
@@ -352,7 +355,9 @@ fn cancels_are_honoured_only_while_nothing_is_written() {
         CancelPlan::Confirm { discard: true }
     );
     for phase in [
-        Phase::Installing,
+        Phase::Installing {
+            target_slot: Some("b".into()),
+        },
         Phase::Installed {
             target_slot: "b".into(),
         },
@@ -401,12 +406,42 @@ fn after_a_reboot_the_action_ends_in_what_happened() {
         ),
         (
             "power cut while installing",
-            record("1", Phase::Installing),
+            record("1", Phase::Installing { target_slot: Some("b".into()) }),
             boot("boot-2", "a", "1.0.0", true),
             Resume::Report {
                 success: false,
                 details: vec!["the installation of 2.0.0 was interrupted (the device restarted during it); still running build 1.0.0 on slot a".into()],
             },
+        ),
+        (
+            "a record from before the target slot was kept",
+            record("1", Phase::Installing { target_slot: None }),
+            boot("boot-2", "a", "1.0.0", true),
+            Resume::Report {
+                success: false,
+                details: vec!["the installation of 2.0.0 was interrupted (the device restarted during it); still running build 1.0.0 on slot a".into()],
+            },
+        ),
+        (
+            "the service stopped while installing",
+            record("1", Phase::Installing { target_slot: Some("b".into()) }),
+            boot("boot-1", "a", "1.0.0", true),
+            Resume::Report {
+                success: false,
+                details: vec!["the installation of 2.0.0 was interrupted (the update client stopped during it); still running build 1.0.0 on slot a".into()],
+            },
+        ),
+        (
+            "power cut after rauc install, before Installed was saved: the new slot boots",
+            record("1", Phase::Installing { target_slot: Some("b".into()) }),
+            boot("boot-2", "b", "2.0.0", false),
+            Resume::AwaitGood,
+        ),
+        (
+            "... and is marked good",
+            record("1", Phase::Installing { target_slot: Some("b".into()) }),
+            boot("boot-2", "b", "2.0.0", true),
+            Resume::Report { success: true, details: vec!["running build 2.0.0 on slot b, marked good after its config applied".into()] },
         ),
         ("power cut while downloading", record("1", Phase::Downloading), boot("boot-2", "a", "1.0.0", true), Resume::Download),
         (
@@ -452,11 +487,16 @@ fn feedback_and_attributes_are_what_servers_take() {
 struct FakeInstaller {
     installed: Vec<Vec<u8>>,
     fail: Option<String>,
+    /// Made a directory during the install (a path the record's save needs free).
+    block: Option<std::path::PathBuf>,
 }
 
 impl Installer for FakeInstaller {
     fn install(&mut self, bundle: &Path, _: &Downloaded, _: &str) -> Result<String, String> {
         self.installed.push(std::fs::read(bundle).unwrap());
+        if let Some(dir) = &self.block {
+            std::fs::create_dir_all(dir).unwrap();
+        }
         match &self.fail {
             Some(e) => Err(e.clone()),
             None => Ok("b".into()),
@@ -985,6 +1025,53 @@ fn an_action_of_another_server_or_controller_is_dropped_unreported() {
     c.store.save(&r).unwrap();
     let round = c.round(0);
     assert!(round.problems.is_empty(), "{round:?}");
+    assert_eq!(sent_feedback(&c.ddi), [("closed".into(), "success".into())]);
+    assert_eq!(c.store.load().unwrap(), None);
+}
+
+#[test]
+fn an_install_whose_record_cannot_be_saved_still_reboots_and_is_told_apart_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = b"a RAUC bundle".repeat(10);
+    let mut ddi = goosebit(&bundle);
+    ddi.answers.remove(&(Method::Get, GB_DEPLOYMENT.to_owned()));
+    ddi.ok(Method::Get, GB_DEPLOYMENT, &served_deployment(&bundle));
+    let mut c = client(dir.path(), ddi, boot("boot-1", "a", "1.0.0", true));
+    // The record's temporary file cannot be made once RAUC has written the slot, as
+    // when /data fails or the power goes just then.
+    let tmp = c.store.path().with_file_name(".action.json.tmp");
+    c.installer.block = Some(tmp.clone());
+    let round = c.round(0);
+    assert!(round.reboot, "the slot is installed: {round:?}");
+    assert!(
+        round.problems.iter().any(|p| p.starts_with("saving ")),
+        "{round:?}"
+    );
+    let r = c.store.load().unwrap().unwrap();
+    assert_eq!(
+        r.phase,
+        Phase::Installing {
+            target_slot: Some("b".into())
+        }
+    );
+    std::fs::remove_dir(&tmp).unwrap();
+
+    // The next boot runs the new slot: not an interrupted install, an installed one.
+    c.ddi.sent.clear();
+    c.boot = boot("boot-2", "b", "2.0.0", false);
+    let round = c.round(0);
+    assert!(
+        !round.reboot && sent_feedback(&c.ddi).is_empty(),
+        "{round:?}"
+    );
+    assert_eq!(
+        c.store.load().unwrap().unwrap().phase,
+        Phase::Installed {
+            target_slot: "b".into()
+        }
+    );
+    c.boot.slot_good = true;
+    c.round(0);
     assert_eq!(sent_feedback(&c.ddi), [("closed".into(), "success".into())]);
     assert_eq!(c.store.load().unwrap(), None);
 }
