@@ -37,6 +37,24 @@ pub const IDLE_CHECK: Duration = Duration::from_secs(60);
 /// it gives up and reports a failure.
 pub const INSTALL_WAIT: Duration = Duration::from_secs(10 * 60);
 
+/// The most of one problem, and of a poll's outcome, kept for the log and health:
+/// enough to say what went wrong, bounded whatever the server answers.
+pub const MAX_PROBLEM: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in `...` when cut.
+pub fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str("...");
+    text
+}
+
 /// What `[update.hawkbit]` says, with the controller id resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -408,7 +426,7 @@ impl<C: Connect> Poller<C> {
             Some(LastPoll {
                 time: crate::now_rfc3339(),
                 ok: false,
-                outcome: why,
+                outcome: bounded(why, MAX_PROBLEM),
             }),
         );
         Turn {
@@ -490,6 +508,9 @@ impl<C: Connect> Poller<C> {
                 *p = p.replace(secret.as_str(), "<token>");
             }
         }
+        for p in &mut round.problems {
+            *p = bounded(std::mem::take(p), MAX_PROBLEM);
+        }
         if !round.reboot {
             // Held from an install until its reboot is requested; a round that asks
             // for none must not leave the API refusing jobs (409) until a restart.
@@ -503,7 +524,7 @@ impl<C: Connect> Poller<C> {
         let outcome = if ok && round.problems.is_empty() {
             "ok".to_owned()
         } else {
-            round.problems.join("; ")
+            bounded(round.problems.join("; "), MAX_PROBLEM)
         };
         self.publish(
             Some(&settings),

@@ -872,7 +872,8 @@ fn hostile_deployments_are_refused_and_leave_nothing() {
                 ("POST", _) => Some(ok(r#"{"id":"x"}"#)),
                 _ => None,
             },
-            "differs from the server's",
+            // Refused as it is read: not downloaded, not in a file name, not kept.
+            r#"not a DDI deployment: id: "../../../../etc/passwd" is not an id"#,
         ),
     ];
     for (what, tweak, expect) in cases {
@@ -920,4 +921,18 @@ fn links_count_as_the_servers_by_scheme_host_and_port() {
     for (url, want) in cases {
         assert_eq!(origin(url).as_deref(), *want, "{url}");
     }
+}
+
+#[test]
+fn problems_and_outcomes_are_cut_on_a_character_boundary() {
+    assert_eq!(bounded("short".into(), MAX_PROBLEM), "short");
+    let exact = "x".repeat(MAX_PROBLEM);
+    assert_eq!(bounded(exact.clone(), MAX_PROBLEM), exact);
+    // Two-byte characters across the cut: never half of one.
+    let cut = bounded(format!("x{}", "é".repeat(2000)), MAX_PROBLEM);
+    assert!(
+        cut.len() <= MAX_PROBLEM && cut.ends_with("é..."),
+        "{}",
+        cut.len()
+    );
 }

@@ -1075,3 +1075,100 @@ fn an_install_whose_record_cannot_be_saved_still_reboots_and_is_told_apart_after
     assert_eq!(sent_feedback(&c.ddi), [("closed".into(), "success".into())]);
     assert_eq!(c.store.load().unwrap(), None);
 }
+
+#[test]
+fn hostile_text_in_answers_is_refused_at_parse_naming_the_member() {
+    let dep: serde_json::Value =
+        serde_json::from_str(fixture!("hawkbit/deployment-base.json")).unwrap();
+    let filename = "/deployment/chunks/0/artifacts/0/filename";
+    let link = "/deployment/chunks/0/artifacts/0/_links/download/href";
+    let long = "9".repeat(100_000);
+    let cases: Vec<(&str, &str, serde_json::Value, &str)> = vec![
+        ("a long id", "/id", long.as_str().into(), "id: \"9999"),
+        (
+            "an id with a slash",
+            "/id",
+            "../5".into(),
+            "id: \"../5\" is not an id",
+        ),
+        ("an empty id", "/id", "".into(), "id: \"\" is not an id"),
+        (
+            "a long version",
+            "/deployment/chunks/0/version",
+            "v".repeat(257).into(),
+            "is longer than 256 characters",
+        ),
+        (
+            "a version with a newline",
+            "/deployment/chunks/0/version",
+            "1.0\nFAKE LOG LINE".into(),
+            "version: \"1.0\\nFAKE LOG LINE\" holds control characters",
+        ),
+        (
+            "a file name with an escape",
+            filename,
+            "x\u{1b}[2J.raucb".into(),
+            "filename: ",
+        ),
+        (
+            "a long link",
+            link,
+            format!("https://hawkbit.example.com/{long}").into(),
+            "href: ",
+        ),
+    ];
+    for (what, at, value, want) in cases {
+        let mut v = dep.clone();
+        *v.pointer_mut(at).unwrap() = value;
+        let text = v.to_string();
+        let e = serde_json::from_str::<DeploymentBase>(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(want) && e.contains(" at line 1 column "),
+            "{what}: {e}"
+        );
+        assert!(
+            e.len() < 300,
+            "{what}: the error quotes a bounded start: {e}"
+        );
+    }
+    // At the limits, taken.
+    let mut v = dep.clone();
+    v["id"] = "a".repeat(MAX_ID).into();
+    *v.pointer_mut("/deployment/chunks/0/version").unwrap() = "é".repeat(MAX_NAME).into();
+    assert!(serde_json::from_value::<DeploymentBase>(v).is_ok());
+    // Cancels: the cancel's id and the action it stops.
+    for bad in [
+        r#"{"id":"5/x","cancelAction":{"stopId":"5"}}"#,
+        r#"{"id":"6","cancelAction":{"stopId":"5\u0000"}}"#,
+    ] {
+        assert!(serde_json::from_str::<CancelAnswer>(bad).is_err(), "{bad}");
+    }
+    let e = serde_json::from_str::<CancelAnswer>(r#"{"id":"6","cancelAction":{"stopId":"a b"}}"#)
+        .unwrap_err();
+    assert!(e.to_string().starts_with("stopId: "), "{e}");
+}
+
+#[test]
+fn a_hostile_deployment_leaves_no_record_and_a_short_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ddi = goosebit(b"");
+    ddi.answers.remove(&(Method::Get, GB_DEPLOYMENT.to_owned()));
+    ddi.ok(
+        Method::Get,
+        GB_DEPLOYMENT,
+        &fixture!("goosebit-0.2.12/05-deployment-base.json")
+            .replace("\"2.0.0\"", &format!("\"{}\"", "\\u0007".repeat(50_000))),
+    );
+    let mut c = client(dir.path(), ddi, boot("boot-1", "a", "1.0.0", true));
+    let round = c.round(0);
+    assert_eq!(round.problems.len(), 1, "{round:?}");
+    assert!(
+        round.problems[0].contains("not a DDI deployment: version: ")
+            && round.problems[0].len() < 1024,
+        "{round:?}"
+    );
+    assert_eq!(c.store.load().unwrap(), None);
+    assert!(c.ddi.sent_with(Method::Post).is_empty());
+}

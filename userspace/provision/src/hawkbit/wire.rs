@@ -11,14 +11,95 @@
 //! `attempt`, `forced`) are closed enums, so an unknown value is refused rather than
 //! guessed at. What the device sends is written by serde from the types below, which
 //! hold only members every server accepts.
+//!
+//! The server's text that the device keeps, shows and logs (ids, versions, file names,
+//! links) is bounded as it is read: it reaches the action record, the journal, job
+//! events and the unauthenticated `/api/health`, so a hostile answer is refused with an
+//! error naming the member, never carried along.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The longest action id taken (hawkBit's and goosebit's are decimal numbers).
+pub const MAX_ID: usize = 64;
+/// The longest version or file name taken.
+pub const MAX_NAME: usize = 256;
+/// The longest link taken.
+pub const MAX_HREF: usize = 2048;
+
+/// The start of a refused value, for the error (never the whole of it).
+fn quoted(s: &str) -> String {
+    let start: String = s.chars().take(MAX_ID).collect();
+    if start.len() < s.len() {
+        format!("{start:?}...")
+    } else {
+        format!("{start:?}")
+    }
+}
+
+/// An id: 1 to [`MAX_ID`] letters, digits, `.`, `_` or `-`.
+pub fn check_id(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_ID
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not an id (1 to {MAX_ID} letters, digits, '.', '_' or '-')",
+            quoted(s)
+        ))
+    }
+}
+
+/// Text of at most `max` characters and no control characters.
+fn check_text(s: &str, max: usize) -> Result<(), String> {
+    if s.chars().count() > max {
+        Err(format!("{} is longer than {max} characters", quoted(s)))
+    } else if s.chars().any(char::is_control) {
+        Err(format!("{} holds control characters", quoted(s)))
+    } else {
+        Ok(())
+    }
+}
+
+fn checked<'de, D: Deserializer<'de>>(
+    d: D,
+    member: &str,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check(&s).map_err(|why| D::Error::custom(format!("{member}: {why}")))?;
+    Ok(s)
+}
+
+fn href<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, "href", |s| check_text(s, MAX_HREF))
+}
+
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, "id", check_id)
+}
+
+fn stop_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, "stopId", check_id)
+}
+
+fn version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, "version", |s| check_text(s, MAX_NAME))
+}
+
+fn filename<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, "filename", |s| check_text(s, MAX_NAME))
+}
 
 /// A HAL link: `{"href": "..."}` (other members, such as `templated`, are ignored).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Link {
+    #[serde(deserialize_with = "href")]
     pub href: String,
 }
 
@@ -54,6 +135,7 @@ pub struct PollLinks {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DeploymentBase {
     /// The action id (a string on the wire, digits in practice).
+    #[serde(deserialize_with = "id")]
     pub id: String,
     pub deployment: Deployment,
 }
@@ -93,6 +175,7 @@ pub enum MaintenanceWindow {
 pub struct Chunk {
     #[serde(default)]
     pub part: String,
+    #[serde(deserialize_with = "version")]
     pub version: String,
     pub name: String,
     #[serde(default)]
@@ -101,6 +184,7 @@ pub struct Chunk {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Artifact {
+    #[serde(deserialize_with = "filename")]
     pub filename: String,
     #[serde(default)]
     pub hashes: Hashes,
@@ -133,6 +217,7 @@ pub struct ArtifactLinks {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelAnswer {
+    #[serde(deserialize_with = "id")]
     pub id: String,
     pub cancel_action: CancelAction,
 }
@@ -141,6 +226,7 @@ pub struct CancelAnswer {
 #[serde(rename_all = "camelCase")]
 pub struct CancelAction {
     /// The action to stop.
+    #[serde(deserialize_with = "stop_id")]
     pub stop_id: String,
 }
 
