@@ -97,7 +97,7 @@ fn a_fleet_update_from_goosebit_succeeds_and_a_hanging_one_falls_back_by_itself_
     // of the bundle (never in the config itself); the controller id is the host name.
     let admin = test_key(&device.dir, "admin-key");
     let config = format!(
-        "{}\n[update.hawkbit]\nurl = \"{}\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/hawkbit/token\"\n",
+        "{}\n[update.hawkbit]\nurl = \"{}\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/hawkbit/token\"\ninsecure-http-token = true\n",
         test_config(CONTROLLER_ID, &admin),
         server.url_from_guest()
     );

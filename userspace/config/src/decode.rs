@@ -43,7 +43,7 @@ port = 1
 name = "placeholder"
 image = "placeholder"
 [update.hawkbit]
-url = "http://placeholder"
+url = "https://placeholder"
 tenant = "placeholder"
 "#;
 

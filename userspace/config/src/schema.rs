@@ -343,12 +343,19 @@ pub struct Hawkbit {
     /// The device's id on the server. Default: the host name.
     pub controller_id: Option<ControllerId>,
     /// The file holding the device's token (under `/data`); without it no token is sent
-    /// (a server that lets devices in anonymously).
-    pub token_file: Option<TokenFile>,
+    /// (a server that lets devices in anonymously). Refused with an `http://` url (the
+    /// token would travel in clear text) unless `insecure-http-token` is set.
+    #[cfg_attr(feature = "json-schema", schemars(with = "Option<TokenFile>"))]
+    pub token_file: Option<Spanned<TokenFile>>,
     /// What the token is: a `target` security token (one per device) or a `gateway`
     /// token (one per tenant). Default `target`.
     #[serde(default)]
     pub token_kind: TokenKind,
+    /// Sends the token over an `http://` url all the same, in clear text: for test
+    /// set-ups only (a server on the host of a virtual machine). Refused with an
+    /// `https://` url. Default false.
+    #[cfg_attr(feature = "json-schema", schemars(with = "Option<bool>"))]
+    pub insecure_http_token: Option<Spanned<bool>>,
 }
 
 impl Hawkbit {

@@ -56,6 +56,33 @@ fn check_update(c: &Config, out: &mut Findings) {
             "rauc = true needs url (the RAUC bundle the update timer installs)",
         ));
     }
+    if let Some(h) = &c.update.hawkbit {
+        let h = h.get_ref();
+        let url = h.url.to_string();
+        let http = url.starts_with("http://");
+        // A missing url is decode's placeholder (https://, reported already): the opt-in
+        // is not refused for it.
+        let insecure = h
+            .insecure_http_token
+            .as_ref()
+            .filter(|i| *i.get_ref() && url != "https://placeholder");
+        match (&h.token_file, insecure) {
+            (Some(file), None) if http => out.push(Finding::error(
+                file.span(),
+                "update.hawkbit.token-file",
+                format!(
+                    "the token would travel in clear text to {}, readable and reusable by anyone on the way; use an https:// url",
+                    h.url
+                ),
+            )),
+            (_, Some(i)) if !http => out.push(Finding::error(
+                i.span(),
+                "update.hawkbit.insecure-http-token",
+                "only for an http:// url (over https:// the token is encrypted)",
+            )),
+            _ => {}
+        }
+    }
     if c.update.hawkbit.is_some() {
         for (span, key) in c.update.timer_keys() {
             out.push(Finding::error(

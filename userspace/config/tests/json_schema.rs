@@ -68,7 +68,7 @@ fn accepted() -> Vec<(String, String)> {
         "[time]\nntp-servers = [\"192.0.2.1\", \"ntp.example\"]\n[update]\nrauc = true\nurl = \"http://updates.example:8000/a.raucb\"\ninterval = \"1d 12h\"\n",
         "[[containers]]\nname = \"web-1\"\nimage = \"oci-archive:/data/apps/web/web.tar\"\nrootless = true\npublish = [\"127.0.0.1:9000:80/udp\", \"8443:443\"]\nvolumes = [\"web-data:/var/lib/web:ro,Z\", \"/data/apps/web:/srv\", \"/data/apps:/x\"]\nenvironment = { _X1 = \"a b\" }\nexec = [\"--flag\"]\nrestart = \"on-failure\"\n",
         "[update.hawkbit]\nurl = \"https://hawkbit.example/\"\ntenant = \"DEFAULT\"\ncontroller-id = \"edge-042.example.com\"\ntoken-file = \"/data/apps/hawkbit/..token\"\ntoken-kind = \"gateway\"\n",
-        "[update.hawkbit]\nurl = \"http://10.0.2.2:60053\"\ntenant = \"t_1.x\"\ncontroller-id = \"E_1\"\ntoken-file = \"/data/.t\"\n",
+        "[update.hawkbit]\nurl = \"http://10.0.2.2:60053\"\ntenant = \"t_1.x\"\ncontroller-id = \"E_1\"\ntoken-file = \"/data/.t\"\ninsecure-http-token = true\n",
         "[network.wan]\ndhcp = false\naddress = \"203.0.113.10/24\"\ngateway = \"203.0.113.1\"\ndns = [\"203.0.113.53\"]\n",
     ];
     for (i, extra) in edges.iter().enumerate() {

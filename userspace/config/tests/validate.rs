@@ -147,8 +147,18 @@ fn errors_carry_line_column_path_and_reason() {
                 "config.toml:13:17: update.hawkbit.controller-id: \"-edge\" is not a controller id (letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 253 characters)",
                 "config.toml:14:14: update.hawkbit.token-file: \"/etc/token\" is not a path under /data",
                 "config.toml:15:14: update.hawkbit.token-kind: unknown variant `bearer`, expected `target` or `gateway`",
-                "config.toml:16:1: update.hawkbit.token: unknown field `token`, expected one of `url`, `tenant`, `controller-id`, `token-file`, `token-kind`",
+                "config.toml:16:1: update.hawkbit.token: unknown field `token`, expected one of `url`, `tenant`, `controller-id`, `token-file`, `token-kind`, `insecure-http-token`",
             ],
+        ),
+        (
+            "a token over http:// would travel in clear text",
+            minimal("[update.hawkbit]\nurl = \"http://hawkbit.example\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/hawkbit/token\"\ninsecure-http-token = false\n"),
+            &["config.toml:13:14: update.hawkbit.token-file: the token would travel in clear text to http://hawkbit.example, readable and reusable by anyone on the way; use an https:// url"],
+        ),
+        (
+            "insecure-http-token is for http:// only",
+            minimal("[update.hawkbit]\nurl = \"https://hawkbit.example\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/hawkbit/token\"\ninsecure-http-token = true\n"),
+            &["config.toml:14:23: update.hawkbit.insecure-http-token: only for an http:// url (over https:// the token is encrypted)"],
         ),
         (
             "a hawkBit table needs its server and tenant",
@@ -216,7 +226,7 @@ fn a_valid_config_decodes_to_typed_values() {
     );
     assert_eq!(hawkbit.token_kind, atomix_config::schema::TokenKind::Target);
     assert_eq!(
-        hawkbit.token_file.as_ref().map(|t| t.as_str()),
+        hawkbit.token_file.as_ref().map(|t| t.get_ref().as_str()),
         Some("/data/apps/hawkbit/token")
     );
 
@@ -236,6 +246,13 @@ fn a_valid_config_decodes_to_typed_values() {
         "rock64-0001"
     );
     assert_eq!(hawkbit.token_file, None);
+
+    // A test set-up (a server on a virtual machine's host) opts in to a token over http://.
+    let checked = check(
+        "config.toml",
+        &minimal("[update.hawkbit]\nurl = \"http://10.0.2.2:60053\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/hawkbit/token\"\ninsecure-http-token = true\n"),
+    );
+    assert!(checked.is_valid(), "{:#?}", checked.diagnostics);
 }
 
 #[test]

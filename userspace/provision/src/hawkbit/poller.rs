@@ -73,7 +73,10 @@ impl Settings {
             url: h.url.to_string(),
             tenant: h.tenant.to_string(),
             controller_id: h.controller_id_or(config.device.hostname.get_ref()),
-            token_file: h.token_file.as_ref().map(|t| t.as_str().to_owned()),
+            token_file: h
+                .token_file
+                .as_ref()
+                .map(|t| t.get_ref().as_str().to_owned()),
             token_kind: h.token_kind,
         })
     }

@@ -26,7 +26,8 @@ const BASE: &str = "schema = 1\n[device]\nhostname = \"edge-043\"\n[admin]\nssh-
 /// `[update.hawkbit]` for a server at `url` (the controller id is the host name).
 fn hawkbit(url: &str) -> String {
     format!(
-        "{BASE}[update.hawkbit]\nurl = \"{url}\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/hawkbit/token\"\n"
+        "{BASE}[update.hawkbit]\nurl = \"{url}\"\ntenant = \"DEFAULT\"\ntoken-file = \"/data/apps/hawkbit/token\"\ninsecure-http-token = {}\n",
+        url.starts_with("http://")
     )
 }
 
