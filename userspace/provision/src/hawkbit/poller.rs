@@ -492,11 +492,8 @@ impl<C: Connect> Poller<C> {
         };
         let device = self.device_facts();
         // A server may quote the token back in an error answer: it is not logged or shown.
-        let secret = auth
-            .0
-            .as_deref()
-            .and_then(|a| a.split_once(' '))
-            .map(|(_, t)| t.to_owned());
+        // The transport redacts what it quotes before cutting it; this is for the rest.
+        let secret = auth.secret().map(str::to_owned);
         let (_, client) = self.client.as_mut().expect("built above");
         client.ddi.set_auth(auth);
         client.failures = self.failures;
@@ -508,7 +505,7 @@ impl<C: Connect> Poller<C> {
         let mut round: Round = client.round(random);
         if let Some(secret) = &secret {
             for p in &mut round.problems {
-                *p = p.replace(secret.as_str(), "<token>");
+                *p = p.replace(secret.as_str(), transport::REDACTED);
             }
         }
         for p in &mut round.problems {

@@ -718,6 +718,14 @@ fn a_wrong_token_is_a_failed_poll_that_backs_off() {
     assert!(poll.outcome.contains("HTTP 401"), "{poll:?}");
     assert!(poll.outcome.contains("bad TargetToken <token>"), "{poll:?}");
     assert!(!poll.outcome.contains("not-the-token"), "{poll:?}");
+
+    // A long token quoted back past the part of the body quoted: none of it shows.
+    let long = "L".repeat(1000);
+    write_token(&dev, &long);
+    poller.turn(0);
+    let poll = svc.update_server().unwrap().last_poll.unwrap();
+    assert!(poll.outcome.contains("bad TargetToken <token>"), "{poll:?}");
+    assert!(!poll.outcome.contains("LLLL"), "{poll:?}");
 }
 
 #[test]

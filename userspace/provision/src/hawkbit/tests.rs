@@ -1172,3 +1172,34 @@ fn a_hostile_deployment_leaves_no_record_and_a_short_problem() {
     assert_eq!(c.store.load().unwrap(), None);
     assert!(c.ddi.sent_with(Method::Post).is_empty());
 }
+
+#[test]
+fn a_token_quoted_back_is_redacted_before_the_quote_is_cut() {
+    use super::transport::{status_error, Auth, QUOTED_BODY};
+    let token = "T".repeat(1000);
+    let auth = Auth(Some(format!("TargetToken {token}")));
+    assert_eq!(auth.secret(), Some(token.as_str()));
+    let secret = auth.secret();
+    // The token starts inside the part quoted and ends far past it.
+    for prefix in ["", "x", &"y".repeat(QUOTED_BODY - 10)] {
+        let body = format!("{prefix}{{\"detail\":\"bad TargetToken {token}\"}}");
+        let e = status_error(GB_BASE, 401, None, body.as_bytes(), secret).to_string();
+        assert!(!e.contains("TTTT"), "{e}");
+        assert!(e.len() <= GB_BASE.len() + QUOTED_BODY + 20, "{}", e.len());
+    }
+    let e = status_error(
+        GB_BASE,
+        401,
+        None,
+        format!("bad {token}").as_bytes(),
+        secret,
+    );
+    assert!(e.to_string().ends_with("HTTP 401: bad <token>"), "{e}");
+    let location = format!("http://elsewhere/?t={token}");
+    let e = status_error(GB_BASE, 302, Some(&location), b"", secret).to_string();
+    assert!(
+        !e.contains("TTTT")
+            && e.contains("a redirect to http://elsewhere/?t=<token>, not followed"),
+        "{e}"
+    );
+}

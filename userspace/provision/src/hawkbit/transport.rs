@@ -58,6 +58,61 @@ pub trait Ddi {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Auth(pub Option<String>);
 
+impl Auth {
+    /// The token itself (the header's value without its scheme), to keep out of what
+    /// is logged and shown.
+    pub fn secret(&self) -> Option<&str> {
+        let value = self.0.as_deref()?;
+        let token = value.split_once(' ').map_or(value, |(_, t)| t);
+        (!token.is_empty()).then_some(token)
+    }
+}
+
+/// What stands for the token where a server quoted it.
+pub const REDACTED: &str = "<token>";
+
+/// How much of an error answer's body, and of a redirect's `Location`, an error quotes.
+pub const QUOTED_BODY: usize = 512;
+pub const QUOTED_LOCATION: usize = 256;
+
+/// The token is replaced in the whole text *before* it is cut: a token cut in half by
+/// the limit would no longer be found, and its first half would be quoted.
+fn redacted(text: &str, secret: Option<&str>, max: usize) -> String {
+    let whole = match secret {
+        Some(s) => text.replace(s, REDACTED),
+        None => text.to_owned(),
+    };
+    whole.chars().take(max).collect()
+}
+
+/// The error for a non-2xx answer: the start of its body (or where a redirect leads),
+/// with the token redacted. Enough of the body is read to find a whole token past the
+/// part quoted.
+pub fn status_error(
+    url: &str,
+    status: u16,
+    location: Option<&str>,
+    body: &[u8],
+    secret: Option<&str>,
+) -> DdiError {
+    let body = if (300..400).contains(&status) {
+        format!(
+            "a redirect to {}, not followed",
+            redacted(location.unwrap_or("nowhere"), secret, QUOTED_LOCATION)
+        )
+    } else {
+        redacted(String::from_utf8_lossy(body).trim(), secret, QUOTED_BODY)
+    };
+    DdiError::Status {
+        url: url.to_owned(),
+        status,
+        body,
+    }
+}
+
+/// The bytes of an error answer read: the part quoted and a whole token beyond it.
+const READ_OF_ERROR: u64 = (QUOTED_BODY + 2 * super::poller::MAX_TOKEN) as u64;
+
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token in a log.
@@ -158,37 +213,35 @@ impl UreqDdi {
         }
     }
 
-    fn check(url: &str, response: &mut ureq::http::Response<ureq::Body>) -> Result<(), DdiError> {
+    fn check(
+        &self,
+        url: &str,
+        response: &mut ureq::http::Response<ureq::Body>,
+    ) -> Result<(), DdiError> {
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());
         }
-        if (300..400).contains(&status) {
-            let to = response
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("nowhere")
-                .chars()
-                .take(256)
-                .collect::<String>();
-            return Err(DdiError::Status {
-                url: url.to_owned(),
-                status,
-                body: format!("a redirect to {to}, not followed"),
-            });
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = Vec::new();
+        if !(300..400).contains(&status) {
+            let _ = response
+                .body_mut()
+                .as_reader()
+                .take(READ_OF_ERROR)
+                .read_to_end(&mut body);
         }
-        let mut body = String::new();
-        let _ = response
-            .body_mut()
-            .as_reader()
-            .take(512)
-            .read_to_string(&mut body);
-        Err(DdiError::Status {
-            url: url.to_owned(),
+        Err(status_error(
+            url,
             status,
-            body: body.trim().to_owned(),
-        })
+            location.as_deref(),
+            &body,
+            self.auth.secret(),
+        ))
     }
 }
 
@@ -223,7 +276,7 @@ impl Ddi for UreqDdi {
             }
         };
         let mut response = result.map_err(|e| Self::transport(url, e))?;
-        Self::check(url, &mut response)?;
+        self.check(url, &mut response)?;
         let mut text = String::new();
         response
             .body_mut()
@@ -251,7 +304,7 @@ impl Ddi for UreqDdi {
             req = req.header("Authorization", a);
         }
         let mut response = req.call().map_err(|e| Self::transport(url, e))?;
-        Self::check(url, &mut response)?;
+        self.check(url, &mut response)?;
         let mut reader = response
             .body_mut()
             .with_config()
