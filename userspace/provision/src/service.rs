@@ -258,7 +258,9 @@ impl Service {
         let outcome = self.applier.import(job, accepted, origin, signer);
         if outcome.succeeded() {
             self.listen_tx.send_replace(self.desired_listen());
-            // Mark-good is the import's last step: success means the slot is good.
+            // Mark-good is the import's last step: success means the slot is good. It
+            // wakes the hawkBit client, which follows the config just applied (started,
+            // rebuilt or stopped) and reports an update that this made good.
             self.note_marked_good();
         }
         outcome
@@ -282,17 +284,19 @@ impl Service {
             .last_import_error = Some(error);
     }
 
-    /// An apply of this run ended with the slot marked good (its last step).
+    /// An apply of this run ended with the slot marked good (its last step): the
+    /// hawkBit client is woken to follow the config and report the update.
     pub fn note_marked_good(&self) {
         self.slot_good.store(true, Ordering::Release);
-        self.update_client_wake.notify();
+        self.wake_update_client();
     }
 
     pub fn slot_marked_good(&self) -> bool {
         self.slot_good.load(Ordering::Acquire)
     }
 
-    /// A config was applied: the hawkBit client follows it.
+    /// Cuts the hawkBit client's sleep short (a config was applied, or the slot was
+    /// marked good).
     pub fn wake_update_client(&self) {
         self.update_client_wake.notify();
     }

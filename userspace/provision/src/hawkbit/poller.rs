@@ -6,8 +6,11 @@
 //! service's single-flight tracker, [`crate::update::install`] as for `POST /api/update`.
 //!
 //! Nothing here runs on the API's request path: handlers only read the status this
-//! thread publishes, and [`Service::wake_update_client`] (called when a config has been
-//! applied) only signals it.
+//! thread publishes, and [`Service::wake_update_client`] only signals it; it is called
+//! through [`Service::note_marked_good`], the last step of every successful config
+//! apply (an import over the API, from USB or from the boot bundle, and the boot
+//! flow's re-apply), so a config with `[update.hawkbit]` is polled as soon as it is
+//! applied.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
