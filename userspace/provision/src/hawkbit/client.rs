@@ -100,6 +100,8 @@ pub struct Client<D, I> {
     pub boot: BootFacts,
     /// Failed polls in a row.
     pub failures: u32,
+    /// Rounds in a row in which the device had no route to the server.
+    pub offline: u32,
     /// This round's time, seconds since the epoch (how long a result has waited).
     pub now: u64,
 }
@@ -280,6 +282,16 @@ impl<D: Ddi, I: Installer> Client<D, I> {
 
         let answer = match self.ddi.json(Method::Get, &self.base.clone(), None) {
             Ok(text) => text,
+            Err(e @ DdiError::Offline { .. }) => {
+                // Not counted as a failure of the server: retried soon, without back-off.
+                self.offline = self.offline.saturating_add(1);
+                problems.push(format!("polling: {e}"));
+                return Round {
+                    sleep: schedule::offline_retry(self.offline),
+                    reboot: false,
+                    problems,
+                };
+            }
             Err(e) => return self.failed_poll(random, format!("polling: {e}"), problems),
         };
         let answer: PollAnswer = match serde_json::from_str(&answer) {
@@ -296,6 +308,7 @@ impl<D: Ddi, I: Installer> Client<D, I> {
             }
         };
         self.failures = 0;
+        self.offline = 0;
         let sleep = match schedule::parse_sleep(&answer.config.polling.sleep) {
             Ok(s) => schedule::bounded(s),
             Err(e) => {

@@ -482,6 +482,7 @@ impl<C: Connect> Poller<C> {
                 device: self.device_facts(),
                 boot: boot.clone(),
                 failures: self.failures,
+                offline: 0,
                 now: 0,
             };
             self.client = Some((settings.clone(), client));

@@ -14,6 +14,19 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_SLEEP: Duration = Duration::from_secs(5 * 60);
 /// The first retry after a failed poll; each further failure doubles it...
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(60);
+/// The first retry while the device itself has no route to the server (its network
+/// coming up in a boot): short, so that a result waiting to be told (an update just
+/// marked good) is told within seconds of the network coming up; nothing reached the
+/// server, so the server's back-off does not grow.
+pub const OFFLINE_RETRY: Duration = Duration::from_secs(5);
+
+/// The retry after `rounds` rounds in a row without a route (1 for the first): 5 s
+/// doubling to [`BACKOFF_FIRST`], so a device whose WAN never comes up logs about once a
+/// minute, not every 5 s.
+pub fn offline_retry(rounds: u32) -> Duration {
+    let exp = rounds.saturating_sub(1).min(8);
+    OFFLINE_RETRY.saturating_mul(1u32 << exp).min(BACKOFF_FIRST)
+}
 /// ...up to this: a server down for a day gets 30 to 55 polls per device, not thousands.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
 /// The random delay added to a sleep is at most a tenth of it (the update timer's rule).
@@ -122,6 +135,13 @@ mod tests {
             with_jitter(Duration::from_secs(5), u64::MAX),
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn without_a_route_it_retries_soon_then_once_a_minute() {
+        let secs: Vec<u64> = (1..=8).map(|r| offline_retry(r).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 60, 60, 60, 60]);
+        assert_eq!(offline_retry(u32::MAX), BACKOFF_FIRST);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::client::{controller_url, Client, Installer};
 use super::decide::*;
 use super::record::{ActionRecord, Phase, RecordStore};
-use super::transport::{DdiError, FakeDdi, Method, Scripted};
+use super::transport::{DdiError, FakeDdi, Method, Scripted, UreqDdi};
 use super::wire::*;
 
 macro_rules! fixture {
@@ -520,6 +520,7 @@ fn client(data: &Path, ddi: FakeDdi, boot: BootFacts) -> Client<FakeDdi, FakeIns
         },
         boot,
         failures: 0,
+        offline: 0,
         now: 1_000_000,
     }
 }
@@ -758,6 +759,40 @@ fn server_errors_and_garbage_back_off_and_change_nothing() {
         !dir.path().join("atomix").exists(),
         "no record for a failed poll"
     );
+}
+
+#[test]
+fn without_a_route_of_its_own_the_device_retries_soon_and_keeps_the_servers_back_off() {
+    // Early in a boot the WAN has no lease yet: the poll cannot leave the device. That
+    // is not the server failing: retried in 5 s, doubling to a minute, and the back-off
+    // of real failures does not grow, so a result waiting to be told (an update just
+    // marked good) reaches the server seconds after the network comes up.
+    let dir = tempfile::tempdir().unwrap();
+    let offline = || {
+        Scripted::Err(DdiError::Offline {
+            url: GB_BASE.into(),
+            cause: "io: Network is unreachable (os error 101)".into(),
+        })
+    };
+    let mut ddi = FakeDdi::default();
+    for a in [
+        offline(),
+        offline(),
+        offline(),
+        Scripted::Ok(fixture!("goosebit-0.2.12/03-poll-no-action.json").into()),
+        offline(),
+    ] {
+        ddi.answer(Method::Get, GB_BASE, a);
+    }
+    let mut c = client(dir.path(), ddi, boot("boot-1", "a", "1.0.0", true));
+    let rounds: Vec<(u64, u32)> = (0..5)
+        .map(|_| {
+            let r = c.round(0);
+            (r.sleep.as_secs(), c.failures)
+        })
+        .collect();
+    // (the fourth: the server's sleep, 30 s in that answer)
+    assert_eq!(rounds, [(5, 0), (10, 0), (20, 0), (30, 0), (5, 0)]);
 }
 
 #[test]
@@ -1202,4 +1237,22 @@ fn a_token_quoted_back_is_redacted_before_the_quote_is_cut() {
             && e.contains("a redirect to http://elsewhere/?t=<token>, not followed"),
         "{e}"
     );
+}
+
+#[test]
+fn no_route_from_the_device_is_told_apart_from_a_server_that_does_not_answer() {
+    use std::io::{Error, ErrorKind};
+    let offline = UreqDdi::request_error(
+        GB_BASE,
+        ureq::Error::Io(Error::from(ErrorKind::NetworkUnreachable)),
+    );
+    assert!(matches!(offline, DdiError::Offline { .. }), "{offline:?}");
+    for kind in [
+        ErrorKind::ConnectionRefused,
+        ErrorKind::TimedOut,
+        ErrorKind::HostUnreachable,
+    ] {
+        let e = UreqDdi::request_error(GB_BASE, ureq::Error::Io(Error::from(kind)));
+        assert!(matches!(e, DdiError::Transport { .. }), "{kind:?}: {e:?}");
+    }
 }

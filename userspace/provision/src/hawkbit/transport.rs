@@ -22,6 +22,10 @@ pub enum DdiError {
     /// No answer: refused, unreachable, timed out, cut off.
     #[error("{url}: {cause}")]
     Transport { url: String, cause: String },
+    /// Not sent: the device itself has no route to the server (its network is not up
+    /// yet, e.g. early in a boot before the WAN lease). Not the server's fault.
+    #[error("{url}: no route from this device yet: {cause}")]
+    Offline { url: String, cause: String },
     /// An answer that is not 2xx; `body` is its start, for the log.
     #[error("{url}: HTTP {status}: {body}")]
     Status {
@@ -206,6 +210,20 @@ impl UreqDdi {
         }
     }
 
+    /// A request that got no answer: [`DdiError::Offline`] when the device's own
+    /// network has no route (`ENETUNREACH`), [`DdiError::Transport`] otherwise.
+    pub(super) fn request_error(url: &str, e: ureq::Error) -> DdiError {
+        match &e {
+            ureq::Error::Io(err) if err.kind() == io::ErrorKind::NetworkUnreachable => {
+                DdiError::Offline {
+                    url: url.to_owned(),
+                    cause: e.to_string(),
+                }
+            }
+            _ => Self::transport(url, e),
+        }
+    }
+
     fn transport(url: &str, e: impl std::fmt::Display) -> DdiError {
         DdiError::Transport {
             url: url.to_owned(),
@@ -275,7 +293,7 @@ impl Ddi for UreqDdi {
                 b.send(body.unwrap_or("{}"))
             }
         };
-        let mut response = result.map_err(|e| Self::transport(url, e))?;
+        let mut response = result.map_err(|e| Self::request_error(url, e))?;
         self.check(url, &mut response)?;
         let mut text = String::new();
         response
@@ -303,7 +321,7 @@ impl Ddi for UreqDdi {
         if let Some(a) = &self.auth.0 {
             req = req.header("Authorization", a);
         }
-        let mut response = req.call().map_err(|e| Self::transport(url, e))?;
+        let mut response = req.call().map_err(|e| Self::request_error(url, e))?;
         self.check(url, &mut response)?;
         let mut reader = response
             .body_mut()
