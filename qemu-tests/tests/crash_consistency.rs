@@ -1,8 +1,9 @@
 //! Crash consistency at every flush of a first boot (see `atomix_qemu_tests::crash`):
 //! the fresh flash's first boot with a `/boot` seed is recorded write by write, the disk is
 //! rebuilt at every flush and judged (partition table, data filesystem, slot state, what
-//! early boot would decide), a sample of points gets a torn set of in-flight writes, and a
-//! few points are booted to the end.
+//! early boot would decide, the crash-safe files as the device's kernel reads them), a
+//! sample of points gets a torn set of in-flight writes, and a few points are booted to
+//! the end.
 //!
 //! CI runs a small fixed-seed sample; `scripts/crash-campaign.sh` runs the whole campaign
 //! (`ATOMIX_CRASH_BOOTS`, `ATOMIX_CRASH_TORN`, `ATOMIX_CRASH_SEED`).
@@ -45,6 +46,17 @@ fn every_flush_point_of_a_first_boot_is_a_disk_the_next_boot_finishes() {
     assert!(
         report.layouts.0 > 0 && report.layouts.1 > 0,
         "both layouts must be among the points: {text}"
+    );
+    // The judge VM read the data filesystem of every partitioned point, flush and torn.
+    assert!(
+        report.files_judged >= report.layouts.1,
+        "only {} data filesystems read: {text}",
+        report.files_judged
+    );
+    // ... and found both phases: the marker before the seed's import, current after it.
+    assert!(
+        report.file_states.0 > 0 && report.file_states.2 > 0,
+        "the judge VM never saw the marker alone or current alone: {text}"
     );
     // The spread, and every point where the partition table changes (at least one).
     assert!(report.transitions >= 1, "{text}");

@@ -65,9 +65,53 @@ pub fn copy(src: &Path, dst: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Copies the bytes `range` of `src` into `dst` (created or overwritten) from its
+/// offset 0, keeping holes: one partition of a disk image as a file of its own.
+pub fn copy_part(src: &Path, range: Range<u64>, dst: &Path) -> Result<(), Error> {
+    let from = File::open(src).map_err(|e| Error::io(src, "open for copying", e))?;
+    let len = from
+        .metadata()
+        .map_err(|e| Error::io(src, "read the size", e))?
+        .len();
+    if range.start > range.end || range.end > len {
+        return Err(Error::io(
+            src,
+            format!(
+                "copy bytes {}..{} of a file of {len} bytes",
+                range.start, range.end
+            ),
+            io::Error::from(io::ErrorKind::InvalidInput),
+        ));
+    }
+    let to = File::create(dst).map_err(|e| Error::io(dst, "create the copy", e))?;
+    to.set_len(range.end - range.start)
+        .map_err(|e| Error::io(dst, "size the copy", e))?;
+    let base = range.start;
+    for segment in data_segments(&from, range).map_err(|e| Error::io(src, "find the data", e))? {
+        copy_range_to(&from, &to, segment.clone(), segment.start - base).map_err(|e| {
+            Error::io(
+                dst,
+                format!(
+                    "copy bytes {}..{} of {}",
+                    segment.start,
+                    segment.end,
+                    src.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Copies `range` from `from` to the same offsets of `to`.
 fn copy_range(from: &File, to: &File, range: Range<u64>) -> io::Result<()> {
-    let (mut off_in, mut off_out) = (range.start, range.start);
+    copy_range_to(from, to, range.clone(), range.start)
+}
+
+/// Copies `range` from `from` to `to` at `at`.
+fn copy_range_to(from: &File, to: &File, range: Range<u64>, at: u64) -> io::Result<()> {
+    let (mut off_in, mut off_out) = (range.start, at);
     while off_in < range.end {
         let chunk = usize::try_from(range.end - off_in)
             .unwrap_or(usize::MAX)
@@ -78,23 +122,24 @@ fn copy_range(from: &File, to: &File, range: Range<u64>) -> io::Result<()> {
             Err(Errno::INTR) => {}
             // Not between these filesystems (or not at all): copy through memory.
             Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
-                return copy_range_buffered(from, to, off_in..range.end)
+                return copy_range_buffered(from, to, off_in..range.end, off_out)
             }
             Err(e) => return Err(e.into()),
         }
-        debug_assert_eq!(off_in, off_out);
+        debug_assert_eq!(off_in - range.start, off_out - at);
     }
     Ok(())
 }
 
-fn copy_range_buffered(from: &File, to: &File, range: Range<u64>) -> io::Result<()> {
+fn copy_range_buffered(from: &File, to: &File, range: Range<u64>, at: u64) -> io::Result<()> {
     let mut buf = vec![0; 1 << 20];
-    let mut off = range.start;
+    let (mut off, mut out) = (range.start, at);
     while off < range.end {
         let n = ((range.end - off) as usize).min(buf.len());
         from.read_exact_at(&mut buf[..n], off)?;
-        to.write_all_at(&buf[..n], off)?;
+        to.write_all_at(&buf[..n], out)?;
         off += n as u64;
+        out += n as u64;
     }
     Ok(())
 }
@@ -177,6 +222,33 @@ mod tests {
             used < 1 << 20,
             "the copy uses {used} bytes: holes were filled"
         );
+    }
+
+    #[test]
+    fn copy_part_takes_one_range_from_offset_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        let f = File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(&[0xaa; 4096], 1 << 20).unwrap();
+        f.write_all_at(&[0xbb; 8192], 8 << 20).unwrap();
+        f.write_all_at(&[0xcc; 4096], 40 << 20).unwrap();
+        drop(f);
+
+        copy_part(&src, (4 << 20)..(36 << 20), &dst).unwrap();
+        let part = std::fs::read(&dst).unwrap();
+        assert_eq!(part.len(), 32 << 20);
+        let whole = std::fs::read(&src).unwrap();
+        assert_eq!(part, &whole[4 << 20..36 << 20]);
+        assert!(part[4 << 20..(4 << 20) + 8192].iter().all(|&b| b == 0xbb));
+        let used = std::fs::metadata(&dst).unwrap().blocks() * 512;
+        assert!(
+            used < 1 << 20,
+            "the copy uses {used} bytes: holes were filled"
+        );
+
+        let err = copy_part(&src, (60 << 20)..(65 << 20), &dst).unwrap_err();
+        assert!(err.to_string().contains("of a file of"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Verdict {
     /// The slot state as `boot.scr` and Linux would read it (`None` when neither copy
     /// holds a valid state).
     pub slot_state: Option<String>,
+    /// Where the `data` partition lies in the disk image (bytes), when the layout has one.
+    pub data: Option<std::ops::Range<u64>>,
     /// Everything wrong, each naming what and where; empty when the point passes.
     pub problems: Vec<String>,
 }
@@ -82,6 +84,7 @@ impl Judges {
         let mut verdict = Verdict {
             layout: None,
             slot_state: None,
+            data: None,
             problems: Vec::new(),
         };
         let problems = &mut verdict.problems;
@@ -108,6 +111,7 @@ impl Judges {
             serde_json::from_slice::<Value>(&table.stdout)
                 .ok()
                 .and_then(|v| {
+                    let sector = v["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
                     let parts = v["partitiontable"]["partitions"].as_array()?.clone();
                     let names = parts
                         .iter()
@@ -116,6 +120,10 @@ impl Judges {
                     let rootfs_a = parts.iter().find(|p| p["name"] == "rootfs-a")?["uuid"]
                         .as_str()?
                         .to_owned();
+                    verdict.data = parts.iter().find(|p| p["name"] == "data").and_then(|p| {
+                        let start = p["start"].as_u64()? * sector;
+                        Some(start..start + p["size"].as_u64()? * sector)
+                    });
                     Some((names, rootfs_a))
                 })
         } else {

@@ -1,21 +1,25 @@
 //! Crash consistency at every flush: the first boot of a fresh flash with a `/boot` seed
 //! is recorded write by write (QEMU's `blklogwrites`), then the disk is rebuilt as a
 //! power cut would have left it at each flush the guest issued ([`write_log`]), judged
-//! there without booting ([`judge`]), and, for a sample of points, booted to see that it
-//! still ends provisioned from the seed with the same generation.
+//! there without booting ([`judge`]), its crash-safe files read by the device's own kernel
+//! in a judge VM ([`files`]), and, for a sample of points, booted to see that it still
+//! ends provisioned from the seed with the same generation.
 //!
 //! A flush is where a real eMMC promises that what was written before it is durable; what
 //! was written after it may be lost or kept in any part. So beside each flush point, a
 //! sample of points gets a random subset of the writes in flight after it ("torn").
 
+pub mod files;
 pub mod judge;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use write_log::{Log, ReplayOptions, Replayer, SplitMix64, TornOptions};
+
+use files::{JudgeVm, Listing};
 
 use crate::{test_config, test_key, Device, Image};
 pub use judge::{Judges, Layout, Verdict};
@@ -102,6 +106,14 @@ pub struct Report {
     pub entries: usize,
     pub points: usize,
     pub judged: usize,
+    /// Points whose data filesystem the judge VM read (flush and torn points).
+    pub files_judged: usize,
+    /// Boots of the judge VM, and the time they took.
+    pub judge_vm_boots: usize,
+    pub judge_vm_took: Duration,
+    /// What the data filesystems held: points with the marker only, with both the marker
+    /// and `config/current`, with `current` only.
+    pub file_states: (usize, usize, usize),
     pub torn: usize,
     pub booted: usize,
     /// Points where the layout changed (each booted).
@@ -129,6 +141,18 @@ impl std::fmt::Display for Report {
             self.torn,
             self.booted,
             self.transitions
+        )?;
+        writeln!(
+            f,
+            "files: {} data filesystems read by the device's kernel in {} boots of the judge VM \
+             ({:.0} s): {} with the fresh-flash marker only, {} with the marker and config/current, \
+             {} with config/current only",
+            self.files_judged,
+            self.judge_vm_boots,
+            self.judge_vm_took.as_secs_f64(),
+            self.file_states.0,
+            self.file_states.1,
+            self.file_states.2
         )?;
         writeln!(f, "campaign time: {:.0} s", self.took.as_secs_f64())?;
         if self.failures.is_empty() {
@@ -191,6 +215,7 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
         points.len()
     );
     let judges = Judges::new(rec.image.build_id(), &rec.dir.join("judge"));
+    let mut files = FileJudging::new(JudgeVm::new(&rec.image, &rec.dir.join("judge-vm")));
     let work = rec.dir.join("replayed.raw");
     judge::detach_loops_of(&work);
     let mut replayer = Replayer::new(&log, &rec.base, &work, ReplayOptions::default())
@@ -217,6 +242,9 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
             slot_states.insert(s.clone());
         }
         let name = format!("flush point {i} (log entry {point})");
+        if let Some(data) = &verdict.data {
+            files.add(&format!("p{i}"), &name, replayer.image_path(), data.clone());
+        }
         if !verdict.passed() {
             eprintln!("campaign: {name} FAILED: {:?}", verdict.problems);
             report.failures.push(Failure {
@@ -226,19 +254,23 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
         }
         if torn_at.contains(&i) {
             let subset = log.torn_subset(point, rng.next_u64(), &TornOptions::new());
+            let torn_name = format!(
+                "{name} + {} of the {} writes in flight after it (seed {})",
+                subset.pieces.len(),
+                subset.candidates,
+                subset.seed
+            );
             let torn = replayer
-                .with_torn(&subset, |image| judges.judge(image))
+                .with_torn(&subset, |image| {
+                    let verdict = judges.judge(image);
+                    if let Some(data) = &verdict.data {
+                        files.add(&format!("t{i}"), &torn_name, image, data.clone());
+                    }
+                    verdict
+                })
                 .unwrap_or_else(|e| panic!("{e}"));
             report.torn += 1;
-            torn_verdicts.push((
-                format!(
-                    "{name} + {} of the {} writes in flight after it (seed {})",
-                    subset.pieces.len(),
-                    subset.candidates,
-                    subset.seed
-                ),
-                torn,
-            ));
+            torn_verdicts.push((torn_name, torn));
         }
         let transition = i > 0 && verdict.layout != previous_layout;
         previous_layout = verdict.layout;
@@ -289,8 +321,107 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
     }
     drop(replayer);
     let _ = fs::remove_file(&work);
+    // The files of every point against the last flush point's: the clean shutdown
+    // after the uninterrupted boot.
+    let last = format!("p{}", points.len() - 1);
+    let listings = files.finish();
+    report.files_judged = listings.len();
+    report.judge_vm_boots = files.vm.boots();
+    report.judge_vm_took = files.took;
+    for (_, listing) in listings.values() {
+        if let Ok(f) = listing {
+            match (
+                f.nodes.contains_key(boot_state::MARKER_IN_DATA),
+                f.nodes.contains_key("config/current"),
+            ) {
+                (true, false) => report.file_states.0 += 1,
+                (true, true) => report.file_states.1 += 1,
+                (false, true) => report.file_states.2 += 1,
+                (false, false) => {}
+            }
+        }
+    }
+    match listings.get(&last) {
+        Some((_, Ok(reference))) if reference.nodes.contains_key("config/current") => {
+            for (name, listing) in listings.values() {
+                let problems = files::judge(listing, reference);
+                if !problems.is_empty() {
+                    eprintln!("campaign: {name} FAILED (files): {problems:?}");
+                    report.failures.push(Failure {
+                        point: format!("{name}, files"),
+                        problems,
+                    });
+                }
+            }
+        }
+        other => report.failures.push(Failure {
+            point: format!("flush point {} (the end of the log), files", points.len() - 1),
+            problems: vec![format!(
+                "the uninterrupted boot's data filesystem is no reference (no config/current): {other:?}"
+            )],
+        }),
+    }
     report.took = started.elapsed();
     report
+}
+
+/// The data partitions of the points waiting for the judge VM, and what it listed.
+struct FileJudging {
+    vm: JudgeVm,
+    pending: Vec<(String, String, PathBuf)>,
+    /// By serial: the point's name and its listing.
+    listed: BTreeMap<String, (String, Listing)>,
+    /// Time spent in the judge VM.
+    took: Duration,
+}
+
+impl FileJudging {
+    fn new(vm: JudgeVm) -> FileJudging {
+        FileJudging {
+            vm,
+            pending: Vec::new(),
+            listed: BTreeMap::new(),
+            took: Duration::ZERO,
+        }
+    }
+
+    /// Copies the data partition (`range` of `image`) of the point `name` for the next
+    /// boot of the judge VM, which happens once a batch is full.
+    fn add(&mut self, serial: &str, name: &str, image: &Path, range: std::ops::Range<u64>) {
+        let copy = self.vm.dir().join(format!("{serial}.raw"));
+        write_log::sparse_copy_part(image, range, &copy).unwrap_or_else(|e| panic!("{e}"));
+        self.pending
+            .push((serial.to_owned(), name.to_owned(), copy));
+        if self.pending.len() == files::BATCH {
+            self.judge_pending();
+        }
+    }
+
+    fn judge_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let disks: Vec<(String, PathBuf)> = self
+            .pending
+            .iter()
+            .map(|(serial, _, path)| (serial.clone(), path.clone()))
+            .collect();
+        let started = Instant::now();
+        let mut listings = self.vm.list(&disks);
+        self.took += started.elapsed();
+        for (serial, name, path) in self.pending.drain(..) {
+            let listing = listings.remove(&serial).expect("one listing per disk");
+            if listing.is_ok() {
+                let _ = fs::remove_file(&path);
+            }
+            self.listed.insert(serial, (name, listing));
+        }
+    }
+
+    fn finish(&mut self) -> BTreeMap<String, (String, Listing)> {
+        self.judge_pending();
+        std::mem::take(&mut self.listed)
+    }
 }
 
 /// Boots a copy of the replayed disk; it must end provisioned from the seed with the
