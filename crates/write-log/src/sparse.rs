@@ -45,24 +45,7 @@ pub fn copy(src: &Path, dst: &Path) -> Result<(), Error> {
     if rustix::fs::ioctl_ficlone(&to, &from).is_ok() {
         return Ok(());
     }
-    let len = src_meta.len();
-    to.set_len(len)
-        .map_err(|e| Error::io(dst, "size the copy", e))?;
-    for segment in data_segments(&from, 0..len).map_err(|e| Error::io(src, "find the data", e))? {
-        copy_range(&from, &to, segment.clone()).map_err(|e| {
-            Error::io(
-                dst,
-                format!(
-                    "copy bytes {}..{} of {}",
-                    segment.start,
-                    segment.end,
-                    src.display()
-                ),
-                e,
-            )
-        })?;
-    }
-    Ok(())
+    copy_data((&from, src), 0..src_meta.len(), (&to, dst))
 }
 
 /// Copies the bytes `range` of `src` into `dst` (created or overwritten) from its
@@ -84,11 +67,21 @@ pub fn copy_part(src: &Path, range: Range<u64>, dst: &Path) -> Result<(), Error>
         ));
     }
     let to = File::create(dst).map_err(|e| Error::io(dst, "create the copy", e))?;
+    copy_data((&from, src), range, (&to, dst))
+}
+
+/// Sizes `to` to the length of `range` and copies the data segments of `range` in
+/// `from` to it, each at its offset from `range.start`.
+fn copy_data(
+    (from, src): (&File, &Path),
+    range: Range<u64>,
+    (to, dst): (&File, &Path),
+) -> Result<(), Error> {
     to.set_len(range.end - range.start)
         .map_err(|e| Error::io(dst, "size the copy", e))?;
     let base = range.start;
-    for segment in data_segments(&from, range).map_err(|e| Error::io(src, "find the data", e))? {
-        copy_range_to(&from, &to, segment.clone(), segment.start - base).map_err(|e| {
+    for segment in data_segments(from, range).map_err(|e| Error::io(src, "find the data", e))? {
+        copy_range_to(from, to, segment.clone(), segment.start - base).map_err(|e| {
             Error::io(
                 dst,
                 format!(
@@ -102,11 +95,6 @@ pub fn copy_part(src: &Path, range: Range<u64>, dst: &Path) -> Result<(), Error>
         })?;
     }
     Ok(())
-}
-
-/// Copies `range` from `from` to the same offsets of `to`.
-fn copy_range(from: &File, to: &File, range: Range<u64>) -> io::Result<()> {
-    copy_range_to(from, to, range.clone(), range.start)
 }
 
 /// Copies `range` from `from` to `to` at `at`.
