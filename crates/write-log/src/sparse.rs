@@ -66,6 +66,18 @@ pub fn copy_part(src: &Path, range: Range<u64>, dst: &Path) -> Result<(), Error>
             io::Error::from(io::ErrorKind::InvalidInput),
         ));
     }
+    if let Ok(dst_meta) = std::fs::metadata(dst) {
+        let src_meta = from
+            .metadata()
+            .map_err(|e| Error::io(src, "read the metadata", e))?;
+        if (src_meta.dev(), src_meta.ino()) == (dst_meta.dev(), dst_meta.ino()) {
+            return Err(Error::io(
+                dst,
+                format!("copy part of {} onto itself", src.display()),
+                io::Error::from(io::ErrorKind::InvalidInput),
+            ));
+        }
+    }
     let to = File::create(dst).map_err(|e| Error::io(dst, "create the copy", e))?;
     copy_data((&from, src), range, (&to, dst))
 }
@@ -237,6 +249,9 @@ mod tests {
 
         let err = copy_part(&src, (60 << 20)..(65 << 20), &dst).unwrap_err();
         assert!(err.to_string().contains("of a file of"), "{err}");
+        let err = copy_part(&src, 0..(1 << 20), &src).unwrap_err();
+        assert!(err.to_string().contains("onto itself"), "{err}");
+        assert_eq!(std::fs::read(&src).unwrap(), whole);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use atomix_api::{Job, JobKind, JobState};
 use boot_state::FreshFlashMarker;
 
 use crate::host;
@@ -69,6 +70,8 @@ impl JudgeVm {
     /// a cpio archive with our init to the initramfs (the kernel unpacks every archive
     /// of the concatenation).
     pub fn new(image: &Image, dir: &Path) -> JudgeVm {
+        // Nothing of an earlier run (disks, consoles) may be taken for this one's.
+        let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).unwrap();
         let disk = image.disk();
         let boot_a = format!("{}@@{BOOT_A_OFFSET}", disk.display());
@@ -142,6 +145,7 @@ impl JudgeVm {
         );
         self.boots += 1;
         let console = self.dir.join(format!("console-{}.log", self.boots));
+        let _ = fs::remove_file(&console);
         let mut cmd = Command::new("qemu-system-aarch64");
         cmd.args(["-M", "virt,acpi=off", "-cpu", "cortex-a72", "-smp", "1", "-m", "512"])
             .args(["-nodefaults", "-display", "none", "-no-reboot"])
@@ -181,42 +185,48 @@ impl JudgeVm {
             .expect("qemu-system-aarch64 (scripts/setup-host.sh)");
         let deadline = Instant::now() + Duration::from_secs(120 + 10 * disks.len() as u64);
         let ended = loop {
-            if child.try_wait().unwrap().is_some() {
-                break true;
+            if let Some(status) = child.try_wait().unwrap() {
+                break Ok(status);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                break false;
+                break Err("the judge VM did not power off in time".to_owned());
             }
             std::thread::sleep(Duration::from_millis(200));
         };
         let text = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
-        let parsed = parse_console(&text).and_then(|listings| {
-            if ended {
-                Ok(listings)
-            } else {
-                Err("the judge VM did not power off in time".to_owned())
+        let mut console_said = parse_console(&text);
+        // What the VM finished stands; the rest fails with the reason it stopped.
+        let stopped = match ended {
+            Err(why) => Some(why),
+            Ok(status) if !status.success() && console_said.problem.is_none() => {
+                Some(format!("QEMU ended with {status}"))
             }
-        });
+            Ok(_) => None,
+        }
+        .or(console_said.problem.take());
         let mut out = BTreeMap::new();
         for (serial, _) in disks {
-            let listing = match &parsed {
-                Ok(listings) => listings.get(serial).cloned().unwrap_or_else(|| {
+            let listing = match console_said.listings.remove(serial) {
+                Some(listing) => listing,
+                None => {
+                    let why = stopped.as_deref().unwrap_or("it never listed it");
+                    let when = if console_said.in_progress.as_deref() == Some(serial) {
+                        "while it was listing this disk"
+                    } else {
+                        "before it reached this disk"
+                    };
                     Err(format!(
-                        "the judge VM did not list it ({})",
-                        console.display()
+                        "the judge VM stopped {when}: {why} (console: {}): {}",
+                        console.display(),
+                        tail(&text, 5)
                     ))
-                }),
-                Err(why) => Err(format!(
-                    "{why} (console: {}): {}",
-                    console.display(),
-                    tail(&text, 5)
-                )),
+                }
             };
             out.insert(serial.clone(), listing);
         }
-        if parsed.is_ok() {
+        if stopped.is_none() {
             let _ = fs::remove_file(&console);
         }
         out
@@ -228,10 +238,21 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join(" | ")
 }
 
-/// Reads the judge VM's console: every disk it listed, by serial. Fails when the VM
-/// could not judge at all or its output is cut short.
-pub fn parse_console(text: &str) -> Result<BTreeMap<String, Listing>, String> {
-    let mut listings = BTreeMap::new();
+/// What one boot of the judge VM printed.
+#[derive(Debug, Default)]
+pub struct Console {
+    /// Every disk it finished, by serial (a disk whose lines made no sense is an `Err`).
+    pub listings: BTreeMap<String, Listing>,
+    /// The disk it was listing when its output stopped.
+    pub in_progress: Option<String>,
+    /// Why it did not finish every disk (a fatal error, output cut short, a stray line).
+    pub problem: Option<String>,
+}
+
+/// Reads the judge VM's console disk by disk: a disk's own bad output fails that disk
+/// only; what the VM finished before it stopped stands.
+pub fn parse_console(text: &str) -> Console {
+    let mut out = Console::default();
     let mut current: Option<(String, Listing)> = None;
     let mut done = false;
     for line in text.lines() {
@@ -240,78 +261,87 @@ pub fn parse_console(text: &str) -> Result<BTreeMap<String, Listing>, String> {
             continue;
         };
         let fields: Vec<&str> = rest.split('\t').collect();
-        let bad = || format!("a line the judge VM should not print: {line:?}");
+        let bad = format!("a line the judge VM should not print: {line:?}");
         match fields.as_slice() {
-            ["fatal", why @ ..] => return Err(format!("the judge VM failed: {}", why.join(" "))),
-            ["done"] => done = true,
-            ["disk", serial] => {
-                if current.is_some() {
-                    return Err(bad());
-                }
-                current = Some((serial.to_string(), Ok(DataFiles::default())));
+            ["fatal", why @ ..] => {
+                out.problem = Some(format!("the judge VM failed: {}", why.join(" ")));
+                break;
             }
-            ["end", serial] => match current.take() {
-                Some((s, listing)) if s == *serial => {
-                    listings.insert(s, listing);
-                }
-                _ => return Err(bad()),
-            },
-            [kind @ ("mount-failed" | "list-failed"), serial, why @ ..] => match &mut current {
-                Some((s, listing)) if s == serial => {
-                    let what = if *kind == "mount-failed" {
-                        "the kernel does not mount it"
-                    } else {
-                        "listing it failed"
-                    };
-                    *listing = Err(format!("{what}: {}", why.join(" ").trim()))
-                }
-                _ => return Err(bad()),
-            },
-            [kind, path, more @ ..] => {
-                let Some((_, Ok(files))) = &mut current else {
-                    return Err(bad());
+            ["done"] if current.is_none() => done = true,
+            ["disk", serial] if current.is_none() => {
+                current = Some((serial.to_string(), Ok(DataFiles::default())))
+            }
+            ["end", serial] if current.as_ref().is_some_and(|(s, _)| s == serial) => {
+                let (s, listing) = current.take().unwrap();
+                out.listings.insert(s, listing);
+            }
+            [kind @ ("mount-failed" | "list-failed"), serial, why @ ..]
+                if current.as_ref().is_some_and(|(s, _)| s == serial) =>
+            {
+                let what = if *kind == "mount-failed" {
+                    "the kernel does not mount it"
+                } else {
+                    "listing it failed"
                 };
-                let path = path.to_string();
-                match (*kind, more) {
-                    ("d", []) => {
-                        files.nodes.insert(path, Node::Dir);
+                current.as_mut().unwrap().1 = Err(format!("{what}: {}", why.join(" ").trim()));
+            }
+            [kind, path, more @ ..] if current.is_some() => {
+                let listing = &mut current.as_mut().unwrap().1;
+                if let Ok(files) = listing {
+                    if let Err(()) = add_entry(files, kind, path, more) {
+                        *listing = Err(bad);
                     }
-                    ("l", [target]) => {
-                        files.nodes.insert(path, Node::Link(target.to_string()));
-                    }
-                    ("f", [size]) => {
-                        let size = size.parse().map_err(|_| bad())?;
-                        files.nodes.insert(
-                            path,
-                            Node::File {
-                                size,
-                                sha256: None,
-                                body: None,
-                            },
-                        );
-                    }
-                    ("o", []) => {
-                        files.nodes.insert(path, Node::Other);
-                    }
-                    // `sum SHA256 PATH`: the digest comes first.
-                    ("sum", [file]) => match files.nodes.get_mut(*file) {
-                        Some(Node::File { sha256, .. }) => *sha256 = Some(path),
-                        _ => return Err(bad()),
-                    },
-                    ("body", [hex]) => match files.nodes.get_mut(&path) {
-                        Some(Node::File { body, .. }) => *body = Some(unhex(hex).ok_or_else(bad)?),
-                        _ => return Err(bad()),
-                    },
-                    _ => return Err(bad()),
                 }
             }
-            _ => return Err(bad()),
+            _ => {
+                out.problem = Some(bad);
+                break;
+            }
         }
     }
-    if !done || current.is_some() {
-        return Err("the judge VM's output ends before it was done".to_owned());
+    if out.problem.is_none() && !done {
+        out.problem = Some("the judge VM's output ends before it was done".to_owned());
     }
-    Ok(listings)
+    out.in_progress = current.map(|(serial, _)| serial);
+    out
+}
+
+/// One entry line of a disk's listing.
+fn add_entry(files: &mut DataFiles, kind: &str, path: &str, more: &[&str]) -> Result<(), ()> {
+    let path = path.to_string();
+    match (kind, more) {
+        ("d", []) => {
+            files.nodes.insert(path, Node::Dir);
+        }
+        ("l", [target]) => {
+            files.nodes.insert(path, Node::Link(target.to_string()));
+        }
+        ("f", [size]) => {
+            let size = size.parse().map_err(|_| ())?;
+            files.nodes.insert(
+                path,
+                Node::File {
+                    size,
+                    sha256: None,
+                    body: None,
+                },
+            );
+        }
+        ("o", []) => {
+            files.nodes.insert(path, Node::Other);
+        }
+        // `sum SHA256 PATH`: the digest comes first.
+        ("sum", [file]) => match files.nodes.get_mut(*file) {
+            Some(Node::File { sha256, .. }) => *sha256 = Some(path),
+            _ => return Err(()),
+        },
+        ("body", [hex]) => match files.nodes.get_mut(&path) {
+            Some(Node::File { body, .. }) => *body = Some(unhex(hex).ok_or(())?),
+            _ => return Err(()),
+        },
+        _ => return Err(()),
+    }
+    Ok(())
 }
 
 fn unhex(hex: &str) -> Option<Vec<u8>> {
@@ -351,9 +381,7 @@ pub fn judge(point: &Listing, reference: &DataFiles) -> Vec<String> {
         Some(Node::File {
             body: Some(body), ..
         }) => {
-            if let Err(e) =
-                boot_state::parse_record::<FreshFlashMarker>(&String::from_utf8_lossy(body))
-            {
+            if let Err(e) = serde_json::from_slice::<FreshFlashMarker>(body) {
                 problems.push(format!("{MARKER}: torn or not a marker ({e}): {body:?}"));
             }
         }
@@ -404,31 +432,40 @@ pub fn judge(point: &Listing, reference: &DataFiles) -> Vec<String> {
         Some(other) => problems.push(format!("{CURRENT}: not a symbolic link: {other:?}")),
     }
 
-    // The next boot imports /boot/config.toml only while the marker is there.
-    if marker.is_none() && current.is_none() {
-        problems.push(format!(
-            "neither {MARKER} nor {CURRENT}: the next boot would not import /boot/config.toml"
-        ));
-    }
-
-    // Job records: each one whole.
+    // Job records: each one whole, as the service reads them. A config job that was
+    // queued or running is rolled back by the next boot before anything else: `current`
+    // then becomes that job's previous generation.
+    let mut after_recovery = current.is_some();
     for (path, node) in &files.nodes {
         let Some(name) = path.strip_prefix("config/jobs/") else {
             continue;
         };
-        if name.contains('/') || !name.ends_with(".json") {
+        if name.contains('/') || name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
-        if let Node::File {
-            body: Some(body), ..
-        } = node
-        {
-            if let Err(e) =
-                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
-            {
-                problems.push(format!("{path}: torn job record ({e})"));
-            }
+        match node {
+            Node::File {
+                body: Some(body), ..
+            } => match serde_json::from_slice::<Job>(body) {
+                Ok(job) => {
+                    if job.kind == JobKind::Config
+                        && matches!(job.state, JobState::Queued | JobState::Running)
+                    {
+                        after_recovery = job.previous_generation.is_some();
+                    }
+                }
+                Err(e) => problems.push(format!("{path}: torn or not a job record ({e})")),
+            },
+            other => problems.push(format!("{path}: not a readable job record: {other:?}")),
         }
+    }
+
+    // The next boot imports /boot/config.toml only while the marker is there.
+    if marker.is_none() && !after_recovery {
+        problems.push(format!(
+            "neither {MARKER} nor a {CURRENT} that stays after the next boot's recovery: \
+             the next boot would not import /boot/config.toml"
+        ));
     }
     problems
 }
@@ -466,6 +503,26 @@ mod tests {
         out + "@judge\tdone\n"
     }
 
+    /// A job record as the service writes it.
+    fn job(state: JobState, previous: Option<u64>) -> Vec<u8> {
+        serde_json::to_vec(&Job {
+            id: "j1".into(),
+            kind: JobKind::Config,
+            state,
+            origin: atomix_api::Origin::Boot,
+            created: "2026-12-04T00:00:00Z".into(),
+            events: Vec::new(),
+            result: None,
+            rollback: atomix_api::Rollback {
+                state: atomix_api::RollbackState::None,
+                generation: None,
+            },
+            previous_generation: previous,
+            staged_generation: Some(1),
+        })
+        .unwrap()
+    }
+
     fn provisioned() -> Vec<String> {
         vec![
             "d\tconfig".into(),
@@ -479,14 +536,17 @@ mod tests {
             "sum\taaaa\tconfig/generations/1/config.toml".into(),
             "sum\tbbbb\tconfig/generations/1/source.json".into(),
             "sum\tcccc\tconfig/jobs/j1.json".into(),
-            format!("body\tconfig/jobs/j1.json\t{}", hex(br#"{"state":"x"}"#)),
+            format!(
+                "body\tconfig/jobs/j1.json\t{}",
+                hex(&job(JobState::Succeeded, None))
+            ),
         ]
     }
 
     fn listing(lines: &[String]) -> Listing {
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         parse_console(&console(&[("p1", &refs)]))
-            .unwrap()
+            .listings
             .remove("p1")
             .unwrap()
     }
@@ -509,7 +569,9 @@ mod tests {
             ("p1", &first),
             ("p2", &["mount-failed\tp2\tmount: wrong fs type"]),
         ]);
-        let listings = parse_console(&text).unwrap();
+        let console = parse_console(&text);
+        assert_eq!(console.problem, None);
+        let listings = console.listings;
         let p1 = listings["p1"].as_ref().unwrap();
         assert_eq!(p1.nodes["atomix"], Node::Dir);
         assert_eq!(
@@ -527,16 +589,34 @@ mod tests {
     }
 
     #[test]
-    fn a_console_cut_short_or_failing_is_no_listing() {
-        let text = console(&[("p1", &["d\tatomix"])]);
-        let cut = text.trim_end_matches("@judge\tdone\n");
-        assert!(parse_console(cut).unwrap_err().contains("ends before"));
-        assert!(parse_console("@judge\tfatal\tno disks\n")
-            .unwrap_err()
-            .contains("no disks"));
-        assert!(parse_console("@judge\tdisk\tp1\n@judge\tsum\tab\tnope\n")
+    fn a_console_cut_short_or_failing_keeps_what_was_finished() {
+        // Cut after p1, in the middle of p2.
+        let text = console(&[("p1", &["d\tatomix"]), ("p2", &["d\tconfig"])]);
+        let cut = &text[..text.find("@judge\tend\tp2").unwrap()];
+        let c = parse_console(cut);
+        assert!(c.problem.unwrap().contains("ends before"));
+        assert!(c.listings["p1"].is_ok());
+        assert!(!c.listings.contains_key("p2"));
+        assert_eq!(c.in_progress.as_deref(), Some("p2"));
+
+        let c = parse_console("@judge\tfatal\tno disks\n");
+        assert!(c.problem.unwrap().contains("no disks"));
+        assert!(c.listings.is_empty());
+
+        // A bad line inside a disk fails that disk, not the others.
+        let c = parse_console(&console(&[
+            ("p1", &["sum\tab\tnope"]),
+            ("p2", &["d\tconfig"]),
+        ]));
+        assert_eq!(c.problem, None);
+        assert!(c.listings["p1"]
+            .as_ref()
             .unwrap_err()
             .contains("should not print"));
+        assert!(c.listings["p2"].is_ok());
+        // A stray line outside any disk stops the reading.
+        let c = parse_console("@judge\tend\tp9\n@judge\tdone\n");
+        assert!(c.problem.unwrap().contains("should not print"));
     }
 
     #[test]
@@ -603,13 +683,16 @@ mod tests {
         // A torn job record, an unreadable file, a mount refused.
         let mut lines = provisioned();
         let last = lines.len() - 1;
-        lines[last] = format!("body\tconfig/jobs/j1.json\t{}", hex(br#"{"sta"#));
+        lines[last] = format!(
+            "body\tconfig/jobs/j1.json\t{}",
+            hex(&job(JobState::Succeeded, None)[..20])
+        );
         lines.retain(|l| !l.starts_with("sum\tbbbb"));
         let problems = judge(&listing(&lines), &reference());
         assert!(
             problems
                 .iter()
-                .any(|p| p.starts_with("config/jobs/j1.json: torn")),
+                .any(|p| p.starts_with("config/jobs/j1.json: torn or not a job record")),
             "{problems:?}"
         );
         assert!(
@@ -636,6 +719,37 @@ mod tests {
                 .any(|p| p.contains("the uninterrupted boot ends on")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_current_the_next_boot_rolls_back_does_not_count() {
+        // The seed's job was still running when the power went: the next boot rolls
+        // generation 1 back to unprovisioned, so only the marker brings the seed back.
+        let running = |marker: bool| {
+            let mut lines = provisioned();
+            let last = lines.len() - 1;
+            lines[last] = format!(
+                "body\tconfig/jobs/j1.json\t{}",
+                hex(&job(JobState::Running, None))
+            );
+            if marker {
+                lines.push("f\tatomix/fresh-flash\t60".into());
+                lines.push("sum\tdddd\tatomix/fresh-flash".into());
+                lines.push(format!(
+                    "body\tatomix/fresh-flash\t{}",
+                    hex(MARKER_JSON.as_bytes())
+                ));
+            }
+            judge(&listing(&lines), &reference())
+        };
+        let problems = running(false);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("stays after the next boot's recovery")),
+            "{problems:?}"
+        );
+        assert_eq!(running(true), Vec::<String>::new());
     }
 
     #[test]

@@ -93,8 +93,10 @@ chroot=/judge/usr/sbin/chroot
 list='
 set -e
 cd /mnt
-for top in atomix config; do
-    [ -e "$top" ] || [ -L "$top" ] || continue
+# The two trees, as the root directory lists them (a lookup error fails the listing
+# instead of looking like an absent tree).
+tops=$(find . -mindepth 1 -maxdepth 1 \( -name atomix -o -name config \) -printf "%P\n")
+for top in $tops; do
     find "$top" \( -type d -printf "@judge\td\t%p\n" \) -o \( -type l -printf "@judge\tl\t%p\t%l\n" \) \
         -o \( -type f -printf "@judge\tf\t%p\t%s\n" \) -o -printf "@judge\to\t%p\n"
     find "$top" -type f -exec sha256sum {} + | while read -r sum path; do

@@ -328,7 +328,7 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
     report.files_judged = listings.len();
     report.judge_vm_boots = files.vm.boots();
     report.judge_vm_took = files.took;
-    for (_, listing) in listings.values() {
+    for (_, listing, _) in listings.values() {
         if let Ok(f) = listing {
             match (
                 f.nodes.contains_key(boot_state::MARKER_IN_DATA),
@@ -341,14 +341,18 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
             }
         }
     }
+    // The reference is what the uninterrupted boot showed over SSH.
+    let ends_on = files::Node::Link(rec.generation.clone());
     match listings.get(&last) {
-        Some((_, Ok(reference))) if reference.nodes.contains_key("config/current") => {
-            for (name, listing) in listings.values() {
+        Some((_, Ok(reference), _)) if reference.nodes.get("config/current") == Some(&ends_on) => {
+            for (name, listing, copy) in listings.values() {
                 let problems = files::judge(listing, reference);
-                if !problems.is_empty() {
+                if problems.is_empty() {
+                    let _ = fs::remove_file(copy);
+                } else {
                     eprintln!("campaign: {name} FAILED (files): {problems:?}");
                     report.failures.push(Failure {
-                        point: format!("{name}, files"),
+                        point: format!("{name}, files (its data partition: {})", copy.display()),
                         problems,
                     });
                 }
@@ -357,7 +361,8 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
         other => report.failures.push(Failure {
             point: format!("flush point {} (the end of the log), files", points.len() - 1),
             problems: vec![format!(
-                "the uninterrupted boot's data filesystem is no reference (no config/current): {other:?}"
+                "the uninterrupted boot's data filesystem is no reference (config/current is not {}): {other:?}",
+                rec.generation
             )],
         }),
     }
@@ -369,8 +374,9 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
 struct FileJudging {
     vm: JudgeVm,
     pending: Vec<(String, String, PathBuf)>,
-    /// By serial: the point's name and its listing.
-    listed: BTreeMap<String, (String, Listing)>,
+    /// By serial: the point's name, its listing and its partition's copy (kept until
+    /// the point is judged, and after that only when it failed).
+    listed: BTreeMap<String, (String, Listing, PathBuf)>,
     /// Time spent in the judge VM.
     took: Duration,
 }
@@ -411,14 +417,11 @@ impl FileJudging {
         self.took += started.elapsed();
         for (serial, name, path) in self.pending.drain(..) {
             let listing = listings.remove(&serial).expect("one listing per disk");
-            if listing.is_ok() {
-                let _ = fs::remove_file(&path);
-            }
-            self.listed.insert(serial, (name, listing));
+            self.listed.insert(serial, (name, listing, path));
         }
     }
 
-    fn finish(&mut self) -> BTreeMap<String, (String, Listing)> {
+    fn finish(&mut self) -> BTreeMap<String, (String, Listing, PathBuf)> {
         self.judge_pending();
         std::mem::take(&mut self.listed)
     }
