@@ -24,24 +24,7 @@ pub fn copy(src: &Path, dst: &Path) -> Result<(), Error> {
     let src_meta = from
         .metadata()
         .map_err(|e| Error::io(src, "read the size", e))?;
-    let to = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dst)
-        .map_err(|e| Error::io(dst, "create the copy", e))?;
-    let dst_meta = to
-        .metadata()
-        .map_err(|e| Error::io(dst, "read the metadata", e))?;
-    if (src_meta.dev(), src_meta.ino()) == (dst_meta.dev(), dst_meta.ino()) {
-        return Err(Error::io(
-            dst,
-            format!("copy {} onto itself", src.display()),
-            io::Error::from(io::ErrorKind::InvalidInput),
-        ));
-    }
-    to.set_len(0)
-        .map_err(|e| Error::io(dst, "truncate the copy", e))?;
+    let to = open_empty_copy(src, &src_meta, dst)?;
     if rustix::fs::ioctl_ficlone(&to, &from).is_ok() {
         return Ok(());
     }
@@ -66,20 +49,35 @@ pub fn copy_part(src: &Path, range: Range<u64>, dst: &Path) -> Result<(), Error>
             io::Error::from(io::ErrorKind::InvalidInput),
         ));
     }
-    if let Ok(dst_meta) = std::fs::metadata(dst) {
-        let src_meta = from
-            .metadata()
-            .map_err(|e| Error::io(src, "read the metadata", e))?;
-        if (src_meta.dev(), src_meta.ino()) == (dst_meta.dev(), dst_meta.ino()) {
-            return Err(Error::io(
-                dst,
-                format!("copy part of {} onto itself", src.display()),
-                io::Error::from(io::ErrorKind::InvalidInput),
-            ));
-        }
-    }
-    let to = File::create(dst).map_err(|e| Error::io(dst, "create the copy", e))?;
+    let src_meta = from
+        .metadata()
+        .map_err(|e| Error::io(src, "read the metadata", e))?;
+    let to = open_empty_copy(src, &src_meta, dst)?;
     copy_data((&from, src), range, (&to, dst))
+}
+
+/// Opens `dst` (created if missing) and empties it, unless it is `src` itself: opening
+/// with truncation first would have emptied the source.
+fn open_empty_copy(src: &Path, src_meta: &std::fs::Metadata, dst: &Path) -> Result<File, Error> {
+    let to = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dst)
+        .map_err(|e| Error::io(dst, "create the copy", e))?;
+    let dst_meta = to
+        .metadata()
+        .map_err(|e| Error::io(dst, "read the metadata", e))?;
+    if (src_meta.dev(), src_meta.ino()) == (dst_meta.dev(), dst_meta.ino()) {
+        return Err(Error::io(
+            dst,
+            format!("copy {} onto itself", src.display()),
+            io::Error::from(io::ErrorKind::InvalidInput),
+        ));
+    }
+    to.set_len(0)
+        .map_err(|e| Error::io(dst, "truncate the copy", e))?;
+    Ok(to)
 }
 
 /// Sizes `to` to the length of `range` and copies the data segments of `range` in

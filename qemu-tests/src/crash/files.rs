@@ -27,8 +27,8 @@ pub const BATCH: usize = 24;
 const INIT: &str = include_str!("judge-vm-init.sh");
 
 /// Where a generation's files must match the uninterrupted boot's.
-const CURRENT: &str = "config/current";
-const MARKER: &str = boot_state::MARKER_IN_DATA;
+pub const CURRENT: &str = "config/current";
+pub const MARKER: &str = boot_state::MARKER_IN_DATA;
 
 /// One entry of a data filesystem, as the judge VM listed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -503,6 +503,18 @@ mod tests {
         out + "@judge\tdone\n"
     }
 
+    /// One of `problems` names `what`.
+    #[track_caller]
+    fn assert_names(problems: &[String], what: &str) {
+        assert!(problems.iter().any(|p| p.contains(what)), "{problems:?}");
+    }
+
+    /// One of `problems` begins with `what` (a path).
+    #[track_caller]
+    fn assert_begins(problems: &[String], what: &str) {
+        assert!(problems.iter().any(|p| p.starts_with(what)), "{problems:?}");
+    }
+
     /// A job record as the service writes it.
     fn job(state: JobState, previous: Option<u64>) -> Vec<u8> {
         serde_json::to_vec(&Job {
@@ -643,20 +655,12 @@ mod tests {
             ),
         ]);
         let problems = judge(&torn, &reference());
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.starts_with("atomix/fresh-flash: torn")),
-            "{problems:?}"
-        );
+        assert_begins(&problems, "atomix/fresh-flash: torn");
 
         // Neither marker nor current: the seed would never be imported.
         let empty = listing(&["d\tconfig".into()]);
         let problems = judge(&empty, &reference());
-        assert!(
-            problems.iter().any(|p| p.contains("would not import")),
-            "{problems:?}"
-        );
+        assert_names(&problems, "would not import");
 
         // current names a generation whose file differs or is missing.
         let mut lines = provisioned();
@@ -667,18 +671,8 @@ mod tests {
             .unwrap();
         lines[at] = "sum\teeee\tconfig/generations/1/config.toml".into();
         let problems = judge(&listing(&lines), &reference());
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.starts_with("config/generations/1/config.toml: not as")),
-            "{problems:?}"
-        );
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.starts_with("config/generations/1/source.json: missing")),
-            "{problems:?}"
-        );
+        assert_begins(&problems, "config/generations/1/config.toml: not as");
+        assert_begins(&problems, "config/generations/1/source.json: missing");
 
         // A torn job record, an unreadable file, a mount refused.
         let mut lines = provisioned();
@@ -689,18 +683,8 @@ mod tests {
         );
         lines.retain(|l| !l.starts_with("sum\tbbbb"));
         let problems = judge(&listing(&lines), &reference());
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.starts_with("config/jobs/j1.json: torn or not a job record")),
-            "{problems:?}"
-        );
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains("source.json: the kernel cannot read")),
-            "{problems:?}"
-        );
+        assert_begins(&problems, "config/jobs/j1.json: torn or not a job record");
+        assert_names(&problems, "source.json: the kernel cannot read");
         assert_eq!(
             judge(
                 &Err("the kernel does not mount it: bad".into()),
@@ -713,12 +697,7 @@ mod tests {
         let mut lines = provisioned();
         lines[5] = "l\tconfig/current\tgenerations/2".into();
         let problems = judge(&listing(&lines), &reference());
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains("the uninterrupted boot ends on")),
-            "{problems:?}"
-        );
+        assert_names(&problems, "the uninterrupted boot ends on");
     }
 
     #[test]
@@ -743,12 +722,7 @@ mod tests {
             judge(&listing(&lines), &reference())
         };
         let problems = running(false);
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains("stays after the next boot's recovery")),
-            "{problems:?}"
-        );
+        assert_names(&problems, "stays after the next boot's recovery");
         assert_eq!(running(true), Vec::<String>::new());
     }
 

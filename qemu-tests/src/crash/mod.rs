@@ -331,8 +331,8 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
     for (_, listing, _) in listings.values() {
         if let Ok(f) = listing {
             match (
-                f.nodes.contains_key(boot_state::MARKER_IN_DATA),
-                f.nodes.contains_key("config/current"),
+                f.nodes.contains_key(files::MARKER),
+                f.nodes.contains_key(files::CURRENT),
             ) {
                 (true, false) => report.file_states.0 += 1,
                 (true, true) => report.file_states.1 += 1,
@@ -344,7 +344,7 @@ pub fn run(rec: &Recording, options: &Options) -> Report {
     // The reference is what the uninterrupted boot showed over SSH.
     let ends_on = files::Node::Link(rec.generation.clone());
     match listings.get(&last) {
-        Some((_, Ok(reference), _)) if reference.nodes.get("config/current") == Some(&ends_on) => {
+        Some((_, Ok(reference), _)) if reference.nodes.get(files::CURRENT) == Some(&ends_on) => {
             for (name, listing, copy) in listings.values() {
                 let problems = files::judge(listing, reference);
                 if problems.is_empty() {
