@@ -301,6 +301,10 @@ fn squashfs_root_holds_the_atomix_parts() {
     assert!(cat("usr/share/atomix/provisioning-keys").starts_with("ssh-"));
     assert!(cat("etc/passwd").contains("\nadmin:x:1000:1000:"));
     assert!(cat("etc/subuid").contains("admin:100000:65536"));
+    // The root's coldplug is wanted by sysinit.target but no longer ordered before it.
+    let trigger = cat("etc/systemd/system/systemd-udev-trigger.service");
+    assert!(trigger.contains("ExecStart=-udevadm trigger"), "{trigger}");
+    assert!(!trigger.contains("Before=sysinit.target"), "{trigger}");
     let listing = output(
         Command::new("unsquashfs")
             .args(["-o", &offset, "-l"])
@@ -321,6 +325,8 @@ fn squashfs_root_holds_the_atomix_parts() {
         "squashfs-root/etc/systemd/system/sysinit.target.wants/atomix-factory-reset.service",
         // dnsmasq without Debian's wait for network-online.target.
         "squashfs-root/etc/systemd/system/dnsmasq.service",
+        // The root's coldplug runs beside sysinit.target's units instead of before them.
+        "squashfs-root/etc/systemd/system/systemd-udev-trigger.service",
         // Masked: no AF_VSOCK on either machine, it failed on every boot.
         "squashfs-root/etc/systemd/system-generators/systemd-ssh-generator",
         // Masked: generators and early units for what neither board has or uses (each
