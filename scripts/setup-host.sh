@@ -35,8 +35,9 @@ PACKAGES=(
     # Signed RAUC update bundles (atomix-image bundle).
     rauc openssl
     qemu-system-arm qemu-utils
-    # The discovery test's LAN segment: a network namespace with a tap (ip netns, ip tuntap).
-    iproute2
+    # The discovery test's LAN segment: a network namespace with a tap (ip netns, ip tuntap),
+    # and the multicast DNS capture it keeps for a failure.
+    iproute2 tcpdump
     # U-Boot, built from Debian's source package (image/src/uboot.rs): its build
     # dependencies, dpkg-source and patch.
     make bc bison flex device-tree-compiler libgnutls28-dev libpython3-dev libssl-dev

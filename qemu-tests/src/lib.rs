@@ -9,7 +9,8 @@
 //! The harness by concern: [`image`] (the build output under test), [`device`] (one
 //! emulated board: its disk, boots, console, boot partition, USB stick, power and SSH),
 //! [`api`] (the device's HTTP API as a client: health, signed requests, jobs), [`qmp`]
-//! (QEMU's machine protocol: buttons and events), [`keys`] and [`config`] (what a test
+//! (QEMU's machine protocol: buttons and events), [`lan`] (a real LAN segment in a
+//! network namespace, for multicast DNS), [`keys`] and [`config`] (what a test
 //! provisions a device with), [`host`](mod@host) (commands on the host), [`crash`] (the
 //! first boot recorded write by write, replayed and judged at every flush), [`updates`]
 //! (update bundles and a server streaming them), [`update_server`] (goosebit, a hawkBit
@@ -22,6 +23,7 @@ pub mod device;
 pub mod host;
 pub mod image;
 pub mod keys;
+pub mod lan;
 pub mod oci;
 pub mod qmp;
 pub mod update_server;

@@ -39,6 +39,9 @@ pub struct Device {
     usb: Option<PathBuf>,
     /// Where QEMU's `blklogwrites` logs every write and flush of the disk, when set.
     write_log: Option<PathBuf>,
+    /// eth1 on this tap ([`crate::lan::Lan`]) instead of QEMU's user-net LAN (and then
+    /// no `lan_port` forward).
+    lan_tap: Option<std::os::fd::RawFd>,
     child: Option<Child>,
     boots: u32,
     step: String,
@@ -88,6 +91,7 @@ impl Device {
             ssh_port: free_port(),
             usb: None,
             write_log: None,
+            lan_tap: None,
             child: None,
             boots: 0,
             step: "created".into(),
@@ -134,6 +138,11 @@ impl Device {
                 }
             ),
         }
+    }
+
+    /// Puts eth1 on a real LAN segment, from the next boot on: `lan`'s tap.
+    pub fn attach_lan(&mut self, lan: &crate::lan::Lan) {
+        self.lan_tap = Some(lan.tap_fd_for_child());
     }
 
     /// Powers the device on.
@@ -189,10 +198,13 @@ impl Device {
             ))
             .args(["-device", "virtio-net-pci,netdev=wan,mac=52:54:00:a7:00:01,romfile="])
             .arg("-netdev")
-            .arg(format!(
-                "user,id=lan,net=192.168.100.0/24,host=192.168.100.2,dns=192.168.100.3,dhcpstart=192.168.100.200,restrict=on,hostfwd=tcp:127.0.0.1:{}-192.168.100.1:8080",
-                self.lan_port
-            ))
+            .arg(match self.lan_tap {
+                Some(fd) => format!("tap,id=lan,fd={fd}"),
+                None => format!(
+                    "user,id=lan,net=192.168.100.0/24,host=192.168.100.2,dns=192.168.100.3,dhcpstart=192.168.100.200,restrict=on,hostfwd=tcp:127.0.0.1:{}-192.168.100.1:8080",
+                    self.lan_port
+                ),
+            })
             .args(["-device", "virtio-net-pci,netdev=lan,mac=52:54:00:a7:00:02,romfile="])
             // The board's watchdog: its reset ends this QEMU (-no-reboot) like any reset.
             .args(["-device", "i6300esb", "-action", "watchdog=reset"]);

@@ -12,11 +12,13 @@
 //! | [`signing`] | the SSHSIG namespace and the exact signed message |
 //! | [`types`] | request and response bodies, jobs and their events |
 //! | [`contract`] | the constants as the web console receives them |
+//! | [`discovery`] | the DNS-SD service a device announces on the LAN: type, instance name, TXT keys |
 //!
 //! Everything here is data and pure functions: no HTTP client or server, so that the
 //! static aarch64 service, the laptop CLI and the test harness all link it cheaply.
 
 pub mod contract;
+pub mod discovery;
 pub mod signing;
 pub mod types;
 

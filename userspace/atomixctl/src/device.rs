@@ -94,6 +94,12 @@ pub enum DeviceError {
     UploadInProgress,
     #[error("the device did not accept the file type (415: {0})")]
     Unsupported(String),
+    #[error("no device announced as {name:?} answered on the local network within {secs} s; is the laptop on the device's LAN (or, unprovisioned, its WAN) network? `atomixctl discover` lists the devices that answer; or give --device http://ADDRESS")]
+    NotDiscovered { name: String, secs: u64 },
+    #[error("more than one host answered for {name:?} ({addresses}): names on the local network are not authenticated; give --device http://ADDRESS of the device you mean")]
+    AmbiguousName { name: String, addresses: String },
+    #[error("the device announced as {name:?} answered, but only with addresses a URL cannot use ({addresses}); give --device http://ADDRESS")]
+    NoUsableAddress { name: String, addresses: String },
     #[error("no such job on the device (404)")]
     NotFound,
     #[error("the device answered {status} to {what}: {message}")]

@@ -11,6 +11,8 @@
 //!   device unprovisions, reboots and erases early in the next boot).
 //! * `status --device URL`, `job --device URL ID`, `jobs --device URL` (signed: the recent
 //!   jobs with their events).
+//! * `discover [--timeout SECS]` — the devices announcing `_atomix._tcp` over multicast
+//!   DNS on the local network; `--device NAME` takes one of their names.
 //! * `schema`, `completions SHELL`, `man` — the config's JSON Schema, shell completions and
 //!   the man page, all generated (from the config types and from the clap definitions).
 //!
@@ -20,6 +22,7 @@
 
 mod bundle;
 mod device;
+mod discover;
 mod progress;
 mod show;
 mod sign;
@@ -48,9 +51,11 @@ Exit status:
   5  the device is busy with another job (HTTP 409)
 
 Environment:
-  ATOMIX_DEVICE  the device for --device, e.g. http://192.168.100.1:8080
+  ATOMIX_DEVICE  the device for --device, e.g. http://192.168.100.1:8080 or atomixos-3f2a
 
 Examples:
+  atomixctl discover
+  atomixctl status --device atomixos-3f2a
   atomixctl validate config.toml
   atomixctl bundle config.toml --apps apps -o atomix-config.tar.gz
   atomixctl provision --device http://192.168.100.1:8080 -i ~/.ssh/ops.pub config.toml
@@ -172,6 +177,13 @@ enum Command {
         #[arg(long, short = 'i')]
         identity: Option<PathBuf>,
     },
+    /// List the devices on the local network (multicast DNS, the _atomix._tcp service):
+    /// name, API address, build, slot, provisioned.
+    Discover {
+        /// Listen for answers this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Show a device's status.
     Status {
         #[command(flatten)]
@@ -198,19 +210,50 @@ enum Command {
 /// The device to talk to.
 #[derive(Debug, clap::Args)]
 struct DeviceArg {
-    /// The device's API: http://HOST[:PORT], the port 8080 by default.
+    /// The device's API, http://HOST[:PORT] (the port 8080 by default), or the name it
+    /// announces on the local network (`atomixctl discover`: atomixos-XXXX while
+    /// unprovisioned, then its host name), found by a multicast DNS browse of up to 10 s.
     #[arg(
         long = "device",
         env = "ATOMIX_DEVICE",
-        value_name = "URL",
-        value_parser = DeviceUrl::parse
+        value_name = "URL|NAME",
+        value_parser = DeviceTarget::parse
     )]
-    url: DeviceUrl,
+    target: DeviceTarget,
+}
+
+/// What `--device` names: an address, or a discovered device's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeviceTarget {
+    Url(DeviceUrl),
+    Name(String),
+}
+
+impl DeviceTarget {
+    /// A single DNS label (letters, digits, `-`, `_`; no dot, colon or scheme) is a
+    /// name to discover; anything else is an address for [`DeviceUrl::parse`]. A host
+    /// name that DNS resolves is given as `http://NAME`.
+    fn parse(s: &str) -> Result<DeviceTarget, String> {
+        let t = s.trim();
+        let label = !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !t.bytes().all(|b| b.is_ascii_digit());
+        if label {
+            Ok(DeviceTarget::Name(t.to_owned()))
+        } else {
+            DeviceUrl::parse(t).map(DeviceTarget::Url)
+        }
+    }
 }
 
 impl DeviceArg {
-    fn device(&self) -> Device {
-        Device::new(self.url.clone())
+    fn device(&self) -> anyhow::Result<Device> {
+        let url = match &self.target {
+            DeviceTarget::Url(url) => url.clone(),
+            DeviceTarget::Name(name) => discover::resolve(name)?,
+        };
+        Ok(Device::new(url))
     }
 }
 
@@ -234,42 +277,51 @@ fn main() -> ExitCode {
             identity,
             timeout,
             file,
-        } => provision(
-            &device.device(),
-            identity.as_deref(),
-            Duration::from_secs(*timeout),
-            file,
-            cli.json,
-        ),
+        } => device.device().and_then(|device| {
+            provision(
+                &device,
+                identity.as_deref(),
+                Duration::from_secs(*timeout),
+                file,
+                cli.json,
+            )
+        }),
         Command::Update {
             device,
             reboot,
             identity,
             timeout,
             bundle,
-        } => update(
-            &device.device(),
-            identity.as_deref(),
-            Duration::from_secs(*timeout),
-            bundle,
-            *reboot,
-            cli.json,
-        ),
+        } => device.device().and_then(|device| {
+            update(
+                &device,
+                identity.as_deref(),
+                Duration::from_secs(*timeout),
+                bundle,
+                *reboot,
+                cli.json,
+            )
+        }),
         Command::FactoryReset {
             device,
             yes,
             identity,
             timeout,
-        } => factory_reset(
-            &device.device(),
-            identity.as_deref(),
-            *yes,
-            Duration::from_secs(*timeout),
-            cli.json,
-        ),
-        Command::Jobs { device, identity } => jobs(&device.device(), identity.as_deref(), cli.json),
-        Command::Status { device } => status(&device.device(), cli.json),
-        Command::Job { device, id } => job(&device.device(), id, cli.json),
+        } => device.device().and_then(|d| {
+            factory_reset(
+                &d,
+                identity.as_deref(),
+                *yes,
+                Duration::from_secs(*timeout),
+                cli.json,
+            )
+        }),
+        Command::Jobs { device, identity } => device
+            .device()
+            .and_then(|d| jobs(&d, identity.as_deref(), cli.json)),
+        Command::Discover { timeout } => discover(Duration::from_secs(*timeout), cli.json),
+        Command::Status { device } => device.device().and_then(|d| status(&d, cli.json)),
+        Command::Job { device, id } => device.device().and_then(|d| job(&d, id, cli.json)),
         Command::Schema => print_text(&atomix_config::json_schema::json_schema_text()),
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -302,7 +354,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         return EXIT_FAILED;
     }
     match e.downcast_ref::<DeviceError>() {
-        Some(DeviceError::Unreachable { .. }) => 3,
+        Some(
+            DeviceError::Unreachable { .. }
+            | DeviceError::NotDiscovered { .. }
+            | DeviceError::NoUsableAddress { .. }
+            | DeviceError::AmbiguousName { .. },
+        ) => 3,
         Some(DeviceError::Refused(_)) => 4,
         Some(DeviceError::Busy { .. } | DeviceError::UploadInProgress) => 5,
         Some(DeviceError::Invalid(_)) => EXIT_FAILED,
@@ -446,6 +503,21 @@ fn make_bundle(
             members.len() - 1,
             bytes.len()
         )])?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn discover(timeout: Duration, json: bool) -> anyhow::Result<ExitCode> {
+    let devices = discover::browse(timeout, None)?;
+    if json {
+        print_json(&devices)?;
+    } else if devices.is_empty() {
+        eprintln!(
+            "atomixctl: no device answered within {} s (multicast DNS on this computer's networks; try a longer --timeout)",
+            timeout.as_secs()
+        );
+    } else {
+        print_lines(&discover::lines(&devices))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -808,5 +880,34 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    #[test]
+    fn device_accepts_urls_and_discovered_names() {
+        let url = |s: &str| DeviceTarget::Url(DeviceUrl::parse(s).unwrap());
+        let name = |s: &str| DeviceTarget::Name(s.to_owned());
+        let cases = [
+            (
+                "http://192.168.100.1:8080",
+                url("http://192.168.100.1:8080"),
+            ),
+            ("192.168.100.1", url("http://192.168.100.1:8080")),
+            ("device.example.net", url("http://device.example.net:8080")),
+            ("edge-7:9000", url("http://edge-7:9000")),
+            ("http://edge-7", url("http://edge-7:8080")),
+            ("[fe80::1]:8080", url("http://[fe80::1]:8080")),
+            ("atomixos-3f2a", name("atomixos-3f2a")),
+            ("edge-7", name("edge-7")),
+            (" Edge_7 ", name("Edge_7")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(DeviceTarget::parse(input).unwrap(), want, "{input}");
+        }
+        // Digits alone are not a name (nor an address worth guessing at).
+        assert!(!matches!(
+            DeviceTarget::parse("8080"),
+            Ok(DeviceTarget::Name(_))
+        ));
+        assert!(DeviceTarget::parse("https://edge-7").is_err());
     }
 }

@@ -110,7 +110,7 @@ fn atomix_device_stands_in_for_device() {
         .unwrap();
     assert_eq!(code(&out), 2);
     assert!(
-        text(&out.stderr).contains("--device <URL>"),
+        text(&out.stderr).contains("--device <URL|NAME>"),
         "{}",
         text(&out.stderr)
     );

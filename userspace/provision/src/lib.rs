@@ -20,9 +20,11 @@
 //! * [`console`] — the bootstrap web console at `/` (assets compiled in from `web/`).
 //! * [`listen`] — the listeners, narrowed to the LAN address once provisioned.
 //! * [`service`] — the shared state that ties them together.
+//! * [`announce`] — the `_atomix._tcp` DNS-SD service the service answers for over multicast DNS.
 //! * [`deadline`] — the mark-good deadline: a provisioned boot whose apply stalls reboots.
 //! * [`hawkbit`] — the hawkBit DDI client (`[update.hawkbit]`): decisions, record, transport.
 
+pub mod announce;
 pub mod api;
 pub mod apply;
 pub mod auth;

@@ -11,6 +11,7 @@ use atomix_config::generations::{Origin, Store};
 use boot_state::BootRecord;
 use tokio::sync::watch;
 
+use crate::announce::{self, Announcer, Publication};
 use crate::apply::{Applier, Outcome};
 use crate::auth::{NonceStore, PublicKey};
 use crate::input::Accepted;
@@ -64,6 +65,11 @@ pub struct Service {
     /// The booted slot was marked good by an apply of this service's run.
     slot_good: AtomicBool,
     listen_tx: watch::Sender<Vec<SocketAddr>>,
+    /// Publishes the device over multicast DNS ([`crate::announce`]).
+    announcer: Arc<dyn Announcer>,
+    /// What was published last (`None`: nothing, or withdrawn); held while publishing,
+    /// so one publication is made at a time (start, the naming thread, imports).
+    announced: Mutex<Option<Publication>>,
 }
 
 /// This boot's id; a fixed stand-in where the kernel has none to give.
@@ -76,15 +82,17 @@ fn read_boot_id() -> String {
 impl Service {
     pub fn new(
         applier: Applier,
+        announcer: Arc<dyn Announcer>,
         fixed_listen: Option<Vec<SocketAddr>>,
         usb_dir: Option<PathBuf>,
     ) -> Arc<Service> {
-        Service::with_port(applier, fixed_listen, usb_dir, PORT)
+        Service::with_port(applier, announcer, fixed_listen, usb_dir, PORT)
     }
 
     /// [`Service::new`] with the derived addresses on `port`.
     pub fn with_port(
         applier: Applier,
+        announcer: Arc<dyn Announcer>,
         fixed_listen: Option<Vec<SocketAddr>>,
         usb_dir: Option<PathBuf>,
         port: u16,
@@ -118,6 +126,8 @@ impl Service {
             update_client_wake: Default::default(),
             slot_good: AtomicBool::new(false),
             listen_tx,
+            announcer,
+            announced: Mutex::new(None),
         });
         svc.listen_tx.send_replace(svc.desired_listen());
         svc
@@ -263,7 +273,98 @@ impl Service {
             // rebuilt or stopped) and reports an update that this made good.
             self.note_marked_good();
         }
+        // Provisioned now, or under another host name: a failed job changed nothing,
+        // and then this finds the publication as it was.
+        self.announce();
         outcome
+    }
+
+    /// What the device announces on the local network now ([`crate::announce`]): the
+    /// current generation's host name once provisioned, else the name made from the WAN
+    /// port's MAC address; the boot record's build id and slot; the interfaces.
+    pub fn publication(&self) -> Publication {
+        let port = match &self.fixed_listen {
+            Some(fixed) => fixed.first().map_or(self.port, SocketAddr::port),
+            None => self.port,
+        };
+        announce::publication(&self.paths, self.boot.as_ref(), port)
+    }
+
+    /// The WAN port's MAC address, once its driver has made the interface.
+    fn wan_mac(&self) -> Option<String> {
+        std::fs::read_to_string(announce::mac_path(&self.paths)).ok()
+    }
+
+    /// Brings the announcement up to date (at start, and after an import): publishes
+    /// only when it differs from what was published last. A failure is logged and the
+    /// next call tries again: the device works without being found by name.
+    pub fn announce(&self) {
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        let p = self.publication();
+        if announced.as_ref() == Some(&p) {
+            return;
+        }
+        match self.announcer.publish(&p) {
+            Ok(()) => {
+                log::info!(
+                    "announced on the local network as {} ({}, host {}.local, {}, on {})",
+                    p.announcement.name,
+                    atomix_api::discovery::SERVICE_TYPE,
+                    p.host,
+                    if p.announcement.provisioned {
+                        "provisioned"
+                    } else {
+                        "unprovisioned"
+                    },
+                    p.interfaces.join(" and ")
+                );
+                *announced = Some(p);
+            }
+            Err(e) => {
+                log::warn!("{:#}", anyhow::Error::new(e));
+                *announced = None;
+            }
+        }
+    }
+
+    /// Takes the announcement back (goodbye packets), when the service stops.
+    pub fn withdraw(&self) {
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        if announced.take().is_some() {
+            if let Err(e) = self.announcer.withdraw() {
+                log::warn!("{:#}", anyhow::Error::new(e));
+            }
+        }
+    }
+
+    /// Announces the device from a thread of its own, off the way to listening. The
+    /// service can start before udev has loaded the WAN port's driver, and then the
+    /// unprovisioned name lacks its MAC digits: until the interface shows up (every 2 s,
+    /// for at most 5 min) the thread waits for it and announces again.
+    pub fn announce_in_background(self: &Arc<Self>) {
+        let svc = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("announce".into())
+            .spawn(move || {
+                svc.announce();
+                // Only the unprovisioned name is made from the MAC address.
+                let deadline = Instant::now() + std::time::Duration::from_secs(300);
+                while svc.wan_mac().is_none() && !svc.provisioned() {
+                    if Instant::now() > deadline {
+                        log::warn!(
+                            "{} did not appear within 5 min: announced as {}",
+                            announce::mac_path(&svc.paths).display(),
+                            svc.publication().announcement.name
+                        );
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                }
+                svc.announce();
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot announce the device on the local network: {e}");
+        }
     }
 
     pub fn record_import_error(&self, error: ImportError) {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atomix_provision::announce::FakeAnnouncer;
 use atomix_provision::api::app;
 use atomix_provision::apply::{Admin, Applier};
 use atomix_provision::paths::Paths;
@@ -27,6 +28,7 @@ struct Fixture {
     svc: Arc<Service>,
     key: Key,
     sys: Arc<FakeSystem>,
+    announcer: Arc<FakeAnnouncer>,
 }
 
 fn fixture(failpoints: &str) -> Fixture {
@@ -61,8 +63,15 @@ fn fixture_with(failpoints: &str, sys: FakeSystem) -> Fixture {
         failpoints: Failpoints::parse(failpoints).unwrap(),
         admin: Admin::from_passwd(""),
     };
-    let svc = Service::new(applier, None, None);
-    Fixture { dir, svc, key, sys }
+    let announcer = Arc::new(FakeAnnouncer::default());
+    let svc = Service::new(applier, announcer.clone(), None, None);
+    Fixture {
+        dir,
+        svc,
+        key,
+        sys,
+        announcer,
+    }
 }
 
 async fn call(
@@ -859,6 +868,21 @@ async fn provisioned(failpoints: &str) -> Fixture {
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let job = wait_job(&f.svc, v["job"].as_str().unwrap()).await;
     assert_eq!(job["state"], "succeeded", "{job}");
+    // The import announces the provisioned device right after its job has finished:
+    // wait for it, so that it is not taken for a later test's.
+    let provisioned = || {
+        f.announcer
+            .published()
+            .iter()
+            .any(|p| p.announcement.provisioned)
+    };
+    for _ in 0..100 {
+        if provisioned() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(provisioned(), "{:?}", f.announcer.calls());
     f.sys.actions.lock().unwrap().clear();
     f
 }
@@ -1104,7 +1128,113 @@ async fn health_names_the_last_update_job() {
     wait_job(&f.svc, v["job"].as_str().unwrap()).await;
     let (_, _, health) = call(&f.svc, "GET", "/api/health", &[], vec![]).await;
     assert_eq!(health["last_update"], v["job"]);
-    let again = Service::new(f.svc.applier.clone(), None, None);
+    let again = Service::new(
+        f.svc.applier.clone(),
+        Arc::new(FakeAnnouncer::default()),
+        None,
+        None,
+    );
     let (_, _, health) = call(&again, "GET", "/api/health", &[], vec![]).await;
     assert_eq!(health["last_update"], v["job"]);
+}
+
+/// The announcement as published (`crate::announce`): what, on which ports, and when
+/// again. The fake announcer stands in for the multicast DNS responder.
+mod announcement {
+    use super::*;
+    use atomix_provision::announce::{mac_path, Announced};
+
+    fn with_mac(f: &Fixture) {
+        let mac = mac_path(&f.svc.paths);
+        std::fs::create_dir_all(mac.parent().unwrap()).unwrap();
+        std::fs::write(&mac, "52:54:00:a7:00:01\n").unwrap();
+    }
+
+    #[tokio::test]
+    async fn unprovisioned_on_both_ports_once_until_something_changes() {
+        let f = fixture("");
+        f.svc.announce();
+        with_mac(&f);
+        f.svc.announce();
+        f.svc.announce();
+        let published = f.announcer.published();
+        assert_eq!(published.len(), 2, "{published:?}");
+        assert_eq!(published[0].announcement.name, "atomixos", "no MAC yet");
+        let p = &published[1];
+        assert_eq!(p.announcement.name, "atomixos-0001");
+        assert_eq!(p.host, "atomixos");
+        assert_eq!(p.port, 8080);
+        assert_eq!(p.interfaces, ["eth0", "eth1"]);
+        assert_eq!(
+            p.announcement.txt(),
+            [
+                ("build_id", "20261127.7".to_owned()),
+                ("slot", "b".to_owned()),
+                ("provisioned", "false".to_owned()),
+                ("name", "atomixos-0001".to_owned()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn provisioning_announces_the_host_name_on_the_lan_and_a_stop_withdraws() {
+        let f = fixture("");
+        with_mac(&f);
+        f.svc.announce();
+        let (status, _, v) =
+            post_config(&f.svc, &f.key, "application/toml", EXAMPLE.as_bytes()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        let job = wait_job(&f.svc, v["job"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        for _ in 0..100 {
+            if f.announcer.published().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let published = f.announcer.published();
+        assert_eq!(published.len(), 2, "{published:?}");
+        let p = &published[1];
+        assert_eq!(p.announcement.name, "edge-042");
+        assert!(p.announcement.provisioned);
+        assert_eq!(p.host, "edge-042");
+        assert_eq!(p.interfaces, ["eth1"]);
+        assert_eq!(p.fullname(), "edge-042._atomix._tcp.local.");
+
+        f.svc.announce();
+        assert_eq!(f.announcer.published().len(), 2, "nothing changed");
+        f.svc.withdraw();
+        f.svc.withdraw();
+        assert_eq!(
+            f.announcer.calls().last(),
+            Some(&Announced::Withdrawn),
+            "{:?}",
+            f.announcer.calls()
+        );
+        let withdrawn = f.announcer.calls();
+        assert_eq!(
+            withdrawn
+                .iter()
+                .filter(|c| **c == Announced::Withdrawn)
+                .count(),
+            1,
+            "withdrawn once: {withdrawn:?}"
+        );
+        // After a withdrawal the next announcement publishes again.
+        f.svc.announce();
+        assert_eq!(f.announcer.published().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_publication_is_tried_again() {
+        let f = fixture("");
+        *f.announcer.failing.lock().unwrap() = true;
+        f.svc.announce();
+        assert!(f.announcer.calls().is_empty());
+        *f.announcer.failing.lock().unwrap() = false;
+        f.svc.announce();
+        assert_eq!(f.announcer.published().len(), 1);
+        f.svc.withdraw();
+        assert_eq!(f.announcer.calls().last(), Some(&Announced::Withdrawn));
+    }
 }

@@ -111,6 +111,23 @@ fn wait_job(s: &Server, url: &str) -> Value {
     }
 }
 
+/// What the service announces over multicast DNS, as `--system record` writes it
+/// (`Null` when nothing is announced).
+fn announced(root: &Path) -> Value {
+    std::fs::read(root.join("run/atomix/announcement.json"))
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or(Value::Null)
+}
+
+/// Polls `ready` for up to 10 s.
+fn wait_for(ready: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(Instant::now() < deadline, "no {what} within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn actions(root: &Path) -> Vec<Value> {
     std::fs::read_to_string(root.join("run/atomix/actions.log"))
         .unwrap_or_default()
@@ -175,7 +192,17 @@ fn unprovisioned_then_api_apply_then_a_failing_step_rolls_back() {
         .is_file());
     let log = actions(&root);
     assert!(log.iter().any(|a| a["action"] == "nft-apply"));
+    // The job's last action (announcing is no system action: nothing is restarted).
     assert_eq!(log.last().unwrap()["action"], "rauc-mark-good");
+    // Announced under its host name, provisioned, on the LAN alone now.
+    wait_for(
+        || announced(&root)["announcement"]["name"] == "edge-100",
+        "the announcement of the provisioned device",
+    );
+    let a = announced(&root);
+    assert_eq!(a["announcement"]["provisioned"], true, "{a}");
+    assert_eq!(a["host"], "edge-100", "{a}");
+    assert_eq!(a["interfaces"], serde_json::json!(["eth1"]), "{a}");
     assert!(root
         .join(format!(
             "data/config/jobs/{}.json",
@@ -544,6 +571,8 @@ fn a_reboot_restores_the_files_first_and_the_reapply_restarts_nothing() {
             .collect()
     };
     assert_eq!(kinds(&actions(&root)), ["nft-apply", "kernel-hostname"]);
+    // Restore announces nothing: the service does, once it runs.
+    assert_eq!(announced(&root), Value::Null);
     let ruleset = root.join("etc/nftables.d/atomix.nft");
     assert_eq!(actions(&root)[0]["file"], ruleset.to_str().unwrap());
 
@@ -579,7 +608,13 @@ fn a_reboot_restores_the_files_first_and_the_reapply_restarts_nothing() {
         ["user@1000.service", "dnsmasq.service", "chrony.service"]
     );
     assert_eq!(reapply.last().unwrap()["action"], "rauc-mark-good");
+    wait_for(
+        || announced(&root)["announcement"]["name"] == "edge-300",
+        "the announcement of the restored device",
+    );
     stop(s);
+    // A stop takes the announcement back (goodbye packets on a device).
+    assert_eq!(announced(&root), Value::Null);
 
     // Unprovisioned (after a factory reset wiped /data): nothing to restore.
     std::fs::remove_dir_all(root.join("data")).unwrap();

@@ -1,5 +1,10 @@
 //! System files: systemd-networkd for eth0 (WAN) and eth1 (LAN), dnsmasq, chrony,
 //! the nftables ruleset, hostname, timezone and the admin's authorized_keys.
+//!
+//! Multicast DNS is answered by the provisioning service itself (its `announce`
+//! module: on the LAN alone once provisioned, on both ports before), not by
+//! systemd-resolved, whose responder the image turns off: so the network files say
+//! nothing about it, and the firewall opens UDP 5353 on the LAN alone.
 
 use std::fmt::Write as _;
 
@@ -105,7 +110,9 @@ fn chrony(c: &Config, head: &str) -> String {
 /// WAN inbound: established/related, DHCP replies (when WAN uses DHCP) and the
 /// `firewall.allow` WAN rules, to the device and to published container ports (which
 /// arrive DNATed, so they are matched on their original port in `forward`); else drop.
-/// LAN inbound: SSH, DNS, DHCP, the console on 8080, ICMP and the LAN rules; else drop.
+/// LAN inbound: SSH, DNS, DHCP, the console on 8080, multicast DNS (UDP 5353: the LAN is
+/// the one port a provisioned device announces itself on), ICMP and the LAN rules; else
+/// drop.
 fn nftables(c: &Config, head: &str) -> String {
     let mut s = head.to_owned();
     s.push_str("table inet atomix\ndelete table inet atomix\n\ntable inet atomix {\n");
@@ -153,6 +160,7 @@ fn nftables(c: &Config, head: &str) -> String {
     );
     s.push_str("\t\tmeta l4proto { icmp, ipv6-icmp } accept\n");
     s.push_str("\t\ttcp dport { 22, 8080 } accept\n");
+    s.push_str("\t\tudp dport 5353 accept\n");
     if c.network.lan.dns {
         s.push_str("\t\tmeta l4proto { tcp, udp } th dport 53 accept\n");
     }
@@ -175,4 +183,53 @@ fn rule_match(source: Option<crate::values::Ipv4Net>, proto: Proto, port: &str) 
         .map(|n| format!("ip saddr {} ", n.network()))
         .unwrap_or_default();
     format!("{src}{proto} dport {port} ")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::render::{header, render, RenderedTree};
+
+    const BASE: &str = "schema = 1\n[device]\nhostname = \"h\"\n[admin]\nssh-authorized-keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEe4xPVymZRl70Tj2o+I5S1YxR/KVel/B+JV/0KIat6V ops@laptop\"]\n[network.lan]\naddress = \"192.168.100.1/24\"\n";
+
+    fn rendered(extra: &str) -> RenderedTree {
+        let text = format!("{BASE}{extra}");
+        let checked = crate::check("config.toml", &text);
+        let config = checked
+            .config
+            .unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
+        render(&config, "SHA")
+    }
+
+    #[test]
+    fn the_network_files_as_rendered() {
+        let tree = rendered("");
+        let head = header("SHA");
+        assert_eq!(
+            tree.get("networkd/10-atomix-wan.network").unwrap(),
+            format!("{head}\n[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n")
+        );
+        assert_eq!(
+            tree.get("networkd/20-atomix-lan.network").unwrap(),
+            format!(
+                "{head}\n[Match]\nName=eth1\n\n[Network]\nAddress=192.168.100.1/24\nConfigureWithoutCarrier=yes\n"
+            )
+        );
+    }
+
+    #[test]
+    fn multicast_dns_is_open_on_the_lan_only() {
+        let tree = rendered("");
+        let rules = tree.get("nftables/atomix.nft").unwrap();
+        let chain = |name: &str| {
+            let start = rules.find(&format!("chain {name} {{")).unwrap();
+            let end = start + rules[start..].find("\t}").unwrap();
+            rules[start..end].to_owned()
+        };
+        assert!(
+            chain("lan_input").contains("\t\tudp dport 5353 accept\n"),
+            "{rules}"
+        );
+        assert!(!chain("wan_input").contains("5353"), "{rules}");
+        assert!(!chain("wan_forward").contains("5353"), "{rules}");
+    }
 }

@@ -33,7 +33,8 @@ fn world() -> &'static World {
             failpoints: Failpoints::parse("").unwrap(),
             admin: Admin::from_passwd(""),
         };
-        let svc = Service::new(applier, Some(vec![]), None);
+        let announcer = Arc::new(atomix_provision::announce::FakeAnnouncer::default());
+        let svc = Service::new(applier, announcer, Some(vec![]), None);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

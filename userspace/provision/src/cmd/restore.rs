@@ -62,7 +62,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         failpoints: Failpoints::default(),
         admin: Admin::from_passwd(&passwd),
     };
-    match restore(&applier) {
+    let restored = restore(&applier);
+    match restored {
         Ok(Restored::Unprovisioned) => {
             log::info!("restore: unprovisioned, the image's defaults stay");
             Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use atomix_provision::announce::{Announcer, MdnsAnnouncer, RecordAnnouncer};
 use atomix_provision::apply::{Admin, Applier};
 use atomix_provision::paths::Paths;
 use atomix_provision::service::Service;
@@ -18,9 +19,11 @@ use failpoints::Failpoints;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SystemKind {
-    /// Run systemctl, networkctl, nft, hostnamectl, rauc (mark-good, install), mount.
+    /// Run systemctl, networkctl, nft, hostnamectl, rauc (mark-good, install), mount;
+    /// answer multicast DNS.
     Real,
-    /// Append each action to ROOT/run/atomix/actions.log instead.
+    /// Append each action to ROOT/run/atomix/actions.log instead; write what would be
+    /// announced over multicast DNS to ROOT/run/atomix/announcement.json.
     Record,
 }
 
@@ -73,12 +76,19 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         failpoints,
         admin: Admin::from_passwd(&passwd),
     };
+    // The multicast DNS responder is a side effect like the others: recorded instead
+    // under `--system record`.
+    let announcer: Arc<dyn Announcer> = match args.system {
+        SystemKind::Real => Arc::new(MdnsAnnouncer::new()),
+        SystemKind::Record => Arc::new(RecordAnnouncer::new(&paths)),
+    };
     let fixed = (!args.listen.is_empty()).then(|| args.listen.clone());
-    let svc = Service::with_port(applier, fixed, args.usb_dir.clone(), args.port);
+    let svc = Service::with_port(applier, announcer, fixed, args.usb_dir.clone(), args.port);
     svc.applier.recover(&svc.tracker);
     // No upload or update job survives a restart: what they left is garbage.
     atomix_provision::update::clear_leftovers(&svc.paths.uploads());
     svc.refresh_listen();
+    svc.announce_in_background();
 
     // Blocking threads: uploads being written, validations (at most api::VALIDATIONS).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -123,5 +133,7 @@ async fn serve(svc: Arc<Service>) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Goodbye packets: browsers forget the device now rather than when the TTL ends.
+    svc.withdraw();
     Ok(())
 }

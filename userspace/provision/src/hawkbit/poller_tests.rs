@@ -67,7 +67,9 @@ fn boot(dev: &Device, slot: Slot, build: &str, boot_id: &str) -> Arc<Service> {
         &boot_record(slot, build),
     )
     .unwrap();
-    let mut svc = Service::new(dev.applier.clone(), None, None);
+    let announcer: Arc<dyn crate::announce::Announcer> =
+        Arc::new(crate::announce::FakeAnnouncer::default());
+    let mut svc = Service::new(dev.applier.clone(), announcer, None, None);
     Arc::get_mut(&mut svc).unwrap().boot_id = boot_id.into();
     svc
 }
