@@ -174,6 +174,8 @@ fn remove_children(dir: &Path, dev: u64, keep: Option<&Path>) -> Result<bool, Re
 /// as succeeded, `systemctl reboot` [`REBOOT_DELAY`] later (the job holds the
 /// single-flight slot until then, so no apply starts on a device about to be erased).
 /// `current` is the generation when the job started (`result.generation`: none after).
+/// `unprovisioned` is called once the request is made, before the wait for the reboot
+/// (the service announces the device as unprovisioned then).
 pub fn run(
     job: JobHandle,
     system: &dyn System,
@@ -181,6 +183,7 @@ pub fn run(
     paths: &Paths,
     signer: &str,
     current: Option<u64>,
+    unprovisioned: &dyn Fn(),
 ) -> Outcome {
     job.event(
         RESET,
@@ -230,6 +233,7 @@ pub fn run(
         job.finish(outcome.result.clone(), outcome.rollback);
         return outcome;
     }
+    unprovisioned();
     job.event(
         REBOOT,
         Level::Info,

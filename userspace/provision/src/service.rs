@@ -67,9 +67,19 @@ pub struct Service {
     listen_tx: watch::Sender<Vec<SocketAddr>>,
     /// Publishes the device over multicast DNS ([`crate::announce`]).
     announcer: Arc<dyn Announcer>,
-    /// What was published last (`None`: nothing, or withdrawn); held while publishing,
-    /// so one publication is made at a time (start, the naming thread, imports).
-    announced: Mutex<Option<Publication>>,
+    /// What was published last; held while publishing, so one publication is made at
+    /// a time (start, the naming thread, imports, a factory reset).
+    announced: Mutex<Announced>,
+}
+
+/// The announcement's state in [`Service`].
+#[derive(Debug, Default)]
+struct Announced {
+    /// What was published last (`None`: nothing, or the last publication failed).
+    last: Option<Publication>,
+    /// Withdrawn at shutdown: nothing is published again (the naming thread may still
+    /// be running).
+    withdrawn: bool,
 }
 
 /// This boot's id; a fixed stand-in where the kernel has none to give.
@@ -127,7 +137,7 @@ impl Service {
             slot_good: AtomicBool::new(false),
             listen_tx,
             announcer,
-            announced: Mutex::new(None),
+            announced: Mutex::default(),
         });
         svc.listen_tx.send_replace(svc.desired_listen());
         svc
@@ -245,6 +255,9 @@ impl Service {
         let svc = Arc::clone(self);
         std::thread::spawn(move || {
             let a = &svc.applier;
+            // Unprovisioned until the reboot: announced as such (on both ports, under
+            // the MAC-derived name), as health reports it.
+            let unprovisioned = || svc.announce();
             crate::reset::run(
                 job,
                 a.system.as_ref(),
@@ -252,6 +265,7 @@ impl Service {
                 &svc.paths,
                 &signer,
                 current,
+                &unprovisioned,
             )
         });
         Ok(id)
@@ -301,7 +315,7 @@ impl Service {
     pub fn announce(&self) {
         let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
         let p = self.publication();
-        if announced.as_ref() == Some(&p) {
+        if announced.withdrawn || announced.last.as_ref() == Some(&p) {
             return;
         }
         match self.announcer.publish(&p) {
@@ -318,19 +332,21 @@ impl Service {
                     },
                     p.interfaces.join(" and ")
                 );
-                *announced = Some(p);
+                announced.last = Some(p);
             }
             Err(e) => {
                 log::warn!("{:#}", anyhow::Error::new(e));
-                *announced = None;
+                announced.last = None;
             }
         }
     }
 
-    /// Takes the announcement back (goodbye packets), when the service stops.
+    /// Takes the announcement back (goodbye packets), when the service stops; nothing
+    /// is announced after it.
     pub fn withdraw(&self) {
         let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
-        if announced.take().is_some() {
+        announced.withdrawn = true;
+        if announced.last.take().is_some() {
             if let Err(e) = self.announcer.withdraw() {
                 log::warn!("{:#}", anyhow::Error::new(e));
             }
