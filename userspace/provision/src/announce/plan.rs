@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use atomix_api::discovery::{Announcement, SERVICE_TYPE, UNPROVISIONED_PREFIX};
+use atomix_api::discovery::{Announcement, SERVICE_TYPE};
 use atomix_config::render::system::{LAN_IF, WAN_IF};
 use serde::Serialize;
 
@@ -71,14 +71,16 @@ fn configured_hostname(paths: &Paths) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// The publication for the device's state: [`announcement`], on `port`, with the host
-/// name the device has (the image's `atomixos` until a config names it), on the
+/// The publication for the device's state: [`announcement`], on `port`, with the
+/// configured host name once provisioned and the instance name before (every fresh
+/// device's kernel host name is the image's `atomixos`: as the target of the SRV record
+/// and of A queries, `atomixos-<4 hex>.local` reaches this device alone), on the
 /// interfaces where multicast DNS is on: the LAN always, the WAN too while
 /// unprovisioned (so that a fresh device can be found from either port; the firewall
 /// opens UDP 5353 on the LAN alone once provisioned).
 pub fn publication(paths: &Paths, boot: Option<&boot_state::BootRecord>, port: u16) -> Publication {
     let announcement = announcement(paths, boot);
-    let host = configured_hostname(paths).unwrap_or_else(|| UNPROVISIONED_PREFIX.to_owned());
+    let host = configured_hostname(paths).unwrap_or_else(|| announcement.name.clone());
     plan(announcement, host, port)
 }
 
@@ -143,7 +145,10 @@ mod tests {
         std::fs::write(&mac, "52:54:00:a7:00:01\n").unwrap();
         let p = publication(&paths, None, 9000);
         assert_eq!(p.announcement.name, "atomixos-0001");
-        assert_eq!(p.host, "atomixos", "every fresh device's host name");
+        assert_eq!(
+            p.host, "atomixos-0001",
+            "not the host name every fresh device has"
+        );
         assert_eq!(p.port, 9000);
         assert_eq!(p.interfaces, ["eth0", "eth1"]);
     }

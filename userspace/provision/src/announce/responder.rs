@@ -6,8 +6,9 @@
 //! only (`IP_MULTICAST_ALL` off, so memberships of other sockets bring nothing), and
 //! `IP_PKTINFO` to learn where each packet arrived and to whom it was sent. It answers
 //! only multicast questions from port 5353 that arrived on a chosen interface with an
-//! IPv4 address, by multicast on that interface (IP TTL 255), with that interface's
-//! own addresses in the A records. Unicast packets and legacy queries (source port not
+//! IPv4 address, from a source address on one of that interface's subnets (RFC 6762
+//! section 11: a query from off the link is ignored), by multicast on that interface
+//! (IP TTL 255), with that interface's own addresses in the A records. Unicast packets and legacy queries (source port not
 //! 5353, RFC 6762 section 6.7) are ignored: nothing is ever sent to a source address,
 //! so the responder cannot be made to reflect traffic elsewhere, on or off the link.
 //! The packets' IP TTL is not checked (that needs `IP_RECVTTL`, which no safe socket
@@ -81,6 +82,8 @@ struct Link {
     name: String,
     index: Option<u32>,
     addresses: Vec<Ipv4Addr>,
+    /// The subnets of those addresses, as (address, netmask): the link's senders.
+    subnets: Vec<(Ipv4Addr, Ipv4Addr)>,
     /// The socket is in the group there (for this index).
     joined: bool,
     announcements_left: u8,
@@ -111,6 +114,7 @@ impl Responder {
                 name: name.clone(),
                 index: None,
                 addresses: Vec::new(),
+                subnets: Vec::new(),
                 joined: false,
                 announcements_left: 0,
                 next_announcement: now,
@@ -161,6 +165,14 @@ fn open() -> std::io::Result<Socket> {
     nsock::setsockopt(&socket, nsock::sockopt::Ipv4PacketInfo, &true)?;
     socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT).into())?;
     Ok(socket)
+}
+
+/// `source` is on one of `subnets` (address, netmask).
+pub fn on_link(subnets: &[(Ipv4Addr, Ipv4Addr)], source: Ipv4Addr) -> bool {
+    subnets.iter().any(|(address, mask)| {
+        let mask = u32::from(*mask);
+        u32::from(*address) & mask == u32::from(source) & mask
+    })
 }
 
 /// A received packet's envelope.
@@ -233,12 +245,14 @@ impl Loop {
         for link in &mut self.links {
             let mine = interfaces.iter().filter(|i| i.name == link.name);
             let index = mine.clone().find_map(|i| i.index);
-            let addresses: Vec<Ipv4Addr> = mine
+            let subnets: Vec<(Ipv4Addr, Ipv4Addr)> = mine
                 .filter_map(|i| match &i.addr {
-                    if_addrs::IfAddr::V4(a) => Some(a.ip),
+                    if_addrs::IfAddr::V4(a) => Some((a.ip, a.netmask)),
                     if_addrs::IfAddr::V6(_) => None,
                 })
                 .collect();
+            link.subnets = subnets;
+            let addresses: Vec<Ipv4Addr> = link.subnets.iter().map(|(ip, _)| *ip).collect();
             if index != link.index {
                 link.index = index;
                 link.joined = false;
@@ -319,7 +333,9 @@ impl Loop {
         };
         if arrival.truncated
             || arrival.destination != Some(GROUP)
-            || arrival.source.is_none_or(|s| s.port() != PORT)
+            || arrival
+                .source
+                .is_none_or(|s| s.port() != PORT || !on_link(&self.links[i].subnets, *s.ip()))
             || self.links[i].addresses.is_empty()
         {
             return;
@@ -373,6 +389,21 @@ mod tests {
             k[kind.index()] = true;
         }
         k
+    }
+
+    #[test]
+    fn only_senders_on_the_link_are_answered() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let lan = [(ip("192.168.100.1"), ip("255.255.255.0"))];
+        assert!(on_link(&lan, ip("192.168.100.66")));
+        assert!(on_link(&lan, ip("192.168.100.1")), "its own loop-back");
+        assert!(!on_link(&lan, ip("192.168.101.66")));
+        assert!(!on_link(&lan, ip("10.9.9.9")));
+        assert!(!on_link(&[], ip("192.168.100.66")), "no address, no link");
+        let two = [lan[0], (ip("10.0.0.7"), ip("255.0.0.0"))];
+        assert!(on_link(&two, ip("10.200.1.1")));
+        let host = [(ip("192.168.1.10"), ip("255.255.255.255"))];
+        assert!(!on_link(&host, ip("192.168.1.20")));
     }
 
     #[test]
