@@ -197,7 +197,7 @@ fn the_device_is_discovered_by_name_before_and_after_provisioning() {
     let (seen, browses) = browsing.stop();
     eprintln!("[discovery] {browses} browses from power-on: {seen:?}");
     let expected: BTreeSet<(String, String)> = [
-        (UNPROVISIONED.to_owned(), "atomixos.local.".to_owned()),
+        (UNPROVISIONED.to_owned(), "atomixos-0001.local.".to_owned()),
         ("qemu-mdns".to_owned(), "qemu-mdns.local.".to_owned()),
     ]
     .into();
