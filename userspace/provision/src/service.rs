@@ -257,7 +257,9 @@ impl Service {
             let a = &svc.applier;
             // Unprovisioned until the reboot: announced as such (on both ports, under
             // the MAC-derived name), as health reports it.
-            let unprovisioned = || svc.announce();
+            let unprovisioned = || {
+                svc.announce();
+            };
             crate::reset::run(
                 job,
                 a.system.as_ref(),
@@ -309,14 +311,15 @@ impl Service {
         std::fs::read_to_string(announce::mac_path(&self.paths)).ok()
     }
 
-    /// Brings the announcement up to date (at start, and after an import): publishes
-    /// only when it differs from what was published last. A failure is logged and the
-    /// next call tries again: the device works without being found by name.
-    pub fn announce(&self) {
+    /// Brings the announcement up to date (at start, after an import, and from
+    /// [`Service::announce_in_background`]'s thread): publishes only when it differs from
+    /// what was published last. A failure is logged and the next call tries again: the
+    /// device works without being found by name. `false` when it failed.
+    pub fn announce(&self) -> bool {
         let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
         let p = self.publication();
         if announced.withdrawn || announced.last.as_ref() == Some(&p) {
-            return;
+            return true;
         }
         match self.announcer.publish(&p) {
             Ok(()) => {
@@ -333,12 +336,21 @@ impl Service {
                     p.interfaces.join(" and ")
                 );
                 announced.last = Some(p);
+                true
             }
             Err(e) => {
                 log::warn!("{:#}", anyhow::Error::new(e));
                 announced.last = None;
+                false
             }
         }
+    }
+
+    fn announcement_withdrawn(&self) -> bool {
+        self.announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .withdrawn
     }
 
     /// Takes the announcement back (goodbye packets), when the service stops; nothing
@@ -353,30 +365,46 @@ impl Service {
         }
     }
 
-    /// Announces the device from a thread of its own, off the way to listening. The
-    /// service can start before udev has loaded the WAN port's driver, and then the
-    /// unprovisioned name lacks its MAC digits: until the interface shows up (every 2 s,
-    /// for at most 5 min) the thread waits for it and announces again.
+    /// Announces the device from a thread of its own, off the way to listening, and
+    /// keeps the announcement up to date until it is withdrawn. The service can start
+    /// before udev has loaded the WAN port's driver, and then the unprovisioned name
+    /// lacks its MAC digits: until the interface shows up the thread looks every 2 s
+    /// (warning after 5 min). A publication that failed (UDP 5353 taken, say) is tried
+    /// again after 2 s, doubling to a minute; otherwise the state is looked at every
+    /// 30 s ([`Service::announce`] publishes only a change).
     pub fn announce_in_background(self: &Arc<Self>) {
         let svc = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("announce".into())
             .spawn(move || {
-                svc.announce();
-                // Only the unprovisioned name is made from the MAC address.
-                let deadline = Instant::now() + std::time::Duration::from_secs(300);
-                while svc.wan_mac().is_none() && !svc.provisioned() {
-                    if Instant::now() > deadline {
+                use std::time::Duration;
+                let started = Instant::now();
+                let mut warned = false;
+                let mut failures = 0u32;
+                loop {
+                    failures = if svc.announce() { 0 } else { failures + 1 };
+                    if svc.announcement_withdrawn() {
+                        return;
+                    }
+                    // Only the unprovisioned name is made from the MAC address.
+                    let mac_missing = svc.wan_mac().is_none() && !svc.provisioned();
+                    if mac_missing && !warned && started.elapsed() > Duration::from_secs(300) {
+                        warned = true;
                         log::warn!(
                             "{} did not appear within 5 min: announced as {}",
                             announce::mac_path(&svc.paths).display(),
                             svc.publication().announcement.name
                         );
-                        return;
                     }
-                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    let wait = if failures > 0 {
+                        Duration::from_secs(2 << (failures - 1).min(5)).min(Duration::from_secs(60))
+                    } else if mac_missing {
+                        Duration::from_secs(2)
+                    } else {
+                        Duration::from_secs(30)
+                    };
+                    std::thread::sleep(wait);
                 }
-                svc.announce();
             });
         if let Err(e) = spawned {
             log::warn!("cannot announce the device on the local network: {e}");

@@ -1162,7 +1162,7 @@ mod announcement {
         assert_eq!(published[0].announcement.name, "atomixos", "no MAC yet");
         let p = &published[1];
         assert_eq!(p.announcement.name, "atomixos-0001");
-        assert_eq!(p.host, "atomixos");
+        assert_eq!(p.host, "atomixos-0001", "not every fresh device's atomixos");
         assert_eq!(p.port, 8080);
         assert_eq!(p.interfaces, ["eth0", "eth1"]);
         assert_eq!(
@@ -1220,9 +1220,10 @@ mod announcement {
             1,
             "withdrawn once: {withdrawn:?}"
         );
-        // After a withdrawal the next announcement publishes again.
+        // The service is stopping: nothing is announced after the withdrawal.
         f.svc.announce();
-        assert_eq!(f.announcer.published().len(), 3);
+        assert_eq!(f.announcer.published().len(), 2);
+        assert_eq!(f.announcer.calls().last(), Some(&Announced::Withdrawn));
     }
 
     #[tokio::test]

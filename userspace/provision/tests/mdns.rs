@@ -184,6 +184,8 @@ struct Browser {
     daemon: ServiceDaemon,
     events: mdns_sd::Receiver<ServiceEvent>,
     seen: Vec<Seen>,
+    /// The full names withdrawn (goodbye packets), in order.
+    removed: Vec<String>,
 }
 
 impl Browser {
@@ -205,16 +207,26 @@ impl Browser {
             daemon,
             events,
             seen: Vec::new(),
+            removed: Vec::new(),
         }
     }
 
     /// Collects answers for `time`, or until `done` holds for what was seen.
     fn watch(&mut self, time: Duration, done: impl Fn(&[Seen]) -> bool) -> &[Seen] {
+        self.watch_all(time, |seen, _| done(seen));
+        &self.seen
+    }
+
+    /// Collects answers and withdrawals for `time`, or until `done` holds for them.
+    fn watch_all(&mut self, time: Duration, done: impl Fn(&[Seen], &[String]) -> bool) {
         let deadline = Instant::now() + time;
-        while !done(&self.seen) {
+        while !done(&self.seen, &self.removed) {
             let Ok(event) = self.events.recv_deadline(deadline) else {
                 break;
             };
+            if let ServiceEvent::ServiceRemoved(_, fullname) = &event {
+                self.removed.push(fullname.clone());
+            }
             if let ServiceEvent::ServiceResolved(info) = event {
                 let mut addresses: Vec<IpAddr> = info
                     .get_addresses()
@@ -235,7 +247,6 @@ impl Browser {
                 });
             }
         }
-        &self.seen
     }
 }
 
@@ -356,11 +367,13 @@ fn answers_with_its_name_txt_and_address_on_the_ports_it_should() {
     announcer.publish(&fresh).unwrap();
 
     // Unprovisioned: found from the LAN and from the WAN, each with its port's address.
-    for (ns, side, address) in [
-        (&net.lan, "laptop0", "192.168.100.1"),
-        (&net.wan, "wan0", "192.168.1.10"),
+    // The LAN's browser stays to see the name withdrawn.
+    let mut lan_before = Browser::on(Some(&net.lan), "laptop0");
+    let mut wan_before = Browser::on(Some(&net.wan), "wan0");
+    for (b, side, address) in [
+        (&mut lan_before, "laptop0", "192.168.100.1"),
+        (&mut wan_before, "wan0", "192.168.1.10"),
     ] {
-        let mut b = Browser::on(Some(ns), side);
         let seen = b.watch(Duration::from_secs(10), |s| named(s, INSTANCE).is_some());
         let s =
             named(seen, INSTANCE).unwrap_or_else(|| panic!("nothing answered on {side}: {seen:?}"));
@@ -393,6 +406,15 @@ fn answers_with_its_name_txt_and_address_on_the_ports_it_should() {
         8080,
     );
     announcer.publish(&edge).unwrap();
+    // The fresh name's goodbye reaches the browser that had resolved it.
+    lan_before.watch_all(Duration::from_secs(10), |_, removed| {
+        removed.iter().any(|r| r == INSTANCE)
+    });
+    assert!(
+        lan_before.removed.iter().any(|r| r == INSTANCE),
+        "no goodbye for {INSTANCE}: {:?}",
+        lan_before.removed
+    );
     let mut lan = Browser::on(Some(&net.lan), "laptop0");
     let seen = lan.watch(Duration::from_secs(10), |s| {
         named(s, "edge-7._atomix._tcp.local.").is_some()
@@ -412,12 +434,13 @@ fn answers_with_its_name_txt_and_address_on_the_ports_it_should() {
     announcer.withdraw().unwrap();
 }
 
-/// The timing that renamed devices under systemd-resolved: browsers querying while the
-/// device has just started announcing. Its own answers come back to it (multicast
-/// loop) and must not count as another host's.
+/// The timing that renamed devices under systemd-resolved: browsers querying from before
+/// the device announces to after it, one of them on the device's own port (its answers
+/// looped back). Every one finds it under its one name.
 #[test]
-fn browses_while_it_announces_rename_nothing() {
-    let Some(net) = in_namespace("browses_while_it_announces_rename_nothing") else {
+fn browsers_from_before_to_after_the_announcements_find_one_name() {
+    let Some(net) = in_namespace("browsers_from_before_to_after_the_announcements_find_one_name")
+    else {
         return;
     };
     let fresh = unprovisioned();
@@ -428,14 +451,14 @@ fn browses_while_it_announces_rename_nothing() {
     let mut early = Browser::on(Some(&net.lan), "laptop0");
     std::thread::sleep(Duration::from_millis(300));
     let mut during = Browser::on(None, "eth1");
-    // Past both announcements, then a browser from scratch.
-    std::thread::sleep(Duration::from_secs(3));
+    // Past the announcements (0, 1 and 3 s), then a browser from scratch.
+    std::thread::sleep(Duration::from_secs(4));
     let mut after = Browser::on(Some(&net.lan), "laptop0");
     for (what, b) in [
         ("browsing before", &mut before),
         ("browsing at +0.2 s", &mut early),
         ("browsing at +0.5 s on the device's own port", &mut during),
-        ("browsing at +3.5 s", &mut after),
+        ("browsing at +4.5 s", &mut after),
     ] {
         let seen = b.watch(Duration::from_secs(4), |s| {
             named(s, INSTANCE).is_some_and(|s| !s.addresses.is_empty())
@@ -476,8 +499,8 @@ fn only_multicast_questions_from_the_link_are_answered() {
     );
     let announcer = MdnsAnnouncer::new();
     announcer.publish(&unprovisioned()).unwrap();
-    // Past the unsolicited announcements (three, a second apart), which carry the PTR.
-    let settle = Instant::now() + Duration::from_secs(4);
+    // Past the unsolicited announcements (at 0, 1 and 3 s), which carry the PTR.
+    let settle = Instant::now() + Duration::from_secs(5);
     let announced = browse_answers(&listener, settle);
     assert!(announced >= 2, "{announced} announcements heard on the LAN");
 
@@ -536,7 +559,7 @@ fn a_flood_gets_an_answer_a_second_and_leaves_nothing_behind() {
     );
     let announcer = MdnsAnnouncer::new();
     announcer.publish(&unprovisioned()).unwrap();
-    browse_answers(&listener, Instant::now() + Duration::from_secs(4));
+    browse_answers(&listener, Instant::now() + Duration::from_secs(5));
 
     let flooder = udp_in(&net.lan, SocketAddrV4::new(laptop, PORT), laptop, false);
     let rss_before = rss_kib();
@@ -575,5 +598,36 @@ fn a_flood_gets_an_answer_a_second_and_leaves_nothing_behind() {
         named(seen, INSTANCE).is_some(),
         "not found after the flood: {seen:?}"
     );
+    announcer.withdraw().unwrap();
+}
+
+/// A port that loses its address (a lease gone, `ip addr flush`) and gets it back is
+/// announced and answered again: the socket's membership there survives in between.
+#[test]
+fn a_port_whose_address_comes_back_is_answered_again() {
+    let Some(net) = in_namespace("a_port_whose_address_comes_back_is_answered_again") else {
+        return;
+    };
+    let announcer = MdnsAnnouncer::new();
+    announcer.publish(&unprovisioned()).unwrap();
+    let mut first = Browser::on(Some(&net.lan), "laptop0");
+    let seen = first.watch(Duration::from_secs(10), |s| named(s, INSTANCE).is_some());
+    assert!(
+        named(seen, INSTANCE).is_some(),
+        "not found at first: {seen:?}"
+    );
+    drop(first);
+
+    ip("addr flush dev eth1");
+    // Longer than the responder's look at the interfaces (every 5 s), each way.
+    std::thread::sleep(Duration::from_secs(6));
+    ip("addr add 192.168.100.1/24 dev eth1");
+    std::thread::sleep(Duration::from_secs(6));
+    let mut again = Browser::on(Some(&net.lan), "laptop0");
+    let seen = again.watch(Duration::from_secs(10), |s| {
+        named(s, INSTANCE).is_some_and(|s| !s.addresses.is_empty())
+    });
+    let s = named(seen, INSTANCE).unwrap_or_else(|| panic!("not answered again: {seen:?}"));
+    assert_eq!(s.addresses, ["192.168.100.1".parse::<IpAddr>().unwrap()]);
     announcer.withdraw().unwrap();
 }

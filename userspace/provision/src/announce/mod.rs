@@ -57,8 +57,9 @@ pub trait Announcer: Send + Sync + std::fmt::Debug {
 }
 
 /// The service's own multicast DNS responder ([`responder`]). Each publication gets a
-/// responder of its own: the previous one is stopped first (its goodbye packets, TTL 0,
-/// withdraw the old names), then the new one opens its socket and announces.
+/// responder of its own: its records are made and its socket opened first (a failure
+/// leaves the running one answering), then the previous one is stopped (its goodbye
+/// packets, TTL 0, withdraw the old names), then the new one announces.
 #[derive(Debug, Default)]
 pub struct MdnsAnnouncer {
     running: Mutex<Option<responder::Responder>>,
@@ -72,11 +73,12 @@ impl MdnsAnnouncer {
 
 impl Announcer for MdnsAnnouncer {
     fn publish(&self, p: &Publication) -> Result<(), AnnounceError> {
+        let prepared = responder::Responder::prepare(p)?;
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = running.take() {
             old.stop();
         }
-        *running = Some(responder::Responder::start(p)?);
+        *running = Some(responder::Responder::start(prepared)?);
         Ok(())
     }
 

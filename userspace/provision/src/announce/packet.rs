@@ -22,7 +22,7 @@ pub const MAX_QUERY: usize = 9000;
 /// IPv4 and UDP headers), so a response is never fragmented.
 pub const MAX_RESPONSE: usize = 1472;
 
-/// Questions read of one query at most; a query with more is dropped.
+/// Questions read of one query at most; a query with more has its first ones read.
 const MAX_QUESTIONS: u16 = 16;
 
 /// The TTL of the records naming the host (SRV, A) and of the others (PTR, TXT), as
@@ -69,9 +69,9 @@ pub type Kinds = [bool; Kind::ALL.len()];
 pub enum Dropped {
     /// Shorter than a header or longer than [`MAX_QUERY`].
     Size,
-    /// A response (or an opcode other than a standard query).
+    /// A response (or an opcode other than a standard query, or a response code).
     NotAQuery,
-    /// No questions, or more than [`MAX_QUESTIONS`].
+    /// No questions.
     Questions,
     /// Its questions do not parse.
     Malformed,
@@ -134,14 +134,20 @@ impl Records {
         if packet.len() < 12 || packet.len() > MAX_QUERY {
             return Err(Dropped::Size);
         }
-        // QR (response) or any opcode but 0 (a standard query).
-        if packet[2] & 0xf8 != 0 {
+        // QR (response), any opcode but 0 (a standard query), or a non-zero response
+        // code (RFC 6762 section 18.11: silently ignored).
+        if packet[2] & 0xf8 != 0 || packet[3] & 0x0f != 0 {
             return Err(Dropped::NotAQuery);
         }
+        // The Z bit is ignored on receipt (section 18.8); the parser would refuse it.
+        packet[3] &= !0x40;
         let questions = u16::from_be_bytes([packet[4], packet[5]]);
-        if questions == 0 || questions > MAX_QUESTIONS {
+        if questions == 0 {
             return Err(Dropped::Questions);
         }
+        // A query bundling many questions (as Bonjour's do) has its first ones read.
+        let read = questions.min(MAX_QUESTIONS);
+        packet[4..6].copy_from_slice(&read.to_be_bytes());
         packet[6..12].fill(0);
         let query = Packet::parse(packet).map_err(|_| Dropped::Malformed)?;
         let mut kinds = Kinds::default();
@@ -452,15 +458,46 @@ mod tests {
         assert_eq!(r.asked(&mut [0; 11]), Err(Dropped::Size));
         let mut none = query(&[]);
         assert_eq!(r.asked(&mut none), Err(Dropped::Questions));
+        // A count of 1000 with one question: 16 are read, the second is not there.
         let mut many = query(&[("_atomix._tcp.local", TYPE::PTR)]);
         many[4..6].copy_from_slice(&1000u16.to_be_bytes());
-        assert_eq!(r.asked(&mut many), Err(Dropped::Questions));
+        assert_eq!(r.asked(&mut many), Err(Dropped::Malformed));
+        // A response code in a query (RFC 6762 section 18.11).
+        let mut coded = query(&[("_atomix._tcp.local", TYPE::PTR)]);
+        coded[3] |= 0x03;
+        assert_eq!(r.asked(&mut coded), Err(Dropped::NotAQuery));
         let mut cut = query(&[("_atomix._tcp.local", TYPE::PTR)]);
         cut.truncate(20);
         assert_eq!(r.asked(&mut cut), Err(Dropped::Malformed));
         // A loop of compression pointers in the question's name.
         let mut looped = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 12, 0, 1];
         assert_eq!(r.asked(&mut looped), Err(Dropped::Malformed));
+    }
+
+    #[test]
+    fn bundled_questions_and_the_z_bit_are_read_as_queries() {
+        let r = records();
+        // 20 questions, ours the second: the first 16 are read.
+        let mut names: Vec<(String, TYPE)> = (0..20)
+            .map(|n| (format!("other-{n}._http._tcp.local"), TYPE::SRV))
+            .collect();
+        names[1] = ("_atomix._tcp.local".into(), TYPE::PTR);
+        let asked_of = |q: &[(String, TYPE)]| {
+            let q: Vec<(&str, TYPE)> = q.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+            let kinds = r.asked(&mut query(&q)).unwrap();
+            Kind::ALL
+                .into_iter()
+                .filter(|k| kinds[k.index()])
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(asked_of(&names), [Kind::Instance]);
+        // Ours the 17th: not read.
+        names.swap(1, 16);
+        assert_eq!(asked_of(&names), Vec::<Kind>::new());
+        // The Z bit is ignored (RFC 6762 section 18.8).
+        let mut z = query(&[("_atomix._tcp.local", TYPE::PTR)]);
+        z[3] |= 0x40;
+        assert!(r.asked(&mut z).unwrap()[Kind::Instance.index()]);
     }
 
     #[test]

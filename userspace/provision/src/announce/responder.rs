@@ -45,8 +45,8 @@ pub const PORT: u16 = 5353;
 const POLL: Duration = Duration::from_millis(200);
 /// How often the interfaces' indexes and addresses are read again.
 const REFRESH: Duration = Duration::from_secs(5);
-/// Unsolicited announcements at a publication or an address change, 1 s apart (RFC
-/// 6762 section 8.3: at least two).
+/// Unsolicited announcements at a publication or an address change (RFC 6762 section
+/// 8.3: at least two, the gap doubling from 1 s): at 0, 1 and 3 s.
 const ANNOUNCEMENTS: u8 = 3;
 const ANNOUNCE_GAP: Duration = Duration::from_secs(1);
 /// The least time between two answers of one kind on one interface.
@@ -98,17 +98,40 @@ pub struct Responder {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A responder whose records are made and whose socket is open, not yet answering:
+/// what can fail is done before the running one is stopped ([`super::MdnsAnnouncer`]).
+#[derive(Debug)]
+pub struct Prepared {
+    socket: Socket,
+    records: Records,
+    interfaces: Vec<String>,
+}
+
 impl Responder {
-    /// Opens the socket and starts answering and announcing `p`.
-    pub fn start(p: &Publication) -> Result<Responder, AnnounceError> {
+    /// Makes `p`'s records and opens the socket (`SO_REUSEPORT`: beside a running
+    /// responder).
+    pub fn prepare(p: &Publication) -> Result<Prepared, AnnounceError> {
         let records = Records::new(p).map_err(|e| AnnounceError::Name {
             name: p.announcement.name.clone(),
             reason: e.to_string(),
         })?;
         let socket = open().map_err(AnnounceError::Start)?;
+        Ok(Prepared {
+            socket,
+            records,
+            interfaces: p.interfaces.clone(),
+        })
+    }
+
+    /// Starts answering and announcing what `prepared` holds.
+    pub fn start(prepared: Prepared) -> Result<Responder, AnnounceError> {
+        let Prepared {
+            socket,
+            records,
+            interfaces,
+        } = prepared;
         let now = Instant::now();
-        let links = p
-            .interfaces
+        let links = interfaces
             .iter()
             .map(|name| Link {
                 name: name.clone(),
@@ -234,6 +257,8 @@ impl Loop {
     }
 
     /// Reads the interfaces' indexes and addresses; joins the group where it is not yet.
+    /// The index comes from the name (an interface with no address keeps its index and
+    /// the socket its membership there); the addresses from the address list.
     fn refresh(&mut self, now: Instant) {
         let interfaces = match if_addrs::get_if_addrs() {
             Ok(i) => i,
@@ -243,17 +268,24 @@ impl Loop {
             }
         };
         for link in &mut self.links {
-            let mine = interfaces.iter().filter(|i| i.name == link.name);
-            let index = mine.clone().find_map(|i| i.index);
-            let subnets: Vec<(Ipv4Addr, Ipv4Addr)> = mine
+            let index = nix::net::if_::if_nametoindex(link.name.as_str()).ok();
+            link.subnets = interfaces
+                .iter()
+                .filter(|i| i.name == link.name)
                 .filter_map(|i| match &i.addr {
                     if_addrs::IfAddr::V4(a) => Some((a.ip, a.netmask)),
                     if_addrs::IfAddr::V6(_) => None,
                 })
                 .collect();
-            link.subnets = subnets;
             let addresses: Vec<Ipv4Addr> = link.subnets.iter().map(|(ip, _)| *ip).collect();
             if index != link.index {
+                // A new interface under the name: the old one's membership goes (it is
+                // gone with its interface, or would count against the socket's limit).
+                if let (Some(old), true) = (link.index, link.joined) {
+                    let _ = self
+                        .socket
+                        .leave_multicast_v4_n(&GROUP, &InterfaceIndexOrAddress::Index(old));
+                }
                 link.index = index;
                 link.joined = false;
             }
@@ -263,6 +295,8 @@ impl Loop {
                     .join_multicast_v4_n(&GROUP, &InterfaceIndexOrAddress::Index(index))
                 {
                     Ok(()) => link.joined = true,
+                    // Already a member there.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::EADDRINUSE) => link.joined = true,
                     Err(e) => log::debug!("multicast DNS: not yet on {}: {e}", link.name),
                 }
             }
@@ -287,7 +321,8 @@ impl Loop {
             }
             let link = &mut self.links[i];
             link.announcements_left -= 1;
-            link.next_announcement = now + ANNOUNCE_GAP;
+            let sent = u32::from(ANNOUNCEMENTS - link.announcements_left);
+            link.next_announcement = now + ANNOUNCE_GAP * (1 << (sent - 1));
         }
     }
 
