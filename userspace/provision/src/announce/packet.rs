@@ -149,6 +149,7 @@ impl Records {
         let read = questions.min(MAX_QUESTIONS);
         packet[4..6].copy_from_slice(&read.to_be_bytes());
         packet[6..12].fill(0);
+        neutralise_unknown_types(packet, read)?;
         let query = Packet::parse(packet).map_err(|_| Dropped::Malformed)?;
         let mut kinds = Kinds::default();
         for q in &query.questions {
@@ -284,6 +285,49 @@ impl Records {
         let bytes = packet.build_bytes_vec_compressed().ok()?;
         (bytes.len() <= MAX_RESPONSE).then_some(bytes)
     }
+}
+
+/// A type and a class no question of ours asks for, and that the parser knows: what a
+/// question's unknown type or class becomes.
+const NEUTRAL_TYPE: u16 = 10; // NULL
+const NEUTRAL_CLASS: u16 = 3; // CH
+
+/// Rewrites, in place, the type and class of each of the first `count` questions of
+/// `packet` that the parser does not know (it refuses the whole packet for one such
+/// question, and a browser may bundle a type it knows and we do not) into ones that are
+/// never answered. The unicast-response bit of the class is kept. A name is walked to
+/// its end without following compression pointers: a pointer ends a name.
+fn neutralise_unknown_types(packet: &mut [u8], count: u16) -> Result<(), Dropped> {
+    let mut at = 12;
+    for _ in 0..count {
+        loop {
+            let len = *packet.get(at).ok_or(Dropped::Malformed)?;
+            match len & 0xc0 {
+                0x00 if len == 0 => {
+                    at += 1;
+                    break;
+                }
+                0x00 => at += 1 + usize::from(len),
+                0xc0 => {
+                    at += 2;
+                    break;
+                }
+                _ => return Err(Dropped::Malformed),
+            }
+        }
+        let fields = packet.get_mut(at..at + 4).ok_or(Dropped::Malformed)?;
+        let qtype = u16::from_be_bytes([fields[0], fields[1]]);
+        if QTYPE::try_from(qtype).is_err() {
+            fields[0..2].copy_from_slice(&NEUTRAL_TYPE.to_be_bytes());
+        }
+        let qclass = u16::from_be_bytes([fields[2], fields[3]]);
+        if QCLASS::try_from(qclass & 0x7fff).is_err() {
+            let neutral = NEUTRAL_CLASS | (qclass & 0x8000);
+            fields[2..4].copy_from_slice(&neutral.to_be_bytes());
+        }
+        at += 4;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -494,6 +538,24 @@ mod tests {
         // Ours the 17th: not read.
         names.swap(1, 16);
         assert_eq!(asked_of(&names), Vec::<Kind>::new());
+        // A question of a type or class the parser does not know, bundled before ours,
+        // is passed over.
+        let mut odd = query(&[
+            ("other._http._tcp.local", TYPE::PTR),
+            ("_atomix._tcp.local", TYPE::PTR),
+        ]);
+        let first_type = 12 + "other._http._tcp.local".len() + 2;
+        odd[first_type..first_type + 2].copy_from_slice(&65_000u16.to_be_bytes());
+        let first_class = first_type + 2;
+        odd[first_class..first_class + 2].copy_from_slice(&0x8123u16.to_be_bytes());
+        assert!(r.asked(&mut odd).unwrap()[Kind::Instance.index()]);
+        // A name running off the end, or a label of the reserved kinds (0x40, 0x80).
+        let mut cut = query(&[("_atomix._tcp.local", TYPE::PTR)]);
+        cut.truncate(14);
+        assert_eq!(r.asked(&mut cut), Err(Dropped::Malformed));
+        let mut reserved = query(&[("_atomix._tcp.local", TYPE::PTR)]);
+        reserved[12] = 0x45;
+        assert_eq!(r.asked(&mut reserved), Err(Dropped::Malformed));
         // The Z bit is ignored (RFC 6762 section 18.8).
         let mut z = query(&[("_atomix._tcp.local", TYPE::PTR)]);
         z[3] |= 0x40;
