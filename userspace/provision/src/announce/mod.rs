@@ -190,17 +190,8 @@ impl Announcer for FakeAnnouncer {
 
 #[cfg(test)]
 mod tests {
+    use super::plan::tests::unprovisioned;
     use super::*;
-    use atomix_api::discovery::Announcement;
-
-    fn unprovisioned() -> Announcement {
-        Announcement {
-            name: "atomixos-0001".into(),
-            build_id: Some("2026.11.1".into()),
-            slot: Some("a".into()),
-            provisioned: false,
-        }
-    }
 
     #[test]
     fn the_record_is_the_publication_and_goes_with_it() {

@@ -334,19 +334,11 @@ fn neutralise_unknown_types(packet: &mut [u8], count: u16) -> Result<(), Dropped
 mod tests {
     use super::*;
     use crate::announce::plan;
+    use crate::announce::plan::tests::unprovisioned;
     use atomix_api::discovery::Announcement;
 
     fn records() -> Records {
-        let p = plan(
-            Announcement {
-                name: "atomixos-0001".into(),
-                build_id: Some("2026.11.1".into()),
-                slot: Some("a".into()),
-                provisioned: false,
-            },
-            "atomixos".into(),
-            8080,
-        );
+        let p = plan(unprovisioned(), "atomixos".into(), 8080);
         Records::new(&p).unwrap()
     }
 

@@ -101,10 +101,11 @@ pub fn plan(announcement: Announcement, host: String, port: u16) -> Publication 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn unprovisioned() -> Announcement {
+    /// A fresh device's announcement, for the tests of `announce`.
+    pub(crate) fn unprovisioned() -> Announcement {
         Announcement {
             name: "atomixos-0001".into(),
             build_id: Some("2026.11.1".into()),
